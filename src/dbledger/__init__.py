@@ -1,0 +1,40 @@
+"""dbledger: database migrations with a ledger, checksums and a lock.
+
+    import dbledger
+    report = dbledger.migrate("postgresql://app@db/app", "migrations")
+
+Importing this package is cheap: the database drivers load only when a database is opened.
+"""
+
+from dbledger.api import Report, Status, baseline, migrate, new, repair, status, verify
+from dbledger.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    DbledgerError,
+    LedgerStateError,
+    LockTimeout,
+    MigrationFailed,
+    MigrationFileError,
+    UsageError,
+)
+from dbledger.ledger import DBLEDGER_VERSION as __version__
+
+__all__ = [
+    "ConfigError",
+    "DatabaseUnavailable",
+    "DbledgerError",
+    "LedgerStateError",
+    "LockTimeout",
+    "MigrationFailed",
+    "MigrationFileError",
+    "Report",
+    "Status",
+    "UsageError",
+    "__version__",
+    "baseline",
+    "migrate",
+    "new",
+    "repair",
+    "status",
+    "verify",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from dbledger.cli import main
+
+sys.exit(main())

@@ -1,0 +1,225 @@
+"""The Python API: one plain function per command. The command line and the integrations call
+these and nothing below them.
+
+Each function takes the database URL and the migrations directory (``None`` means: resolve them
+from the environment, ``pyproject.toml`` and the defaults, as the command line does).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dbledger import runner
+from dbledger.backends import open_backend
+from dbledger.config import resolve
+from dbledger.errors import LedgerStateError, UsageError
+from dbledger.migrations import FILE_NAME, discover
+from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
+from dbledger.runner import Applied, Progress, Repaired
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``migrate`` did."""
+
+    database: str  # redacted
+    directory: str
+    applied: list[Applied]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "directory": self.directory,
+            "applied": [
+                {
+                    "name": a.name,
+                    "version": a.version,
+                    "execution_time_ms": a.execution_time_ms,
+                    "checksum": a.checksum,
+                }
+                for a in self.applied
+            ],
+        }
+
+
+def _row_dict(row: LedgerRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "version": row.version,
+        "state": row.state,
+        "checksum": row.checksum,
+        "applied_at": row.applied_at,
+        "execution_time_ms": row.execution_time_ms,
+        "error_message": row.error_message,
+    }
+
+
+@dataclass(frozen=True)
+class Status:
+    """The files and the ledger side by side (``plan``), for ``status`` and ``verify``."""
+
+    database: str
+    directory: str
+    plan: Plan
+    ledger_exists: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> int | None:
+        return self.plan.current_version
+
+    @property
+    def clean(self) -> bool:
+        """No problem, no failed migration: what a health check wants."""
+        return not self.problems and not self.plan.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "database": self.database,
+            "directory": self.directory,
+            "ledger_exists": self.ledger_exists,
+            "version": self.version,
+            "applied": [_row_dict(r) for r in plan.applied],
+            "pending": [
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "checksum": m.checksum,
+                    "transaction": m.up.transaction,
+                }
+                for m in plan.pending
+            ],
+            "failed": [_row_dict(r) for r in plan.failed],
+            "modified": [{**_row_dict(row), "checksum_on_disk": m.checksum} for m, row in plan.modified],
+            "missing": [_row_dict(r) for r in plan.missing],
+            "out_of_order": [{"name": m.name, "version": m.version} for m in plan.out_of_order],
+            "dirty": [_row_dict(r) for r in plan.dirty],
+            "problems": self.problems,
+        }
+
+
+def migrate(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    to: int | None = None,
+    allow_out_of_order: bool = False,
+    allow_missing: bool = False,
+    allow_existing_schema: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
+) -> Report:
+    """Apply every pending migration (up to version ``to``), or raise a DbledgerError.
+
+    Safe to call from every replica of an application at the same moment: one applies, the
+    others wait for the lock and find nothing left to do.
+    """
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)  # malformed files fail before any connection
+    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
+        applied = runner.up(
+            backend,
+            migrations,
+            target=to,
+            allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
+            allow_existing_schema=allow_existing_schema,
+            lock_timeout=lock_timeout,
+            progress=progress or runner._quiet,
+        )
+    return Report(settings.database.display, str(settings.directory), applied)
+
+
+def status(database_url: str | None = None, directory: PathLike | None = None) -> Status:
+    """Read the ledger and the files; change nothing (not even create the ledger table)."""
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database) as backend:
+        rows = backend.read_ledger()
+    plan = make_plan(migrations, rows or [])
+    problems = plan.problems()
+    for row in plan.failed:
+        problems.append(
+            f"migration '{row.name}' failed ({row.applied_at}): {row.error_message}; fix the file "
+            "and run 'dbledger up' again, or 'dbledger repair' to clear the record"
+        )
+    return Status(settings.database.display, str(settings.directory), plan, rows is not None, problems)
+
+
+def verify(
+    database_url: str | None = None, directory: PathLike | None = None, *, strict: bool = False
+) -> Status:
+    """Like ``status``, but raise LedgerStateError when a check fails (and, with ``strict``,
+    when anything is pending: the incident's "written but never applied")."""
+    result = status(database_url, directory)
+    problems = list(result.problems)
+    if strict:
+        problems += [
+            f"migration '{m.name}' is pending: it exists on disk but was never applied; run 'dbledger up'"
+            for m in result.plan.pending
+            if m not in result.plan.out_of_order
+        ]
+    if problems:
+        raise LedgerStateError(problems)
+    return result
+
+
+def repair(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[Repaired]:
+    """Accept modified checksums and clear failed, dirty and missing records; all recorded."""
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
+        return runner.repair(backend, migrations, lock_timeout=lock_timeout)
+
+
+def baseline(
+    version: int,
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[str]:
+    """Mark migrations up to ``version`` as applied without running them."""
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
+        return runner.baseline(backend, migrations, version, lock_timeout=lock_timeout)
+
+
+TEMPLATE = """\
+-- migrate:up
+
+
+-- migrate:down
+
+"""
+
+
+def new(name: str, directory: PathLike | None = None) -> Path:
+    """Create the next numbered migration file with empty up and down sections."""
+    if not FILE_NAME.match(f"1_{name}.sql"):
+        raise UsageError(
+            f"invalid migration name {name!r}: use lower-case letters, digits and '_' (e.g. add_users_email)"
+        )
+    settings = resolve("sqlite:///:memory:", directory)  # the database plays no part here
+    folder = settings.directory
+    folder.mkdir(parents=True, exist_ok=True)
+    migrations = discover(folder)
+    width = max([3] + [len(m.path.name.split("_", 1)[0]) for m in migrations])
+    version = (migrations[-1].version + 1) if migrations else 1
+    path = folder / f"{version:0{width}d}_{name}.sql"
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(TEMPLATE)
+    return path

@@ -1,0 +1,137 @@
+"""The contract every database backend fulfils. The core never imports a driver; it talks to
+one of these. Each method's docstring says when the core calls it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dbledger.ledger import Action, State
+from dbledger.migrations import Section
+from dbledger.plan import LedgerRow
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a section, with the file line it starts on."""
+
+    sql: str
+    line: int
+
+
+class StatementError(Exception):
+    """Raised by ``execute`` when the database rejects a statement; the runner records it."""
+
+    def __init__(self, message: str, *, sqlstate: str | None, statement: Statement) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.statement = statement
+
+
+class Backend(ABC):
+    """One open connection to one database, and everything dbledger asks of it."""
+
+    dialect: ClassVar[str]
+    # Whether DDL can roll back with the transaction it ran in. Both built-in backends can:
+    # PostgreSQL and SQLite both have transactional DDL, which is what makes "a migration and its
+    # ledger row commit together" possible.
+    transactional_ddl: ClassVar[bool] = True
+
+    @abstractmethod
+    def read_ledger(self) -> list[LedgerRow] | None:
+        """Called by every command, first and possibly before any lock: the ledger's rows, or
+        None when the ledger table does not exist yet. Must not create anything."""
+
+    @abstractmethod
+    def ensure_ledger(self) -> None:
+        """Called under the migration lock before the first write: create the ledger tables
+        when they are missing. Idempotent."""
+
+    @abstractmethod
+    def user_tables(self) -> list[str]:
+        """Called when the ledger table is missing, before the first migration: the tables that
+        already exist (a database built without dbledger), dbledger's own left out."""
+
+    @abstractmethod
+    def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
+        """Held around a whole run that writes (``up``, ``repair``, ``baseline``). Waits at most
+        ``timeout`` seconds, then raises LockTimeout naming the holder where it can."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Wraps one migration together with its ledger row; also serialises writers on
+        backends without a run-level lock. Commits on exit, rolls back on an exception."""
+
+    @abstractmethod
+    def split(self, section: Section) -> list[Statement]:
+        """Called before a section runs: its statements in order, each with its file line."""
+
+    @abstractmethod
+    def execute(self, statement: Statement) -> None:
+        """Run one statement in the current transaction, or on its own outside any (for
+        ``transaction:false``). Raises StatementError with the database's words."""
+
+    @abstractmethod
+    def record(
+        self,
+        *,
+        name: str,
+        version: int,
+        state: State,
+        checksum: str | None,
+        execution_time_ms: int | None,
+        error_message: str | None,
+    ) -> None:
+        """Insert or replace the ledger row of ``name``. Called inside the migration's own
+        transaction on success, and in a fresh one after a failure rolled back."""
+
+    @abstractmethod
+    def accept_checksum(self, name: str, checksum: str) -> None:
+        """Called by ``repair``: store ``checksum`` for an applied migration whose file changed,
+        keeping when and how it was applied."""
+
+    @abstractmethod
+    def forget(self, name: str) -> None:
+        """Delete the ledger row of ``name`` (``repair`` of a failed or dirty row, ``down``)."""
+
+    @abstractmethod
+    def log(
+        self,
+        action: Action,
+        name: str | None,
+        *,
+        checksum: str | None = None,
+        execution_time_ms: int | None = None,
+        error_message: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Append one row to the history table, in the same transaction as the change it
+        describes."""
+
+    @abstractmethod
+    def history(self) -> list[dict[str, object]]:
+        """Every history row, oldest first (for ``status --history`` and tests)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Called once when the command is done, also after an error."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def poll_intervals(start: float = 0.05, cap: float = 1.0) -> Iterator[float]:
+    """Back-off for lock polling: quick at first (the usual wait is one short migration), then
+    at most once a second so hundreds of waiting replicas do not hammer the server."""
+    delay = start
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)

@@ -1,0 +1,302 @@
+"""PostgreSQL through psycopg 3.
+
+The connection stays in autocommit: transactions are opened explicitly around each migration, and
+``transaction:false`` statements (``CREATE INDEX CONCURRENTLY``) run on their own. The migration
+lock is a session-level advisory lock taken by *polling* ``pg_try_advisory_lock``. A waiter blocked
+inside ``pg_advisory_lock`` is a running statement with an open snapshot, and the holder's
+``CREATE INDEX CONCURRENTLY`` waits for every such snapshot to end while the waiter waits for the
+holder: a deadlock (the bug known from golang-migrate and older Flyway). A poll from autocommit
+holds nothing between tries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dbledger.backends.base import Backend, Statement, StatementError, poll_intervals
+from dbledger.config import Database
+from dbledger.errors import DatabaseUnavailable, DbledgerError, LockTimeout
+from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
+from dbledger.migrations import Section
+from dbledger.plan import LedgerRow
+from dbledger.redaction import redact
+
+_LEDGER = sql.Identifier(LEDGER_TABLE)
+_HISTORY = sql.Identifier(HISTORY_TABLE)
+
+_CREATE_LEDGER = sql.SQL("""
+CREATE TABLE IF NOT EXISTS {ledger} (
+    id SERIAL PRIMARY KEY,
+    migration_name VARCHAR(255) UNIQUE NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    checksum VARCHAR(64),
+    execution_time_ms INTEGER,
+    success BOOLEAN NOT NULL DEFAULT true,
+    error_message TEXT,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'applied'
+        CHECK (state IN ('applied', 'baseline', 'failed', 'dirty')),
+    applied_by TEXT,
+    dbledger_version TEXT
+);
+CREATE TABLE IF NOT EXISTS {history} (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    action TEXT NOT NULL,
+    migration_name VARCHAR(255),
+    checksum VARCHAR(64),
+    execution_time_ms INTEGER,
+    error_message TEXT,
+    detail TEXT,
+    actor TEXT,
+    dbledger_version TEXT
+);
+""").format(ledger=_LEDGER, history=_HISTORY)
+
+_READ_LEDGER = sql.SQL(
+    "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
+    " error_message FROM {} ORDER BY id"
+).format(_LEDGER)
+
+_RECORD = sql.SQL("""
+INSERT INTO {} AS l (migration_name, version, state, checksum, execution_time_ms, success,
+                     error_message, applied_by, dbledger_version)
+VALUES (%(name)s, %(version)s, %(state)s, %(checksum)s, %(ms)s, %(success)s, %(error)s,
+        %(actor)s, %(tool)s)
+ON CONFLICT (migration_name) DO UPDATE SET
+    version = excluded.version, state = excluded.state, checksum = excluded.checksum,
+    execution_time_ms = excluded.execution_time_ms, success = excluded.success,
+    error_message = excluded.error_message, applied_by = excluded.applied_by,
+    dbledger_version = excluded.dbledger_version, applied_at = NOW()
+""").format(_LEDGER)
+
+_LOG = sql.SQL("""
+INSERT INTO {} (action, migration_name, checksum, execution_time_ms, error_message, detail,
+                actor, dbledger_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+""").format(_HISTORY)
+
+# Who holds a bigint advisory lock: pg_locks splits the key into classid (high 32 bits) and
+# objid (low 32 bits), with objsubid = 1 for the single-bigint form.
+_LOCK_HOLDER = """
+SELECT a.pid, a.application_name, a.usename, host(a.client_addr), a.backend_start, a.state
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
+"""
+
+
+class PostgresBackend(Backend):
+    dialect = "postgresql"
+
+    def __init__(self, database: Database, *, connect_timeout: int = 10) -> None:
+        self.database = database
+        try:
+            self.conn = psycopg.connect(
+                database.url,
+                autocommit=True,
+                connect_timeout=connect_timeout,
+                application_name="dbledger",
+            )
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
+        if self.conn.info.server_version >= 140000:
+            # If this process dies mid-migration, the server notices within a second and rolls
+            # back, releasing the advisory lock, instead of finishing a long statement for nobody.
+            self.conn.execute("SET client_connection_check_interval = 1000")
+
+    # -- ledger ---------------------------------------------------------------------------
+    def read_ledger(self) -> list[LedgerRow] | None:
+        try:
+            rows = self.conn.execute(_READ_LEDGER).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return None
+        except psycopg.Error as exc:
+            raise DbledgerError(f"cannot read the ledger table {LEDGER_TABLE}: {exc}") from exc
+        return [
+            LedgerRow(
+                name=name,
+                version=int(version),
+                state=state,
+                checksum=checksum,
+                applied_at=applied_at.isoformat(timespec="milliseconds") if applied_at else None,
+                execution_time_ms=ms,
+                success=success,
+                error_message=error,
+            )
+            for name, version, state, checksum, applied_at, ms, success, error in rows
+        ]
+
+    def ensure_ledger(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute(_CREATE_LEDGER)
+
+    def user_tables(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+            " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
+            " AND c.relname NOT IN (%s, %s) ORDER BY 1",
+            (LEDGER_TABLE, HISTORY_TABLE),
+        ).fetchall()
+        return [name for (name,) in rows]
+
+    def record(
+        self,
+        *,
+        name: str,
+        version: int,
+        state: State,
+        checksum: str | None,
+        execution_time_ms: int | None,
+        error_message: str | None,
+    ) -> None:
+        self.conn.execute(
+            _RECORD,
+            {
+                "name": name,
+                "version": str(version),
+                "state": state,
+                "checksum": checksum,
+                "ms": execution_time_ms,
+                "success": state in ("applied", "baseline"),
+                "error": error_message,
+                "actor": actor(),
+                "tool": DBLEDGER_VERSION,
+            },
+        )
+
+    def accept_checksum(self, name: str, checksum: str) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET checksum = %s WHERE migration_name = %s").format(_LEDGER),
+            (checksum, name),
+        )
+
+    def forget(self, name: str) -> None:
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_name = %s").format(_LEDGER), (name,))
+
+    def log(
+        self,
+        action: Action,
+        name: str | None,
+        *,
+        checksum: str | None = None,
+        execution_time_ms: int | None = None,
+        error_message: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            _LOG,
+            (action, name, checksum, execution_time_ms, error_message, detail, actor(), DBLEDGER_VERSION),
+        )
+
+    def history(self) -> list[dict[str, object]]:
+        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+        try:
+            return list(cur.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(_HISTORY)))
+        except psycopg.errors.UndefinedTable:
+            return []
+
+    # -- locking and transactions ---------------------------------------------------------
+    def _lock_key(self) -> int:
+        """A signed 64-bit key from database + schema + ledger table, so two ledgers in one
+        cluster (other database, other schema) never wait on each other."""
+        row = self.conn.execute("SELECT current_database(), current_schema()").fetchone()
+        assert row is not None
+        digest = hashlib.sha256(f"dbledger:{row[0]}.{row[1]}.{LEDGER_TABLE}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    @contextmanager
+    def migration_lock(self, timeout: float) -> Iterator[None]:
+        key = self._lock_key()
+        deadline = time.monotonic() + timeout
+        intervals = poll_intervals()
+        while True:
+            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if got is not None and got[0]:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(
+                    f"gave up after waiting {timeout:g} s for the migration lock on "
+                    f"{self.database.display}, held by {self._holder(key)}: wait for it to finish, "
+                    "or raise --lock-timeout"
+                )
+            time.sleep(min(next(intervals), remaining))
+        try:
+            yield
+        finally:
+            if not self.conn.closed:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _holder(self, key: int) -> str:
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        row = self.conn.execute(_LOCK_HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
+        if row is None:
+            return "a session that has just released it"
+        pid, app, user, addr, started, state = row
+        where = f" from {addr}" if addr else ""
+        return (
+            f"backend pid {pid} ({app or 'no application_name'}, user {user}{where}, connected "
+            f"{started:%Y-%m-%d %H:%M:%S %Z}, {state})"
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    # -- running SQL ----------------------------------------------------------------------
+    def split(self, section: Section) -> list[Statement]:
+        from dbledger.backends.pgsplit import split_statements
+
+        return split_statements(section.sql, section.line)
+
+    def execute(self, statement: Statement) -> None:
+        try:
+            # bytes: migration bodies are free-form SQL, sent as they are with no parameters.
+            self.conn.execute(statement.sql.encode())
+        except psycopg.Error as exc:
+            raise _statement_error(exc, statement) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError:
+    diag: Any = exc.diag
+    primary = diag.message_primary or _first_line(exc)
+    line = statement.line
+    if diag.statement_position:
+        # A syntax error points at a character of the statement: report that line of the file.
+        position = int(diag.statement_position) - 1
+        line += statement.sql[:position].count("\n")
+    parts = [f"{exc.sqlstate}: {primary}" if exc.sqlstate else primary]
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"HINT: {diag.message_hint}")
+    parts.append(f"statement at line {statement.line}: {_abbreviate(statement.sql)}")
+    return StatementError(
+        redact("\n".join(parts)),
+        sqlstate=exc.sqlstate,
+        statement=Statement(statement.sql, line),
+    )
+
+
+def _abbreviate(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

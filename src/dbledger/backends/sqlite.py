@@ -1,0 +1,284 @@
+"""SQLite through the standard library.
+
+There is no run-level lock: each migration runs in ``BEGIN IMMEDIATE``, which takes the database's
+write lock at once (waiting up to the busy timeout), and the runner re-reads the ledger inside that
+transaction, so concurrent runners still apply each migration exactly once. SQLite has transactional
+DDL, so a migration and its ledger row commit or roll back together.
+
+The connection is opened in autocommit mode (``isolation_level=None``): the sqlite3 module's implicit
+transactions would otherwise commit before DDL on some versions and hide our ``BEGIN``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+from dbledger.backends.base import Backend, Statement, StatementError
+from dbledger.config import Database
+from dbledger.errors import DatabaseUnavailable, DbledgerError, LockTimeout
+from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
+from dbledger.migrations import Section
+from dbledger.plan import LedgerRow
+
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+_CREATE_LEDGER = f"""
+CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    migration_name VARCHAR(255) UNIQUE NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT ({_NOW}),
+    checksum VARCHAR(64),
+    execution_time_ms INTEGER,
+    success BOOLEAN NOT NULL DEFAULT 1,
+    error_message TEXT,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'applied'
+        CHECK (state IN ('applied', 'baseline', 'failed', 'dirty')),
+    applied_by TEXT,
+    dbledger_version TEXT
+);
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL DEFAULT ({_NOW}),
+    action TEXT NOT NULL,
+    migration_name VARCHAR(255),
+    checksum VARCHAR(64),
+    execution_time_ms INTEGER,
+    error_message TEXT,
+    detail TEXT,
+    actor TEXT,
+    dbledger_version TEXT
+);
+"""
+
+_RECORD = f"""
+INSERT INTO {LEDGER_TABLE} (migration_name, version, state, checksum, execution_time_ms, success,
+                            error_message, applied_by, dbledger_version)
+VALUES (:name, :version, :state, :checksum, :ms, :success, :error, :actor, :tool)
+ON CONFLICT (migration_name) DO UPDATE SET
+    version = excluded.version, state = excluded.state, checksum = excluded.checksum,
+    execution_time_ms = excluded.execution_time_ms, success = excluded.success,
+    error_message = excluded.error_message, applied_by = excluded.applied_by,
+    dbledger_version = excluded.dbledger_version, applied_at = {_NOW}
+"""
+
+
+class SqliteBackend(Backend):
+    dialect = "sqlite"
+
+    def __init__(self, database: Database, *, busy_timeout: float = 600.0) -> None:
+        assert database.sqlite_path is not None
+        self.database = database
+        self.path = database.sqlite_path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """Opened on first use, so reading the ledger of a file that does not exist creates nothing."""
+        if self._conn is None:
+            parent = os.path.dirname(self.path)
+            if self.path != ":memory:" and parent and not os.path.isdir(parent):
+                raise DatabaseUnavailable(
+                    f"cannot open {self.database.display}: directory {parent!r} does not exist"
+                )
+            try:
+                self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise DatabaseUnavailable(f"cannot open {self.database.display}: {exc}") from None
+        return self._conn
+
+    def _exists(self) -> bool:
+        return self._conn is not None or self.path == ":memory:" or os.path.exists(self.path)
+
+    # -- ledger ---------------------------------------------------------------------------
+    def read_ledger(self) -> list[LedgerRow] | None:
+        if not self._exists():
+            return None
+        try:
+            rows = self.conn.execute(
+                "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms,"
+                f" success, error_message FROM {LEDGER_TABLE} ORDER BY id"
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise _translate(exc, self.database.display) from exc
+        except sqlite3.DatabaseError as exc:
+            raise DbledgerError(f"cannot read {self.database.display}: {exc}") from None
+        return [
+            LedgerRow(
+                name=name,
+                version=int(version),
+                state=state,
+                checksum=checksum,
+                applied_at=applied_at,
+                execution_time_ms=ms,
+                success=bool(success),
+                error_message=error,
+            )
+            for name, version, state, checksum, applied_at, ms, success, error in rows
+        ]
+
+    def ensure_ledger(self) -> None:
+        with self.transaction():
+            for statement in _CREATE_LEDGER.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+
+    def user_tables(self) -> list[str]:
+        if not self._exists():
+            return []
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+            " AND name NOT LIKE 'sqlite_%' AND name NOT IN (?, ?) ORDER BY name",
+            (LEDGER_TABLE, HISTORY_TABLE),
+        ).fetchall()
+        return [name for (name,) in rows]
+
+    def record(
+        self,
+        *,
+        name: str,
+        version: int,
+        state: State,
+        checksum: str | None,
+        execution_time_ms: int | None,
+        error_message: str | None,
+    ) -> None:
+        self.conn.execute(
+            _RECORD,
+            {
+                "name": name,
+                "version": str(version),
+                "state": state,
+                "checksum": checksum,
+                "ms": execution_time_ms,
+                "success": state in ("applied", "baseline"),
+                "error": error_message,
+                "actor": actor(),
+                "tool": DBLEDGER_VERSION,
+            },
+        )
+
+    def accept_checksum(self, name: str, checksum: str) -> None:
+        self.conn.execute(
+            f"UPDATE {LEDGER_TABLE} SET checksum = ? WHERE migration_name = ?", (checksum, name)
+        )
+
+    def forget(self, name: str) -> None:
+        self.conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE migration_name = ?", (name,))
+
+    def log(
+        self,
+        action: Action,
+        name: str | None,
+        *,
+        checksum: str | None = None,
+        execution_time_ms: int | None = None,
+        error_message: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            f"INSERT INTO {HISTORY_TABLE} (action, migration_name, checksum, execution_time_ms,"
+            " error_message, detail, actor, dbledger_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (action, name, checksum, execution_time_ms, error_message, detail, actor(), DBLEDGER_VERSION),
+        )
+
+    def history(self) -> list[dict[str, object]]:
+        if not self._exists():
+            return []
+        try:
+            cursor = self.conn.execute(f"SELECT * FROM {HISTORY_TABLE} ORDER BY id")
+        except sqlite3.OperationalError:
+            return []
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- locking and transactions ---------------------------------------------------------
+    def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
+        # SQLite's write lock is taken per migration by transaction(); see the module docstring.
+        self.busy_timeout = timeout
+        if self._conn is not None:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        return nullcontext()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _translate(exc, self.database.display, self.busy_timeout) from exc
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- running SQL ----------------------------------------------------------------------
+    def split(self, section: Section) -> list[Statement]:
+        return split_statements(section.sql, section.line)
+
+    def execute(self, statement: Statement) -> None:
+        try:
+            self.conn.execute(statement.sql)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorname", None)
+            text = f"{code}: {exc}" if code else str(exc)
+            raise StatementError(
+                f"{text}\nstatement at line {statement.line}: {' '.join(statement.sql.split())[:300]}",
+                sqlstate=code,
+                statement=statement,
+            ) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def split_statements(text: str, first_line: int) -> list[Statement]:
+    """Statements of ``text`` with their file lines, cut where SQLite's own tokenizer says a
+    statement is complete (``sqlite3.complete_statement`` knows strings, comments and trigger
+    bodies)."""
+    statements: list[Statement] = []
+    start = 0
+    position = text.find(";")
+    while position != -1:
+        candidate = text[start : position + 1]
+        if sqlite3.complete_statement(candidate):
+            _append(statements, text, start, candidate, first_line)
+            start = position + 1
+        position = text.find(";", position + 1)
+    tail = text[start:]
+    if tail.strip() and not _only_comments(tail):
+        _append(statements, text, start, tail, first_line)
+    return statements
+
+
+def _only_comments(text: str) -> bool:
+    from dbledger.migrations import is_blank
+
+    return is_blank(text)
+
+
+def _append(statements: list[Statement], text: str, start: int, body: str, first_line: int) -> None:
+    if _only_comments(body):
+        return
+    offset = start + len(body) - len(body.lstrip())
+    statements.append(Statement(sql=body.strip(), line=first_line + text.count("\n", 0, offset)))
+
+
+def _translate(exc: sqlite3.OperationalError, display: str, timeout: float | None = None) -> DbledgerError:
+    if "locked" in str(exc) or "busy" in str(exc):
+        waited = f" after waiting {timeout:g} s" if timeout is not None else ""
+        return LockTimeout(
+            f"{display} is locked by another connection{waited}: wait for it to finish, "
+            "or raise --lock-timeout"
+        )
+    return DbledgerError(f"{display}: {exc}")

@@ -1,0 +1,214 @@
+"""The ``dbledger`` command: parse arguments, call the API, format the result. No logic here.
+
+Human output goes to stdout, progress and messages to stderr; with ``--json`` stdout carries
+exactly one JSON document (also on failure: ``{"ok": false, "error": ...}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dbledger import api
+from dbledger.config import resolve
+from dbledger.errors import DbledgerError
+
+
+def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default,
+        help="database URL (default: $DATABASE_URL, pyproject.toml, sqlite:///dbledger.sqlite3)",
+    )
+    parser.add_argument(
+        "--dir",
+        metavar="PATH",
+        default=default,
+        help="migrations directory (default: $DBLEDGER_DIR, pyproject.toml, ./migrations)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print one JSON document on stdout",
+    )
+
+
+def _lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=api.DEFAULT_LOCK_TIMEOUT,
+        help="how long to wait for another migration run to finish (default: 600)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbledger",
+        description="Apply SQL migrations exactly once, with a ledger, checksums and a lock.",
+    )
+    _common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"dbledger {api_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="verify, then apply pending migrations in order")
+    _common(up, suppress=True)
+    _lock_timeout(up)
+    up.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
+    up.add_argument(
+        "--allow-out-of-order",
+        action="store_true",
+        help="apply pending files that sort before the newest applied one",
+    )
+    up.add_argument(
+        "--allow-missing", action="store_true", help="go on although applied migrations have no file any more"
+    )
+    up.add_argument(
+        "--allow-existing-schema",
+        action="store_true",
+        help="run on a database that has tables but no ledger yet",
+    )
+
+    for name, text in [
+        ("status", "applied / pending / failed / modified / missing migrations"),
+        ("verify", "check checksums, order and missing files; change nothing"),
+    ]:
+        sub = commands.add_parser(name, help=text)
+        _common(sub, suppress=True)
+        if name == "verify":
+            sub.add_argument("--strict", action="store_true", help="also fail when a migration is pending")
+
+    new = commands.add_parser("new", help="create the next numbered migration file")
+    _common(new, suppress=True)
+    new.add_argument("name", help="lower-case words joined by '_', e.g. add_users_email")
+
+    repair = commands.add_parser(
+        "repair", help="accept modified checksums, clear failed, dirty and missing records"
+    )
+    _common(repair, suppress=True)
+    _lock_timeout(repair)
+
+    baseline = commands.add_parser(
+        "baseline", help="mark migrations up to VERSION as applied without running them"
+    )
+    _common(baseline, suppress=True)
+    _lock_timeout(baseline)
+    baseline.add_argument("version", type=int, metavar="VERSION")
+    return parser
+
+
+def api_version() -> str:
+    from dbledger import __version__
+
+    return __version__
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _progress(event: str, name: str, ms: int | None) -> None:
+    if event == "start":
+        _err(f"applying {name} ...")
+    elif event == "done":
+        _err(f"applied  {name} in {ms} ms")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    as_json: bool = args.json
+    try:
+        document = _run(args)
+    except DbledgerError as exc:
+        _err(f"dbledger: error: {exc.message}")
+        if as_json:
+            print(json.dumps({"ok": False, "error": _error_dict(exc)}, indent=2))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("dbledger: interrupted")
+        return 130
+    if as_json:
+        print(json.dumps({"ok": True, **document}, indent=2, default=str))
+    return 0
+
+
+def _error_dict(exc: DbledgerError) -> dict[str, Any]:
+    fields: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
+    for key in ("migration", "sqlstate", "line", "path", "problems"):
+        if hasattr(exc, key):
+            fields[key] = getattr(exc, key)
+    return fields
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "new":
+        path = api.new(args.name, args.dir)
+        _out(args, f"created {path}")
+        return {"path": str(path)}
+
+    settings = resolve(args.database_url, args.dir)
+    _err(
+        f"dbledger: database {settings.database.display} (from {settings.database_source}), "
+        f"migrations {settings.directory}"
+    )
+    url, folder = settings.database.url, settings.directory
+
+    if args.command == "up":
+        report = api.migrate(
+            url,
+            folder,
+            to=args.to,
+            allow_out_of_order=args.allow_out_of_order,
+            allow_missing=args.allow_missing,
+            allow_existing_schema=args.allow_existing_schema,
+            lock_timeout=args.lock_timeout,
+            progress=_progress,
+        )
+        if report.applied:
+            total = sum(a.execution_time_ms for a in report.applied)
+            _out(args, f"applied {len(report.applied)} migration(s) in {total} ms")
+        else:
+            _out(args, "nothing to do: every migration is applied")
+        return report.to_dict()
+    if args.command == "status":
+        result = api.status(url, folder)
+        if not args.json:
+            from dbledger.output import print_status
+
+            print_status(result)
+        return result.to_dict()
+    if args.command == "verify":
+        result = api.verify(url, folder, strict=args.strict)
+        pending = len(result.plan.pending)
+        _out(
+            args,
+            f"ok: {len(result.plan.applied)} applied migration(s) match their files"
+            + (f"; {pending} pending" if pending else ""),
+        )
+        return result.to_dict()
+    if args.command == "repair":
+        repaired = api.repair(url, folder, lock_timeout=args.lock_timeout)
+        for item in repaired:
+            _out(args, f"{item.name}: {item.action} ({item.detail})")
+        if not repaired:
+            _out(args, "nothing to repair")
+        return {"repaired": [vars(item) for item in repaired]}
+    if args.command == "baseline":
+        marked = api.baseline(args.version, url, folder, lock_timeout=args.lock_timeout)
+        for name in marked:
+            _out(args, f"baseline {name}")
+        _out(args, f"marked {len(marked)} migration(s) as applied without running them")
+        return {"baselined": marked}
+    raise AssertionError(args.command)  # argparse only accepts the commands above
+
+
+def _out(args: argparse.Namespace, text: str) -> None:
+    # With --json, human lines still reach the user, on stderr.
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

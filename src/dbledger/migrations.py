@@ -1,0 +1,203 @@
+"""Find migration files, parse their sections, and checksum them.
+
+A file is ``<version>_<name>.sql``: the version is digits of any width, compared as an integer;
+the name is ``[a-z0-9_]+``; the file stem is the migration's identity in the ledger. A plain file
+is an up-only migration. dbmate-style markers split a file into sections, with options on the
+marker line::
+
+    -- migrate:up transaction:false
+    CREATE INDEX CONCURRENTLY ...;
+    -- migrate:down
+    DROP INDEX CONCURRENTLY ...;
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbledger.errors import ConfigError, MigrationFileError
+
+FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)\.sql$")
+_MARKER = re.compile(r"^--\s*migrate:(?P<kind>[A-Za-z]+)(?P<options>.*)$")
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_BOOLEANS = {"true": True, "false": False}
+# Options a section marker may carry, and the values each accepts.
+KNOWN_OPTIONS = {"transaction": _BOOLEANS}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One direction of a migration: its SQL, where it starts in the file, and its options."""
+
+    sql: str
+    line: int  # 1-based line of the file on which ``sql`` starts
+    transaction: bool = True
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A parsed migration file."""
+
+    version: int
+    name: str  # the file stem, e.g. "003_clerk_complete_migration"
+    path: Path
+    checksum: str
+    up: Section
+    down: Section | None
+
+
+def normalise(raw: bytes) -> bytes:
+    """Strip a UTF-8 BOM and turn CRLF and lone CR into LF, so a Windows checkout hashes the same."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def checksum(raw: bytes) -> str:
+    """The SHA-256 recorded in the ledger: hex digest of the normalised bytes."""
+    return hashlib.sha256(normalise(raw)).hexdigest()
+
+
+def is_blank(sql: str) -> bool:
+    """True when ``sql`` holds nothing but whitespace, comments and semicolons."""
+    return not _COMMENTS.sub("", sql).replace(";", "").strip()
+
+
+def parse(path: Path, raw: bytes) -> Migration:
+    """Parse one file's bytes. Raises MigrationFileError naming the file and, where it can, the line."""
+    match = FILE_NAME.match(path.name)
+    if match is None:
+        raise MigrationFileError(
+            str(path),
+            "file name does not match <version>_<name>.sql "
+            "(version: digits; name: lower-case letters, digits and '_'), e.g. 005_add_index.sql",
+        )
+    data = normalise(raw)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise MigrationFileError(
+            str(path), f"line {line}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
+        ) from None
+    up, down = _sections(path, text)
+    return Migration(
+        version=int(match.group("version")),
+        name=path.stem,
+        path=path,
+        checksum=hashlib.sha256(data).hexdigest(),
+        up=up,
+        down=down,
+    )
+
+
+def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
+    lines = text.split("\n")
+    markers: list[tuple[str, int, dict[str, bool]]] = []  # (kind, 0-based line, options)
+    for index, line in enumerate(lines):
+        found = _MARKER.match(line.strip())
+        if found is None:
+            continue
+        kind = found.group("kind")
+        if kind not in ("up", "down"):
+            raise MigrationFileError(
+                str(path),
+                f"line {index + 1}: unknown section '-- migrate:{kind}' "
+                "(expected '-- migrate:up' or '-- migrate:down')",
+            )
+        if any(existing == kind for existing, _, _ in markers):
+            raise MigrationFileError(str(path), f"line {index + 1}: a second '-- migrate:{kind}' section")
+        markers.append((kind, index, _options(path, index + 1, found.group("options"))))
+
+    if not markers:
+        up = Section(sql=text, line=1)
+        if is_blank(up.sql):
+            raise _empty_up(path)
+        return up, None
+
+    if markers[0][0] != "up":
+        raise MigrationFileError(
+            str(path), f"line {markers[0][1] + 1}: '-- migrate:down' comes before '-- migrate:up'"
+        )
+    before = "\n".join(lines[: markers[0][1]])
+    if not is_blank(before):
+        raise MigrationFileError(
+            str(path),
+            f"line {markers[0][1] + 1}: SQL before '-- migrate:up' belongs to no section: "
+            "move it below the marker",
+        )
+
+    sections: dict[str, Section] = {}
+    for position, (kind, start, options) in enumerate(markers):
+        end = markers[position + 1][1] if position + 1 < len(markers) else len(lines)
+        body = "\n".join(lines[start + 1 : end])
+        sections[kind] = Section(sql=body, line=start + 2, **options)
+    up = sections["up"]
+    if is_blank(up.sql):
+        raise _empty_up(path)
+    down = sections.get("down")
+    if down is not None and is_blank(down.sql):
+        down = None  # an empty down section (as written by 'dbledger new') means "no rollback"
+    return up, down
+
+
+def _empty_up(path: Path) -> MigrationFileError:
+    return MigrationFileError(
+        str(path),
+        "the up section is empty (only comments or blank lines): write the migration's SQL, "
+        "or delete the file",
+    )
+
+
+def _options(path: Path, line: int, text: str) -> dict[str, bool]:
+    options: dict[str, bool] = {}
+    for token in text.split():
+        key, sep, value = token.partition(":")
+        allowed = KNOWN_OPTIONS.get(key)
+        if allowed is None or not sep:
+            known = ", ".join(f"{k}:{'|'.join(v)}" for k, v in KNOWN_OPTIONS.items())
+            raise MigrationFileError(
+                str(path), f"line {line}: unknown option {token!r} (known options: {known})"
+            )
+        if value not in allowed:
+            raise MigrationFileError(
+                str(path),
+                f"line {line}: option {key!r} must be {' or '.join(allowed)}, not {value!r}",
+            )
+        options[key] = allowed[value]
+    return options
+
+
+def discover(directory: Path) -> list[Migration]:
+    """Parse every ``*.sql`` file of ``directory``, sorted by version. Each file is read once."""
+    if not directory.is_dir():
+        if directory.exists():
+            raise ConfigError(f"migrations directory {str(directory)!r} is not a directory")
+        raise ConfigError(
+            f"migrations directory {str(directory)!r} does not exist: create it "
+            "('dbledger new NAME' does), or point --dir / DBLEDGER_DIR at the right folder"
+        )
+    try:
+        paths = sorted(p for p in directory.iterdir() if p.suffix == ".sql" and not p.name.startswith("."))
+    except OSError as exc:
+        raise ConfigError(f"cannot read migrations directory {str(directory)!r}: {exc.strerror}") from None
+
+    found: dict[int, Migration] = {}
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
+        migration = parse(path, raw)
+        clash = found.get(migration.version)
+        if clash is not None:
+            raise MigrationFileError(
+                str(path),
+                f"version {migration.version} is also used by {clash.path.name}: "
+                "each version must be unique, renumber one of them",
+            )
+        found[migration.version] = migration
+    return [found[v] for v in sorted(found)]
