@@ -1,0 +1,74 @@
+"""Fixtures: a real PostgreSQL cluster for the session, a fresh database per test, real SQLite
+files, and helpers to write migration files, run the command line and query the database.
+
+Set DBLEDGER_TEST_POSTGRES_URL to an existing server's admin URL to use it instead of starting a
+cluster (each test still gets its own database there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbledger.testing import Cluster, temporary_postgres
+
+_counter = itertools.count()
+
+
+@dataclass
+class ExternalServer:
+    admin_url: str
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return psycopg.conninfo.make_conninfo(self.admin_url, dbname=name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Cluster | ExternalServer]:
+    external = os.environ.get("DBLEDGER_TEST_POSTGRES_URL")
+    if external:
+        yield ExternalServer(external)
+        return
+    with temporary_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_server: Cluster | ExternalServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; its URL carries a password."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    url = pg_server.create_database(name)
+    yield url
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'app.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test body on every backend, against a real database each time."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    return folder
