@@ -10,7 +10,9 @@ def print_status(result: Status) -> None:
     from rich.table import Table
 
     plan = result.plan
-    console = Console(highlight=False, soft_wrap=True)
+    probe = Console()
+    # Piped output keeps whole names instead of rich's 80-column default.
+    console = Console(highlight=False, width=None if probe.is_terminal else 160)
     table = Table(title=f"{result.database}  ({result.directory})", title_justify="left")
     for column, justify in [
         ("version", "right"),
@@ -52,7 +54,7 @@ def print_status(result: Status) -> None:
             str(versions[name]),
             name,
             f"[{styles[state]}]{state}[/]",
-            (row.applied_at or "") if row else "",
+            (row.applied_at or "")[:19].replace("T", " ") if row else "",
             str(row.execution_time_ms) if row and row.execution_time_ms is not None else "",
             (row.checksum or "")[:12] if row else "",
         )
