@@ -7,20 +7,43 @@ from the environment, ``pyproject.toml`` and the defaults, as the command line d
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dbledger import runner
 from dbledger.backends import open_backend
 from dbledger.config import resolve
-from dbledger.errors import LedgerStateError, UsageError
+from dbledger.errors import DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
 from dbledger.runner import Applied, Progress, Repaired
 
 DEFAULT_LOCK_TIMEOUT = 600.0
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _driver_errors_translated(function: _F) -> _F:
+    """The API promises DbledgerError on any failure: a driver error that escaped a backend
+    (a connection lost mid-run, say) becomes one here, redacted, with the original chained."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except DbledgerError:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
+                raise
+            raise DbledgerError(f"database error: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
 
 PathLike = str | os.PathLike[str]
 
@@ -106,6 +129,7 @@ class Status:
         }
 
 
+@_driver_errors_translated
 def migrate(
     database_url: str | None = None,
     directory: PathLike | None = None,
@@ -137,6 +161,7 @@ def migrate(
     return Report(settings.database.display, str(settings.directory), applied)
 
 
+@_driver_errors_translated
 def status(database_url: str | None = None, directory: PathLike | None = None) -> Status:
     """Read the ledger and the files; change nothing (not even create the ledger table)."""
     settings = resolve(database_url, directory)
@@ -153,6 +178,7 @@ def status(database_url: str | None = None, directory: PathLike | None = None) -
     return Status(settings.database.display, str(settings.directory), plan, rows is not None, problems)
 
 
+@_driver_errors_translated
 def verify(
     database_url: str | None = None, directory: PathLike | None = None, *, strict: bool = False
 ) -> Status:
@@ -171,6 +197,7 @@ def verify(
     return result
 
 
+@_driver_errors_translated
 def repair(
     database_url: str | None = None,
     directory: PathLike | None = None,
@@ -184,6 +211,7 @@ def repair(
         return runner.repair(backend, migrations, lock_timeout=lock_timeout)
 
 
+@_driver_errors_translated
 def baseline(
     version: int,
     database_url: str | None = None,

@@ -29,10 +29,15 @@ DBLEDGER_VERSION = "0.1.0"
 
 
 @cache
-def actor() -> str:
-    """``user@host:pid`` of this process, recorded with every row so an operator can find it."""
+def _user_at_host() -> str:
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for the uid (common in containers)
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def actor() -> str:
+    """``user@host:pid`` of this process, recorded with every row so an operator can find it.
+    The pid is read each time: a forked worker must not report its parent's."""
+    return f"{_user_at_host()}:{os.getpid()}"

@@ -83,10 +83,13 @@ def up(
 
     applied: list[Applied] = []
     with backend.migration_lock(lock_timeout):
-        if backend.read_ledger() is None:
-            if not allow_existing_schema and (problems := _existing_schema_problem(backend)):
-                raise LedgerStateError(problems)
-            backend.ensure_ledger()
+        # One transaction for "no ledger yet? then are there tables? then create it": on SQLite
+        # another runner could otherwise create the ledger and a first table in between.
+        with backend.transaction():
+            if backend.read_ledger() is None:
+                if not allow_existing_schema and (problems := _existing_schema_problem(backend)):
+                    raise LedgerStateError(problems)
+                backend.ensure_ledger()
         while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
             applied.append(result)
     return applied
@@ -167,6 +170,24 @@ def _record_applied(backend: Backend, migration: Migration, ms: int) -> Applied:
 def _record_failure(
     backend: Backend, migration: Migration, err: StatementError, ms: int, *, dirty: bool
 ) -> MigrationFailed:
+    note = ""
+    try:
+        _write_failure(backend, migration, err, ms, dirty=dirty)
+    except Exception as exc:  # e.g. the connection died with the migration
+        note = f"\n(the failure could not be recorded in the ledger: {exc})"
+    return MigrationFailed(
+        migration.name,
+        err.message + note,
+        sqlstate=err.sqlstate,
+        statement=err.statement.sql,
+        line=err.statement.line,
+        dirty=dirty,
+    )
+
+
+def _write_failure(
+    backend: Backend, migration: Migration, err: StatementError, ms: int, *, dirty: bool
+) -> None:
     with backend.transaction():
         backend.record(
             name=migration.name,
@@ -183,14 +204,6 @@ def _record_failure(
             execution_time_ms=ms,
             error_message=err.message,
         )
-    return MigrationFailed(
-        migration.name,
-        err.message,
-        sqlstate=err.sqlstate,
-        statement=err.statement.sql,
-        line=err.statement.line,
-        dirty=dirty,
-    )
 
 
 @dataclass(frozen=True)
@@ -240,26 +253,23 @@ def baseline(
     was built before the ledger existed). Returns the names marked."""
     check_target(migrations, version)
     marked: list[str] = []
-    with backend.migration_lock(lock_timeout):
+    with backend.migration_lock(lock_timeout), backend.transaction():
         backend.ensure_ledger()
-        with backend.transaction():
-            rows = {row.name: row for row in backend.read_ledger() or []}
-            for migration in migrations:
-                if migration.version > version:
-                    break
-                row = rows.get(migration.name)
-                if row is not None and row.state in APPLIED_STATES:
-                    continue
-                backend.record(
-                    name=migration.name,
-                    version=migration.version,
-                    state="baseline",
-                    checksum=migration.checksum,
-                    execution_time_ms=None,
-                    error_message=None,
-                )
-                backend.log(
-                    "baseline", migration.name, checksum=migration.checksum, detail=f"baseline {version}"
-                )
-                marked.append(migration.name)
+        rows = {row.name: row for row in backend.read_ledger() or []}
+        for migration in migrations:
+            if migration.version > version:
+                break
+            row = rows.get(migration.name)
+            if row is not None and row.state in APPLIED_STATES:
+                continue
+            backend.record(
+                name=migration.name,
+                version=migration.version,
+                state="baseline",
+                checksum=migration.checksum,
+                execution_time_ms=None,
+                error_message=None,
+            )
+            backend.log("baseline", migration.name, checksum=migration.checksum, detail=f"baseline {version}")
+            marked.append(migration.name)
     return marked

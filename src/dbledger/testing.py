@@ -32,9 +32,7 @@ def find_postgres_bin() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(os.path.realpath(found)).parent
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3])
-    )
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if candidates:
         return Path(candidates[-1]).parent
     raise RuntimeError(
@@ -119,14 +117,36 @@ def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cl
     run: dict[str, Any] = {"cwd": base, "check": True, "capture_output": True, **drop}
     try:
         subprocess.run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C",
-             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={base / 'pwfile'}"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={base / 'pwfile'}",
+            ],
             **run,
         )
         flags = " ".join(f"-c {key}={value}" for key, value in options.items())
         subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-             "-o", f"-p {cluster.port} {flags}", "start"],
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {cluster.port} {flags}",
+                "start",
+            ],
             **run,
         )
     except subprocess.CalledProcessError as exc:
@@ -138,6 +158,9 @@ def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cl
     finally:
         subprocess.run(
             [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            cwd=base, capture_output=True, check=False, **drop,
+            cwd=base,
+            capture_output=True,
+            check=False,
+            **drop,
         )
         shutil.rmtree(base, ignore_errors=True)

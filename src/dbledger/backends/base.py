@@ -44,13 +44,14 @@ class Backend(ABC):
 
     @abstractmethod
     def read_ledger(self) -> list[LedgerRow] | None:
-        """Called by every command, first and possibly before any lock: the ledger's rows, or
-        None when the ledger table does not exist yet. Must not create anything."""
+        """Called by every command, first and possibly before any lock, and again inside the
+        migration's transaction: the ledger's rows, or None when the ledger table does not exist
+        yet. Must not create anything, and must leave an open transaction usable."""
 
     @abstractmethod
     def ensure_ledger(self) -> None:
-        """Called under the migration lock before the first write: create the ledger tables
-        when they are missing. Idempotent."""
+        """Called under the migration lock, inside a transaction, before the first write:
+        create the ledger tables when they are missing. Idempotent."""
 
     @abstractmethod
     def user_tables(self) -> list[str]:

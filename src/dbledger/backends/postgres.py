@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from dbledger.backends.base import Backend, Statement, StatementError, poll_intervals
 from dbledger.config import Database
@@ -114,8 +114,12 @@ class PostgresBackend(Backend):
 
     # -- ledger ---------------------------------------------------------------------------
     def read_ledger(self) -> list[LedgerRow] | None:
+        # Inside a transaction a missing table would abort it: read under a savepoint there.
+        # Outside one (the cheap path) a plain autocommit query costs a single round trip.
+        in_transaction = self.conn.info.transaction_status != pq.TransactionStatus.IDLE
         try:
-            rows = self.conn.execute(_READ_LEDGER).fetchall()
+            with self.conn.transaction() if in_transaction else nullcontext():
+                rows = self.conn.execute(_READ_LEDGER).fetchall()
         except psycopg.errors.UndefinedTable:
             return None
         except psycopg.Error as exc:
@@ -135,8 +139,7 @@ class PostgresBackend(Backend):
         ]
 
     def ensure_ledger(self) -> None:
-        with self.conn.transaction():
-            self.conn.execute(_CREATE_LEDGER)
+        self.conn.execute(_CREATE_LEDGER)
 
     def user_tables(self) -> list[str]:
         rows = self.conn.execute(
@@ -235,7 +238,8 @@ class PostgresBackend(Backend):
         try:
             yield
         finally:
-            if not self.conn.closed:
+            # A broken connection has released the lock with the session already.
+            with suppress(psycopg.Error):
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _holder(self, key: int) -> str:

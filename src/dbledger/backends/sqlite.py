@@ -124,10 +124,9 @@ class SqliteBackend(Backend):
         ]
 
     def ensure_ledger(self) -> None:
-        with self.transaction():
-            for statement in _CREATE_LEDGER.split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
+        for statement in _CREATE_LEDGER.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
 
     def user_tables(self) -> list[str]:
         if not self._exists():
