@@ -244,9 +244,10 @@ def new(name: str, directory: PathLike | None = None) -> Path:
     settings = resolve("sqlite:///:memory:", directory)  # the database plays no part here
     folder = settings.directory
     folder.mkdir(parents=True, exist_ok=True)
-    migrations = discover(folder)
-    width = max([3] + [len(m.path.name.split("_", 1)[0]) for m in migrations])
-    version = (migrations[-1].version + 1) if migrations else 1
+    # From the names alone: the previous 'new' left a template that does not parse yet.
+    numbers = [m.group("version") for p in folder.glob("*.sql") if (m := FILE_NAME.match(p.name))]
+    width = max([3] + [len(n) for n in numbers])
+    version = max((int(n) for n in numbers), default=0) + 1
     path = folder / f"{version:0{width}d}_{name}.sql"
     with path.open("x", encoding="utf-8") as handle:
         handle.write(TEMPLATE)

@@ -10,11 +10,29 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from dbledger import api
 from dbledger.config import resolve
 from dbledger.errors import DbledgerError
+from dbledger.redaction import redact
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that redacts its own error messages (they echo arguments, URLs included) and
+    keeps the --json promise of one document on stdout for usage errors too."""
+
+    def error(self, message: str) -> NoReturn:
+        message = redact(message)
+        if _JSON_REQUESTED[0]:
+            error = {"type": "UsageError", "message": message, "exit_code": 2}
+            print(json.dumps({"ok": False, "error": error}, indent=2))
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# Set by main() from its argv, which need not be sys.argv (tests, embedding).
+_JSON_REQUESTED = [False]
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -50,7 +68,7 @@ def _lock_timeout(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dbledger",
         description="Apply SQL migrations exactly once, with a ledger, checksums and a lock.",
     )
@@ -122,6 +140,7 @@ def _progress(event: str, name: str, ms: int | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _JSON_REQUESTED[0] = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     as_json: bool = args.json
     try:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbledger.errors import ConfigError
 from dbledger.redaction import redact, remember_secret
@@ -65,8 +65,8 @@ def parse_database_url(url: str) -> Database:
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ConfigError(
         f"unsupported database URL {redact(url)!r} (scheme {scheme!r}): use "
-        "postgresql://user:password@host:port/dbname, a libpq 'key=value' string, "
-        "or sqlite:///path/to/file.db"
+        "postgresql://USER@HOST:PORT/DBNAME (password after USER and a colon), a libpq "
+        "'key=value' string, or sqlite:///path/to/file.db"
     )
 
 
@@ -79,6 +79,8 @@ def _parse_postgres_url(url: str) -> Database:
     if parts.password:
         remember_secret(parts.password)
         remember_secret(unquote(parts.password))
+    for value in parse_qs(parts.query).get("password", []):
+        remember_secret(value)
     return Database(url=url, dialect="postgresql", display=redact(url))
 
 

@@ -41,10 +41,13 @@ def _quiet(event: str, name: str, ms: int | None) -> None:
     pass
 
 
-def check_target(migrations: list[Migration], target: int | None) -> None:
-    """``--to V`` must name a version that exists, so a typo never means "everything"."""
+def check_target(migrations: list[Migration], target: int | None, what: str = "--to") -> None:
+    """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
+    "everything"."""
     if target is not None and all(m.version != target for m in migrations):
-        raise UsageError(f"no migration file has version {target}: --to must name an existing version")
+        raise UsageError(
+            f"no migration file has version {target}: {what} must name the version of an existing file"
+        )
 
 
 def _existing_schema_problem(backend: Backend) -> list[str]:
@@ -251,7 +254,7 @@ def baseline(
 ) -> list[str]:
     """Mark every migration up to ``version`` as applied without running it (for a database that
     was built before the ledger existed). Returns the names marked."""
-    check_target(migrations, version)
+    check_target(migrations, version, "baseline VERSION")
     marked: list[str] = []
     with backend.migration_lock(lock_timeout), backend.transaction():
         backend.ensure_ledger()

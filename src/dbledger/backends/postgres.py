@@ -293,7 +293,8 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError
         parts.append(f"DETAIL: {diag.message_detail}")
     if diag.message_hint:
         parts.append(f"HINT: {diag.message_hint}")
-    parts.append(f"statement at line {statement.line}: {_abbreviate(statement.sql)}")
+    at = f"line {statement.line}" + (f", error at line {line}" if line != statement.line else "")
+    parts.append(f"statement at {at}: {_abbreviate(statement.sql)}")
     return StatementError(
         redact("\n".join(parts)),
         sqlstate=exc.sqlstate,

@@ -1,0 +1,272 @@
+"""Every command `dbledger --help` lists, run from the outside as a user would, once with and once
+without --json: exit codes, what reaches stdout and stderr, and that the README documents it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Result, query, run_cli, table_exists, write
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+ITEMS = "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);\n"
+TAGS = "CREATE TABLE tags (id integer PRIMARY KEY);\n"
+
+# The commands this file exercises; test_every_listed_command_is_exercised keeps it honest.
+EXERCISED = {"up", "status", "verify", "new", "repair", "baseline"}
+
+JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
+
+
+def listed_commands() -> list[str]:
+    """The sub-commands as `dbledger --help` prints them (one per line, indented four spaces)."""
+    result = run_cli("--help", cwd=Path.cwd())
+    assert result.returncode == 0, result.output
+    return re.findall(r"^ {4}([a-z][a-z_-]*)(?: |$)", result.stdout, flags=re.MULTILINE)
+
+
+def cli(url: str, folder: Path, as_json: bool, *args: str) -> Result:
+    flags = ["--json"] if as_json else []
+    return run_cli(*args, *flags, "--database-url", url, "--dir", str(folder), cwd=folder.parent)
+
+
+def outcome(result: Result, as_json: bool, exit_code: int) -> dict[str, Any]:
+    """Check the exit code and the shape of the output; return the JSON document ({} for humans)."""
+    assert result.returncode == exit_code, result.output
+    assert "Traceback" not in result.stderr
+    if not as_json:
+        if exit_code != 0:
+            assert re.search(r"^dbledger( \w+)?: error: ", result.stderr, re.MULTILINE)
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(result.stdout)
+        return {}
+    document = json.loads(result.stdout)  # exactly one document: trailing text would not parse
+    assert isinstance(document, dict)
+    assert document["ok"] is (exit_code == 0)
+    if exit_code != 0:
+        assert document["error"]["exit_code"] == exit_code
+        assert document["error"]["message"]
+        assert re.search(r"^dbledger( \w+)?: error: ", result.stderr, re.MULTILINE)
+    return document
+
+
+def ledger_names(url: str) -> list[str]:
+    return [name for (name,) in query(url, "SELECT migration_name FROM schema_migrations ORDER BY id")]
+
+
+# -- the list of commands ---------------------------------------------------------------------
+
+
+def test_help_lists_the_documented_commands() -> None:
+    commands = listed_commands()
+    assert {"up", "status", "verify", "new", "repair", "baseline"} <= set(commands)
+
+
+def test_every_listed_command_is_exercised() -> None:
+    missing = set(listed_commands()) - EXERCISED
+    assert not missing, f"commands without a test in {Path(__file__).name}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("command", sorted(EXERCISED))
+def test_every_command_has_help_and_accepts_json(command: str, tmp_path: Path) -> None:
+    result = run_cli(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert f"dbledger {command}" in result.stdout
+    assert "--json" in result.stdout
+
+
+def test_readme_documents_every_command() -> None:
+    if not README.exists():
+        pytest.skip("README.md is not written yet")
+    text = README.read_text(encoding="utf-8")
+    undocumented = [c for c in listed_commands() if f"dbledger {c}" not in text]
+    assert not undocumented, f"README.md does not mention: {undocumented}"
+
+
+def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("upp", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "upp" in result.stderr
+
+
+# -- one test per command ---------------------------------------------------------------------
+
+
+@JSON
+def test_up(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    write(migrations_dir, "002_create_tags.sql", TAGS)
+
+    result = cli(db_url, migrations_dir, as_json, "up")
+
+    document = outcome(result, as_json, 0)
+    assert "applying 001_create_items" in result.stderr
+    assert "applying 002_create_tags" in result.stderr
+    if as_json:
+        assert [a["name"] for a in document["applied"]] == ["001_create_items", "002_create_tags"]
+        assert all(isinstance(a["execution_time_ms"], int) for a in document["applied"])
+    else:
+        assert "applied 2 migration(s)" in result.stdout
+    assert ledger_names(db_url) == ["001_create_items", "002_create_tags"]
+
+    write(migrations_dir, "003_broken.sql", "INSERT INTO nope VALUES (1);\n")
+    failed = cli(db_url, migrations_dir, as_json, "up")
+
+    document = outcome(failed, as_json, 1)
+    assert "003_broken" in failed.stderr
+    if as_json:
+        assert document["error"]["migration"] == "003_broken"
+        assert document["error"]["line"] == 1
+
+
+@JSON
+def test_status(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+    write(migrations_dir, "002_create_tags.sql", TAGS)
+
+    result = cli(db_url, migrations_dir, as_json, "status")
+
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert [a["name"] for a in document["applied"]] == ["001_create_items"]
+        assert [p["name"] for p in document["pending"]] == ["002_create_tags"]
+        assert document["failed"] == document["modified"] == document["missing"] == []
+    else:
+        assert any("001_create_items" in line and "applied" in line for line in result.stdout.splitlines())
+        assert any("002_create_tags" in line and "pending" in line for line in result.stdout.splitlines())
+    assert not table_exists(db_url, "tags")  # status runs nothing
+
+    write(migrations_dir, "003_Bad-Name.sql", TAGS)
+    failed = cli(db_url, migrations_dir, as_json, "status")
+
+    document = outcome(failed, as_json, 2)
+    assert "003_Bad-Name.sql" in failed.stderr
+
+
+@JSON
+def test_verify(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+
+    result = cli(db_url, migrations_dir, as_json, "verify")
+
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert [a["name"] for a in document["applied"]] == ["001_create_items"]
+    else:
+        assert "ok: 1 applied migration(s) match their files" in result.stdout
+
+    write(migrations_dir, "001_create_items.sql", ITEMS.replace("name text", "title text"))
+    failed = cli(db_url, migrations_dir, as_json, "verify")
+
+    document = outcome(failed, as_json, 1)
+    assert "001_create_items" in failed.stderr
+    assert "was modified after it was applied" in failed.stderr
+    if as_json:
+        assert any("001_create_items" in p for p in document["error"]["problems"])
+
+
+def created_path(result: Result, as_json: bool) -> Path:
+    document = outcome(result, as_json, 0)
+    return Path(document["path"]) if as_json else Path(result.stdout.split("created ", 1)[1].strip())
+
+
+@JSON
+def test_new(as_json: bool, tmp_path: Path) -> None:
+    flags = ["--json"] if as_json else []
+    folder = tmp_path / "migrations"
+    write_dir = tmp_path / "db"
+    write_dir.mkdir()
+    write(write_dir, "007_existing.sql", ITEMS)
+
+    default = created_path(run_cli("new", "create_users", *flags, cwd=tmp_path), as_json)
+    numbered = created_path(run_cli("new", "add_users_email", *flags, "--dir", "db", cwd=tmp_path), as_json)
+
+    assert default == folder / "001_create_users.sql"  # default directory ./migrations
+    assert numbered == write_dir / "008_add_users_email.sql"  # the next version after the newest
+    text = default.read_text(encoding="utf-8")
+    assert "-- migrate:up" in text
+    assert "-- migrate:down" in text
+
+    # An untouched template is an empty up section: `up` refuses it, naming the file.
+    refused = run_cli("up", *flags, "--database-url", f"sqlite:///{tmp_path / 'app.db'}", cwd=tmp_path)
+    outcome(refused, as_json, 2)
+    assert "001_create_users.sql" in refused.stderr
+    assert not (tmp_path / "app.db").exists()
+
+    bad = run_cli("new", "Add-Users", *flags, cwd=tmp_path)
+    outcome(bad, as_json, 2)
+    assert "Add-Users" in bad.stderr
+    assert [p.name for p in folder.iterdir()] == ["001_create_users.sql"]
+
+
+def test_new_twice_before_filling_in_the_first(tmp_path: Path) -> None:
+    """Writing two migrations in a row is ordinary: the first, still an empty template, must not
+    stop `new` from numbering the second (`new` applies nothing, so emptiness is no danger)."""
+    first = run_cli("new", "create_users", cwd=tmp_path)
+    assert first.returncode == 0, first.output
+
+    second = run_cli("new", "add_users_email", cwd=tmp_path)
+
+    assert second.returncode == 0, second.output
+    assert sorted(p.name for p in (tmp_path / "migrations").iterdir()) == [
+        "001_create_users.sql",
+        "002_add_users_email.sql",
+    ]
+
+
+@JSON
+def test_repair(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+    write(migrations_dir, "001_create_items.sql", "-- reformatted\n" + ITEMS)
+
+    result = cli(db_url, migrations_dir, as_json, "repair")
+
+    document = outcome(result, as_json, 0)
+    if as_json:
+        [repaired] = document["repaired"]
+        assert repaired["name"] == "001_create_items"
+        assert repaired["action"] == "checksum accepted"
+    else:
+        assert "001_create_items: checksum accepted" in result.stdout
+    verified = run_cli(
+        "verify", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent
+    )
+    assert verified.returncode == 0, verified.output
+
+    write(migrations_dir, "002_empty.sql", "-- nothing yet\n")
+    failed = cli(db_url, migrations_dir, as_json, "repair")
+
+    outcome(failed, as_json, 2)
+    assert "002_empty.sql" in failed.stderr
+
+
+@JSON
+def test_baseline(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    write(migrations_dir, "002_create_tags.sql", TAGS)
+
+    result = cli(db_url, migrations_dir, as_json, "baseline", "1")
+
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert document["baselined"] == ["001_create_items"]
+    else:
+        assert "001_create_items" in result.stdout
+        assert "002_create_tags" not in result.stdout
+    assert ledger_names(db_url) == ["001_create_items"]
+    assert not table_exists(db_url, "items")
+
+    failed = cli(db_url, migrations_dir, as_json, "baseline", "3")
+
+    outcome(failed, as_json, 2)
+    assert "version 3" in failed.stderr
+    assert ledger_names(db_url) == ["001_create_items"]
