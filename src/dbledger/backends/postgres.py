@@ -107,10 +107,6 @@ class PostgresBackend(Backend):
             )
         except psycopg.Error as exc:
             raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
-        if self.conn.info.server_version >= 140000:
-            # If this process dies mid-migration, the server notices within a second and rolls
-            # back, releasing the advisory lock, instead of finishing a long statement for nobody.
-            self.conn.execute("SET client_connection_check_interval = 1000")
 
     # -- ledger ---------------------------------------------------------------------------
     def read_ledger(self) -> list[LedgerRow] | None:
@@ -220,6 +216,11 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def migration_lock(self, timeout: float) -> Iterator[None]:
+        if self.conn.info.server_version >= 140000:
+            # If this process dies mid-migration, the server notices within a second and rolls
+            # back, releasing the advisory lock, instead of finishing a long statement for nobody.
+            # Set here, not at connect: the no-op path never takes the lock and skips the trip.
+            self.conn.execute("SET client_connection_check_interval = 1000")
         key = self._lock_key()
         deadline = time.monotonic() + timeout
         intervals = poll_intervals()
