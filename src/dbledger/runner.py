@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from dbledger.backends.base import Backend, StatementError
 from dbledger.errors import LedgerStateError, MigrationFailed, UsageError
+from dbledger.existing import existing_schema_problem
 from dbledger.migrations import Migration
 from dbledger.plan import APPLIED_STATES, Allowances, Plan, make_plan
 
@@ -50,20 +51,6 @@ def check_target(migrations: list[Migration], target: int | None, what: str = "-
         )
 
 
-def _existing_schema_problem(backend: Backend) -> list[str]:
-    tables = backend.user_tables()
-    if not tables:
-        return []
-    shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
-    return [
-        f"the database already has {len(tables)} table(s) ({shown}) but no ledger table "
-        "schema_migrations: it was built without dbledger, so nobody knows which migrations it "
-        "already contains. Mark those as applied with 'dbledger baseline VERSION' (VERSION = the "
-        "newest migration the database already matches), or pass --allow-existing-schema to run "
-        "every migration on top of it"
-    ]
-
-
 def up(
     backend: Backend,
     migrations: list[Migration],
@@ -88,11 +75,14 @@ def up(
     with backend.migration_lock(lock_timeout):
         # One transaction for "no ledger yet? then are there tables? then create it": on SQLite
         # another runner could otherwise create the ledger and a first table in between.
+        existing: list[str] = []
         with backend.transaction():
             if backend.read_ledger() is None:
-                if not allow_existing_schema and (problems := _existing_schema_problem(backend)):
-                    raise LedgerStateError(problems)
-                backend.ensure_ledger()
+                existing = [] if allow_existing_schema else backend.user_tables()
+                if not existing:
+                    backend.ensure_ledger()
+        if existing:  # outside the transaction: the replay may need CREATE DATABASE
+            raise LedgerStateError([existing_schema_problem(backend, migrations, existing)])
         while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
             applied.append(result)
     return applied

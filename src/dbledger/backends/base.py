@@ -59,6 +59,19 @@ class Backend(ABC):
         already exist (a database built without dbledger), dbledger's own left out."""
 
     @abstractmethod
+    def schema_signature(self) -> frozenset[tuple[str, str, str]]:
+        """Called when a database without a ledger must be matched against the migrations:
+        ``(kind, name, definition)`` for every user object (columns with types, constraints,
+        indexes, functions, triggers, views), dbledger's own tables left out. Two databases with
+        equal signatures have the same schema for the purpose of ``baseline``."""
+
+    @abstractmethod
+    def scratch(self) -> AbstractContextManager[Backend]:
+        """An empty database of the same kind (a temporary database on the same server, or an
+        in-memory SQLite database) for replaying migrations; dropped on exit. Raises
+        DbledgerError when it cannot be created (e.g. no CREATEDB privilege)."""
+
+    @abstractmethod
     def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
         """Held around a whole run that writes (``up``, ``repair``, ``baseline``). Waits at most
         ``timeout`` seconds, then raises LockTimeout naming the holder where it can."""

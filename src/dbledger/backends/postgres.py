@@ -12,6 +12,7 @@ holds nothing between tries.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -82,6 +83,50 @@ INSERT INTO {} (action, migration_name, checksum, execution_time_ms, error_messa
                 actor, dbledger_version)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """).format(_HISTORY)
+
+# Every user object with a definition that changes when a migration changes it. Objects that
+# belong to an extension are left out (they come with CREATE EXTENSION, not with a migration).
+_USER_SCHEMA = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+)
+_NOT_LEDGER = f"NOT IN ('{LEDGER_TABLE}', '{HISTORY_TABLE}')"
+_SIGNATURE = f"""
+SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+       || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+  AND {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+UNION ALL
+SELECT 'constraint', n.nspname || '.' || c.relname || '.' || co.conname, pg_get_constraintdef(co.oid)
+FROM pg_constraint co
+JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+UNION ALL
+SELECT 'index', n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+UNION ALL
+SELECT 'view', n.nspname || '.' || c.relname, pg_get_viewdef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND {_USER_SCHEMA}
+UNION ALL
+SELECT 'function', n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       md5(p.prosrc)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE {_USER_SCHEMA}
+  AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = p.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT t.tgisinternal AND {_USER_SCHEMA}
+"""
 
 # Who holds a bigint advisory lock: pg_locks splits the key into classid (high 32 bits) and
 # objid (low 32 bits), with objsubid = 1 for the single-bigint form.
@@ -204,6 +249,28 @@ class PostgresBackend(Backend):
             return list(cur.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(_HISTORY)))
         except psycopg.errors.UndefinedTable:
             return []
+
+    def schema_signature(self) -> frozenset[tuple[str, str, str]]:
+        rows = self.conn.execute(_SIGNATURE.encode()).fetchall()
+        return frozenset((kind, name, definition or "") for kind, name, definition in rows)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Backend]:
+        name = f"dbledger_scratch_{secrets.token_hex(6)}"
+        try:
+            self.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise DbledgerError(f"cannot create a scratch database: {_first_line(exc)}") from None
+        try:
+            url = psycopg.conninfo.make_conninfo(self.database.url, dbname=name)
+            with PostgresBackend(
+                Database(url=url, dialect="postgresql", display=f"scratch database {name}")
+            ) as other:
+                yield other
+        finally:
+            force = sql.SQL(" WITH (FORCE)") if self.conn.info.server_version >= 130000 else sql.SQL("")
+            with suppress(psycopg.Error):
+                self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
 
     # -- locking and transactions ---------------------------------------------------------
     def _lock_key(self) -> int:

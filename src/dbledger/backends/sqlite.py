@@ -197,6 +197,28 @@ class SqliteBackend(Backend):
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
+    def schema_signature(self) -> frozenset[tuple[str, str, str]]:
+        if not self._exists():
+            return frozenset()
+        rows = self.conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            " AND tbl_name NOT IN (?, ?)",
+            (LEDGER_TABLE, HISTORY_TABLE),
+        ).fetchall()
+        # sqlite_master keeps each CREATE statement as written: compare it modulo whitespace.
+        return frozenset((kind, name, " ".join((text or "").split())) for kind, name, text in rows)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Backend]:
+        memory = Database(
+            url="sqlite:///:memory:",
+            dialect="sqlite",
+            display="scratch in-memory database",
+            sqlite_path=":memory:",
+        )
+        with SqliteBackend(memory) as other:
+            yield other
+
     # -- locking and transactions ---------------------------------------------------------
     def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
         # SQLite's write lock is taken per migration by transaction(); see the module docstring.

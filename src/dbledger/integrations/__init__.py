@@ -1,0 +1,9 @@
+"""Ready-made ways for an application to use dbledger.
+
+- ``dbledger.integrations.startup.migrate_or_exit``: run migrations before the server listens;
+  log and exit 1 on any failure (no framework needed).
+- ``dbledger.integrations.fastapi``: a router with ``GET /api/db/version`` and ``GET /health``,
+  and a lifespan that migrates before a FastAPI application accepts traffic.
+
+Each module imports its framework only when imported itself.
+"""

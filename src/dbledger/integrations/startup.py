@@ -1,0 +1,51 @@
+"""Migrate before serving: the incident report's ``startServer()``, for any Python application.
+
+from dbledger.integrations.startup import migrate_or_exit
+
+migrate_or_exit(os.environ["DATABASE_URL"], "migrations")   # exits 1 on any failure
+uvicorn.run(app, port=8000)                                   # reached only after success
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+from dbledger.api import DEFAULT_LOCK_TIMEOUT, Report, migrate
+from dbledger.errors import DbledgerError
+
+PathLike = str | os.PathLike[str]
+
+logger = logging.getLogger("dbledger")
+
+
+def migrate_or_exit(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    log: logging.Logger = logger,
+) -> Report:
+    """Apply pending migrations, logging each one; on any failure log the reason and exit 1,
+    so the process never starts serving on a schema it does not expect."""
+
+    def progress(event: str, name: str, ms: int | None) -> None:
+        if event == "done":
+            log.info("applied migration %s in %d ms", name, ms or 0)
+
+    try:
+        report = migrate(database_url, directory, lock_timeout=lock_timeout, progress=progress)
+    except DbledgerError as exc:
+        _exit(log, exc)
+    if report.applied:
+        log.info("database migrated: %d migration(s) applied", len(report.applied))
+    else:
+        log.info("database schema is up to date (%s)", report.database)
+    return report
+
+
+def _exit(log: logging.Logger, exc: DbledgerError) -> NoReturn:
+    log.error("migrations failed, not starting: %s", exc.message)  # messages are redacted
+    sys.exit(1)
