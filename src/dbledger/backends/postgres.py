@@ -345,7 +345,8 @@ class PostgresBackend(Backend):
 
 
 def _first_line(exc: BaseException) -> str:
-    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__, secrets=True)
 
 
 def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError:
