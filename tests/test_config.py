@@ -71,6 +71,18 @@ def test_environment_beats_pyproject(tmp_path: Path) -> None:
     assert settings.directory_source == "DBLEDGER_DIR"
 
 
+@pytest.mark.parametrize("name", ["DATABASE_URL", "DBLEDGER_DIR"])
+def test_a_variable_set_but_empty_is_an_error_not_a_fallback(name: str, tmp_path: Path) -> None:
+    # A deploy whose secret did not arrive must not quietly migrate ./dbledger.sqlite3 instead.
+    with pytest.raises(ConfigError, match=f"^{name} is set but empty: give it a value, or unset it"):
+        resolve(environ={name: " "}, cwd=tmp_path)
+    # An explicit command-line value makes the variable irrelevant.
+    resolve("sqlite:///x.db", "m", environ={name: ""}, cwd=tmp_path)
+    result = run_cli("status", cwd=tmp_path, env={name: ""})
+    assert result.returncode == 2
+    assert f"{name} is set but empty" in result.stderr
+
+
 def test_command_line_beats_environment_and_pyproject(tmp_path: Path) -> None:
     pyproject(tmp_path, database_url="sqlite:///proj.sqlite3", directory="proj_migrations")
     env = {"DATABASE_URL": "sqlite:///env.sqlite3", "DBLEDGER_DIR": "env_migrations"}
@@ -91,7 +103,6 @@ def test_command_line_beats_environment_and_pyproject(tmp_path: Path) -> None:
         ("sqlite:///c.db", {}, "sqlite:///p.db", "sqlite:///c.db", "--database-url"),
         ("sqlite:///c.db", {"DATABASE_URL": "sqlite:///e.db"}, None, "sqlite:///c.db", "--database-url"),
         # an empty variable counts as unset
-        (None, {"DATABASE_URL": ""}, "sqlite:///p.db", "sqlite:///p.db", "pyproject.toml"),
         # the directory's settings do not leak into the database's choice
         (None, {"DBLEDGER_DIR": "x"}, None, DEFAULT_DATABASE_URL, "default"),
     ],
@@ -117,7 +128,6 @@ def test_database_url_order(
         (None, {}, "p", "p", "pyproject.toml"),
         (None, {"DBLEDGER_DIR": "e"}, "p", "e", "DBLEDGER_DIR"),
         ("c", {"DBLEDGER_DIR": "e"}, "p", "c", "--dir"),
-        (None, {"DBLEDGER_DIR": ""}, "p", "p", "pyproject.toml"),
         (None, {"DATABASE_URL": "sqlite:///e.db"}, None, "migrations", "default"),
     ],
 )

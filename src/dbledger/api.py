@@ -16,13 +16,11 @@ from typing import Any, TypeVar
 
 from dbledger import runner
 from dbledger.backends import open_backend
-from dbledger.config import resolve
-from dbledger.errors import DbledgerError, LedgerStateError, UsageError
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, check_lock_timeout, resolve
+from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
 from dbledger.runner import Applied, Progress, Repaired
-
-DEFAULT_LOCK_TIMEOUT = 600.0
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -146,6 +144,7 @@ def migrate(
     Safe to call from every replica of an application at the same moment: one applies, the
     others wait for the lock and find nothing left to do.
     """
+    check_lock_timeout(lock_timeout)
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)  # malformed files fail before any connection
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
@@ -156,7 +155,7 @@ def migrate(
             allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
             allow_existing_schema=allow_existing_schema,
             lock_timeout=lock_timeout,
-            progress=progress or runner._quiet,
+            progress=progress or runner.no_progress,
         )
     return Report(settings.database.display, str(settings.directory), applied)
 
@@ -172,8 +171,9 @@ def status(database_url: str | None = None, directory: PathLike | None = None) -
     problems = plan.problems()
     for row in plan.failed:
         problems.append(
-            f"migration '{row.name}' failed ({row.applied_at}): {row.error_message}; fix the file "
-            "and run 'dbledger up' again, or 'dbledger repair' to clear the record"
+            f"migration '{row.name}' failed at {row.applied_at}: "
+            f"{(row.error_message or 'no error recorded').splitlines()[0]}; fix the file and run "
+            "'dbledger up' again, or 'dbledger repair' to clear the record"
         )
     return Status(settings.database.display, str(settings.directory), plan, rows is not None, problems)
 
@@ -202,13 +202,16 @@ def repair(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    forget_missing: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[Repaired]:
-    """Accept modified checksums and clear failed, dirty and missing records; all recorded."""
+    """Accept modified checksums and clear failed and dirty records (and, with
+    ``forget_missing``, records whose files are gone); every change is recorded."""
+    check_lock_timeout(lock_timeout)
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return runner.repair(backend, migrations, lock_timeout=lock_timeout)
+        return runner.repair(backend, migrations, forget_missing=forget_missing, lock_timeout=lock_timeout)
 
 
 @_driver_errors_translated
@@ -220,6 +223,7 @@ def baseline(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
+    check_lock_timeout(lock_timeout)
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
@@ -243,12 +247,21 @@ def new(name: str, directory: PathLike | None = None) -> Path:
         )
     settings = resolve("sqlite:///:memory:", directory)  # the database plays no part here
     folder = settings.directory
-    folder.mkdir(parents=True, exist_ok=True)
-    # From the names alone: the previous 'new' left a template that does not parse yet.
-    numbers = [m.group("version") for p in folder.glob("*.sql") if (m := FILE_NAME.match(p.name))]
-    width = max([3] + [len(n) for n in numbers])
-    version = max((int(n) for n in numbers), default=0) + 1
-    path = folder / f"{version:0{width}d}_{name}.sql"
-    with path.open("x", encoding="utf-8") as handle:
-        handle.write(TEMPLATE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # From the names alone: the previous 'new' left a template that does not parse yet.
+        found = [m for p in folder.glob("*.sql") if (m := FILE_NAME.match(p.name))]
+        clash = [m.string for m in found if m.group("name") == name]
+        if clash:
+            raise UsageError(
+                f"a migration named {name!r} already exists ({clash[0]}): choose a name that says "
+                "what this change does"
+            )
+        width = max([3] + [len(m.group("version")) for m in found])
+        version = max((int(m.group("version")) for m in found), default=0) + 1
+        path = folder / f"{version:0{width}d}_{name}.sql"
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(TEMPLATE)
+    except OSError as exc:
+        raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror}") from None
     return path

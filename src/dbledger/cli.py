@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from dbledger import api
-from dbledger.config import resolve
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, resolve
 from dbledger.errors import DbledgerError
 from dbledger.redaction import redact
 
@@ -62,7 +62,7 @@ def _lock_timeout(parser: argparse.ArgumentParser) -> None:
         "--lock-timeout",
         type=float,
         metavar="SECONDS",
-        default=api.DEFAULT_LOCK_TIMEOUT,
+        default=DEFAULT_LOCK_TIMEOUT,
         help="how long to wait for another migration run to finish (default: 600)",
     )
 
@@ -107,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(new, suppress=True)
     new.add_argument("name", help="lower-case words joined by '_', e.g. add_users_email")
 
-    repair = commands.add_parser(
-        "repair", help="accept modified checksums, clear failed, dirty and missing records"
-    )
+    repair = commands.add_parser("repair", help="accept modified checksums, clear failed and dirty records")
     _common(repair, suppress=True)
     _lock_timeout(repair)
+    repair.add_argument(
+        "--forget-missing",
+        action="store_true",
+        help="also drop the records of applied migrations whose files are gone",
+    )
 
     baseline = commands.add_parser(
         "baseline", help="mark migrations up to VERSION as applied without running them"
@@ -133,7 +136,9 @@ def _err(text: str) -> None:
 
 
 def _progress(event: str, name: str, ms: int | None) -> None:
-    if event == "start":
+    if event == "waiting":
+        _err(f"waiting for the migration lock, held by {name} ...")
+    elif event == "start":
         _err(f"applying {name} ...")
     elif event == "done":
         _err(f"applied  {name} in {ms} ms")
@@ -160,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_dict(exc: DbledgerError) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
-    for key in ("migration", "sqlstate", "line", "path", "problems"):
+    for key in ("migration", "sqlstate", "statement", "line", "dirty", "path", "problems"):
         if hasattr(exc, key):
             fields[key] = getattr(exc, key)
     return fields
@@ -194,7 +199,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             total = sum(a.execution_time_ms for a in report.applied)
             _out(args, f"applied {len(report.applied)} migration(s) in {total} ms")
         else:
-            _out(args, "nothing to do: every migration is applied")
+            scope = f" up to version {args.to}" if args.to is not None else ""
+            _out(args, f"nothing to do{scope}: every migration{scope} is applied")
         return report.to_dict()
     if args.command == "status":
         result = api.status(url, folder)
@@ -213,7 +219,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return result.to_dict()
     if args.command == "repair":
-        repaired = api.repair(url, folder, lock_timeout=args.lock_timeout)
+        repaired = api.repair(url, folder, forget_missing=args.forget_missing, lock_timeout=args.lock_timeout)
         for item in repaired:
             _out(args, f"{item.name}: {item.action} ({item.detail})")
         if not repaired:

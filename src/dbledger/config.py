@@ -20,6 +20,21 @@ from dbledger.redaction import redact, remember_secret
 
 DEFAULT_DIRECTORY = "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///dbledger.sqlite3"
+# Generous: a legitimate migration (an index on a large table) can take minutes, and a replica
+# that gives up too early fails its deploy for nothing.
+DEFAULT_LOCK_TIMEOUT = 600.0
+MAX_LOCK_TIMEOUT = 86400.0
+
+
+def check_lock_timeout(seconds: float) -> float:
+    """A lock wait must be positive and finite (at most a day)."""
+    if not 0 < seconds <= MAX_LOCK_TIMEOUT:
+        raise ConfigError(
+            f"invalid lock timeout {seconds!r}: give a number of seconds above 0 and at most "
+            f"{MAX_LOCK_TIMEOUT:g}"
+        )
+    return seconds
+
 
 Dialect = Literal["postgresql", "sqlite"]
 
@@ -76,6 +91,11 @@ def _parse_postgres_url(url: str) -> Database:
         parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
     except ValueError as exc:
         raise ConfigError(f"malformed PostgreSQL URL {redact(url)!r}: {exc}") from None
+    if parts.netloc.count("@") > 1:
+        raise ConfigError(
+            f"malformed PostgreSQL URL {redact(url)!r}: more than one '@' before the host; "
+            "percent-encode '@' in the user name or password as %40 (and '/' as %2F)"
+        )
     if parts.password:
         remember_secret(parts.password)
         remember_secret(unquote(parts.password))
@@ -138,6 +158,10 @@ def resolve(
             project = _pyproject_settings(here)
         return project.get(key)
 
+    for name, given in (("DATABASE_URL", database_url), ("DBLEDGER_DIR", directory)):
+        if given is None and name in env and not env[name].strip():
+            # A deploy whose secret did not arrive must not quietly fall back to the default.
+            raise ConfigError(f"{name} is set but empty: give it a value, or unset it to use the default")
     if database_url is not None:
         url, url_source = database_url, "--database-url"
     elif env.get("DATABASE_URL"):

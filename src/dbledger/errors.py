@@ -86,6 +86,18 @@ class LedgerStateError(DbledgerError):
         super().__init__(message)
 
 
+def foreign_ledger(table: str) -> LedgerStateError:
+    """The ledger table exists but another tool made it (dbmate, golang-migrate and Rails all use
+    the name schema_migrations)."""
+    return LedgerStateError(
+        [
+            f"table {table} exists but is not dbledger's ledger (it has no migration_name column); "
+            "another migration tool (dbmate, golang-migrate, Rails) uses that name: rename it "
+            f"(ALTER TABLE {table} RENAME TO schema_migrations_old) before running dbledger here"
+        ]
+    )
+
+
 class MigrationFailed(DbledgerError):
     """A migration's SQL failed. The failure is recorded in the ledger before this is raised.
 
@@ -105,10 +117,10 @@ class MigrationFailed(DbledgerError):
         self.migration = migration
         self.error = redact(error)
         self.sqlstate = sqlstate
-        self.statement = statement
+        self.statement = redact(statement) if statement is not None else None
         self.line = line
         self.dirty = dirty
-        where = f" (line {line})" if line is not None else ""
+        where = f" (line {line})" if line else ""
         message = f"migration '{migration}' failed{where}: {self.error}"
         if dirty:
             message += (
@@ -117,6 +129,7 @@ class MigrationFailed(DbledgerError):
             )
         else:
             message += (
-                "\nit was rolled back and nothing was changed; fix the file and run 'dbledger up' again"
+                "\nthis migration was rolled back and left nothing behind; fix the file and run "
+                "'dbledger up' again"
             )
         super().__init__(message)

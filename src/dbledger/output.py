@@ -7,13 +7,14 @@ from dbledger.api import Status
 
 def print_status(result: Status) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     plan = result.plan
     probe = Console()
     # Piped output keeps whole names instead of rich's 80-column default.
     console = Console(highlight=False, width=None if probe.is_terminal else 160)
-    table = Table(title=f"{result.database}  ({result.directory})", title_justify="left")
+    table = Table(title=escape(f"{result.database}  ({result.directory})"), title_justify="left")
     for column, justify in [
         ("version", "right"),
         ("migration", "left"),
@@ -52,7 +53,7 @@ def print_status(result: Status) -> None:
             state = "failed"
         table.add_row(
             str(versions[name]),
-            name,
+            escape(name),
             f"[{styles[state]}]{state}[/]",
             (row.applied_at or "")[:19].replace("T", " ") if row else "",
             str(row.execution_time_ms) if row and row.execution_time_ms is not None else "",
@@ -66,4 +67,4 @@ def print_status(result: Status) -> None:
         + ("" if result.ledger_exists else " (no ledger table yet)")
     )
     for problem in result.problems:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escape(problem)}")

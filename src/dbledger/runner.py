@@ -10,17 +10,20 @@ The order of work matters and is the point of this module:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbledger.backends.base import Backend, StatementError
-from dbledger.errors import LedgerStateError, MigrationFailed, UsageError
+from dbledger.backends.base import Backend, Statement, StatementError
+from dbledger.config import DEFAULT_LOCK_TIMEOUT
+from dbledger.errors import DbledgerError, LedgerStateError, MigrationFailed, MigrationFileError, UsageError
 from dbledger.existing import existing_schema_problem
 from dbledger.migrations import Migration
 from dbledger.plan import APPLIED_STATES, Allowances, Plan, make_plan
 
-# progress(event, migration name, elapsed ms or None); events: "start", "done", "failed".
+# progress(event, name, elapsed ms or None). Events: "waiting" (name: who holds the lock),
+# "start" and "done" (name: the migration).
 Progress = Callable[[str, str, int | None], None]
 
 
@@ -34,11 +37,16 @@ class Applied:
     checksum: str
 
 
+def _short(checksum: str | None) -> str:
+    return checksum[:12] if checksum else "none"
+
+
 def _elapsed_ms(start: float) -> int:
     return round((time.perf_counter() - start) * 1000)
 
 
-def _quiet(event: str, name: str, ms: int | None) -> None:
+def no_progress(event: str, name: str, ms: int | None) -> None:
+    """The default progress callback: report nothing."""
     pass
 
 
@@ -46,8 +54,10 @@ def check_target(migrations: list[Migration], target: int | None, what: str = "-
     """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
     "everything"."""
     if target is not None and all(m.version != target for m in migrations):
+        known = ", ".join(str(m.version) for m in migrations[-10:]) or "none"
         raise UsageError(
-            f"no migration file has version {target}: {what} must name the version of an existing file"
+            f"no migration file has version {target}: {what} must name the version of an existing "
+            f"file (the newest versions are: {known})"
         )
 
 
@@ -58,8 +68,8 @@ def up(
     target: int | None = None,
     allow: Allowances = Allowances(),
     allow_existing_schema: bool = False,
-    lock_timeout: float = 600.0,
-    progress: Progress = _quiet,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress = no_progress,
 ) -> list[Applied]:
     """Apply pending migrations in version order, each exactly once across concurrent runners."""
     check_target(migrations, target)
@@ -72,7 +82,7 @@ def up(
             return []  # the path every replica takes at every start: one read, no lock
 
     applied: list[Applied] = []
-    with backend.migration_lock(lock_timeout):
+    with backend.migration_lock(lock_timeout, lambda holder: progress("waiting", holder, None)):
         # One transaction for "no ledger yet? then are there tables? then create it": on SQLite
         # another runner could otherwise create the ledger and a first table in between.
         existing: list[str] = []
@@ -102,49 +112,74 @@ def _apply_next(
     allow: Allowances,
     progress: Progress,
 ) -> Applied | None:
-    """Apply the first pending migration, deciding which one inside its own transaction (SQLite
-    has no run-level lock, so that transaction is what makes the choice exclusive)."""
+    """Apply the first pending migration, deciding which one inside its own transaction (on
+    SQLite that transaction is what makes the choice exclusive between runners)."""
     started = 0.0
     migration: Migration | None = None
+    result: Applied | None = None
     try:
-        with backend.transaction():
+        with backend.transaction():  # an error raised at COMMIT arrives as a StatementError too
             todo = _fresh_plan(backend, migrations, allow).to_apply(target)
             if not todo:
                 return None
             migration = todo[0]
             statements = backend.split(migration.up)
+            if migration.up.transaction:
+                _refuse_transaction_control(migration, statements)
             progress("start", migration.name, None)
             started = time.perf_counter()
             if migration.up.transaction:
                 for statement in statements:
                     backend.execute(statement)
                 result = _record_applied(backend, migration, _elapsed_ms(started))
-                progress("done", migration.name, result.execution_time_ms)
-                return result
-            # Outside a transaction, a crash can leave partial work: say so in the ledger first.
-            backend.record(
-                name=migration.name,
-                version=migration.version,
-                state="dirty",
-                checksum=migration.checksum,
-                execution_time_ms=None,
-                error_message="started outside a transaction; not finished",
-            )
-            backend.log("start", migration.name, checksum=migration.checksum)
+            else:
+                # Outside a transaction a crash can leave partial work: say so in the ledger first.
+                backend.record(
+                    name=migration.name,
+                    version=migration.version,
+                    state="dirty",
+                    checksum=migration.checksum,
+                    execution_time_ms=None,
+                    error_message="started outside a transaction; not finished",
+                )
+                backend.log("start", migration.name, checksum=migration.checksum)
     except StatementError as err:
-        assert migration is not None
+        if migration is None:
+            raise DbledgerError(f"cannot read the ledger: {err.message}") from None
         raise _record_failure(backend, migration, err, _elapsed_ms(started), dirty=False) from None
-
-    started = time.perf_counter()
-    try:
-        for statement in statements:
-            backend.execute(statement)
-    except StatementError as err:
-        raise _record_failure(backend, migration, err, _elapsed_ms(started), dirty=True) from None
-    with backend.transaction():
-        result = _record_applied(backend, migration, _elapsed_ms(started))
+    if result is None:
+        started = time.perf_counter()
+        try:
+            for statement in statements:
+                backend.execute(statement)
+        except StatementError as err:
+            raise _record_failure(backend, migration, err, _elapsed_ms(started), dirty=True) from None
+        with backend.transaction():
+            result = _record_applied(backend, migration, _elapsed_ms(started))
     progress("done", migration.name, result.execution_time_ms)
     return result
+
+
+_TRANSACTION_CONTROL = re.compile(
+    r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*"
+    r"(?P<word>BEGIN|START\s+TRANSACTION|COMMIT|END|ABORT|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b))\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _refuse_transaction_control(migration: Migration, statements: list[Statement]) -> None:
+    """A COMMIT or ROLLBACK inside a migration would end the transaction dbledger runs it in:
+    the ledger would then record work that was rolled back, or miss work that was committed."""
+    for statement in statements:
+        found = _TRANSACTION_CONTROL.match(statement.sql)
+        if found:
+            word = " ".join(found.group("word").upper().split())
+            raise MigrationFileError(
+                str(migration.path),
+                f"line {statement.line}: {word} would end the transaction dbledger runs this "
+                "migration in (one per migration, with its ledger row): remove it, or mark the "
+                "section '-- migrate:up transaction:false' to run each statement on its own",
+            )
 
 
 def _record_applied(backend: Backend, migration: Migration, ms: int) -> Applied:
@@ -210,9 +245,17 @@ class Repaired:
     detail: str
 
 
-def repair(backend: Backend, migrations: list[Migration], *, lock_timeout: float = 600.0) -> list[Repaired]:
-    """Accept the checksums of modified files and clear failed, dirty and missing rows, so the
-    next ``up`` runs those migrations again. Every change goes into the history."""
+def repair(
+    backend: Backend,
+    migrations: list[Migration],
+    *,
+    forget_missing: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[Repaired]:
+    """Accept the checksums of modified files and clear failed and dirty rows, so the next ``up``
+    runs those migrations again; with ``forget_missing``, also drop the records of applied
+    migrations whose files are gone (kept by default: restoring such a file later would make it
+    look pending and run it twice). Every change goes into the history."""
     if backend.read_ledger() is None:
         return []
     done: list[Repaired] = []
@@ -226,11 +269,11 @@ def repair(backend: Backend, migrations: list[Migration], *, lock_timeout: float
         for row, what in (
             [(r, "failed") for r in plan.failed]
             + [(r, "dirty") for r in plan.dirty]
-            + [(r, "missing") for r in plan.missing]
+            + [(r, "missing") for r in plan.missing if forget_missing]
         ):
-            detail = f"removed {what} record (state {row.state}, checksum {row.checksum})"
+            detail = f"state was {row.state}, checksum {_short(row.checksum)}"
             if row.error_message:
-                detail += f"; it said: {row.error_message}"
+                detail += f"; its error: {row.error_message.splitlines()[0]}"
             backend.forget(row.name)
             backend.log(
                 "repair", row.name, checksum=row.checksum, error_message=row.error_message, detail=detail
@@ -240,7 +283,7 @@ def repair(backend: Backend, migrations: list[Migration], *, lock_timeout: float
 
 
 def baseline(
-    backend: Backend, migrations: list[Migration], version: int, *, lock_timeout: float = 600.0
+    backend: Backend, migrations: list[Migration], version: int, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 ) -> list[str]:
     """Mark every migration up to ``version`` as applied without running it (for a database that
     was built before the ledger existed). Returns the names marked."""

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class Cluster:
     password: str
     user: str = "postgres"
     host: str = "127.0.0.1"
-    _created: list[str] = field(default_factory=list)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
@@ -64,7 +63,6 @@ class Cluster:
     def create_database(self, name: str) -> str:
         """Create an empty database and return its URL."""
         _admin(self.url(), f'CREATE DATABASE "{name}"')
-        self._created.append(name)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:

@@ -4,10 +4,10 @@ against SQLite never pays for importing psycopg."""
 from __future__ import annotations
 
 from dbledger.backends.base import Backend
-from dbledger.config import Database
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 
 
-def open_backend(database: Database, *, lock_timeout: float = 600.0) -> Backend:
+def open_backend(database: Database, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Backend:
     """Connect to ``database`` with the backend for its dialect."""
     if database.dialect == "postgresql":
         from dbledger.backends.postgres import PostgresBackend

@@ -4,8 +4,9 @@ one of these. Each method's docstring says when the core calls it.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -23,6 +24,26 @@ class Statement:
     line: int
 
 
+# Stands for the end of a migration's transaction in errors raised at COMMIT (line 0: not a line
+# of the file).
+COMMIT_STATEMENT = Statement(sql="COMMIT", line=0)
+
+
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+
+
+def statement_at(text: str, start: int, end: int, first_line: int) -> Statement | None:
+    """The statement in ``text[start:end]`` without leading whitespace and comments, with the
+    file line of its first token (``text`` starts on ``first_line``); None if it is all comments."""
+    body = text[start:end]
+    skip = _LEADING_NOISE.match(body)
+    offset = skip.end() if skip else 0
+    sql = body[offset:].strip()
+    if not sql or not sql.strip(";").strip():
+        return None
+    return Statement(sql=sql, line=first_line + text.count("\n", 0, start + offset))
+
+
 class StatementError(Exception):
     """Raised by ``execute`` when the database rejects a statement; the runner records it."""
 
@@ -37,10 +58,6 @@ class Backend(ABC):
     """One open connection to one database, and everything dbledger asks of it."""
 
     dialect: ClassVar[str]
-    # Whether DDL can roll back with the transaction it ran in. Both built-in backends can:
-    # PostgreSQL and SQLite both have transactional DDL, which is what makes "a migration and its
-    # ledger row commit together" possible.
-    transactional_ddl: ClassVar[bool] = True
 
     @abstractmethod
     def read_ledger(self) -> list[LedgerRow] | None:
@@ -72,14 +89,19 @@ class Backend(ABC):
         DbledgerError when it cannot be created (e.g. no CREATEDB privilege)."""
 
     @abstractmethod
-    def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
+    def migration_lock(
+        self, timeout: float, on_wait: Callable[[str], None] | None = None
+    ) -> AbstractContextManager[None]:
         """Held around a whole run that writes (``up``, ``repair``, ``baseline``). Waits at most
-        ``timeout`` seconds, then raises LockTimeout naming the holder where it can."""
+        ``timeout`` seconds, then raises LockTimeout naming the holder where it can. When the
+        lock is busy at the first try, calls ``on_wait`` once with a description of the holder."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Wraps one migration together with its ledger row; also serialises writers on
-        backends without a run-level lock. Commits on exit, rolls back on an exception."""
+        backends without a run-level lock. Commits on exit, rolls back on an exception. A
+        database error raised by the commit itself (a deferred constraint) is raised as a
+        StatementError for ``COMMIT_STATEMENT``."""
 
     @abstractmethod
     def split(self, section: Section) -> list[Statement]:

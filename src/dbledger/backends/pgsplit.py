@@ -6,7 +6,7 @@ Imported only when a PostgreSQL migration is about to run: pglast costs ~90 ms t
 
 from __future__ import annotations
 
-from dbledger.backends.base import Statement
+from dbledger.backends.base import Statement, statement_at
 
 
 def split_statements(text: str, first_line: int) -> list[Statement]:
@@ -21,10 +21,5 @@ def split_statements(text: str, first_line: int) -> list[Statement]:
         slices = list(parser.split(text, with_parser=True, only_slices=True))
     except parser.ParseError:
         slices = list(parser.split(text, with_parser=False, only_slices=True))
-    statements = []
-    for part in slices:
-        body = text[part]
-        # The scanner's slices may start with comments or blank lines; count from the first token.
-        offset = part.start + (len(body) - len(body.lstrip()))
-        statements.append(Statement(sql=body.strip(), line=first_line + text.count("\n", 0, offset)))
-    return statements
+    found = (statement_at(text, part.start, part.stop, first_line) for part in slices)
+    return [statement for statement in found if statement is not None]

@@ -14,24 +14,23 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 import psycopg
 from psycopg import pq, sql
 
-from dbledger.backends.base import Backend, Statement, StatementError, poll_intervals
+from dbledger.backends.base import COMMIT_STATEMENT, Backend, Statement, StatementError, poll_intervals
 from dbledger.config import Database
-from dbledger.errors import DatabaseUnavailable, DbledgerError, LockTimeout
+from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
 from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
 from dbledger.migrations import Section
 from dbledger.plan import LedgerRow
 from dbledger.redaction import redact
 
-_LEDGER = sql.Identifier(LEDGER_TABLE)
-_HISTORY = sql.Identifier(HISTORY_TABLE)
-
+# Statement templates; {ledger} and {history} become schema-qualified names at connect time, so a
+# migration that changes search_path cannot send the ledger writes to another schema.
 _CREATE_LEDGER = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {ledger} (
     id SERIAL PRIMARY KEY,
@@ -59,15 +58,15 @@ CREATE TABLE IF NOT EXISTS {history} (
     actor TEXT,
     dbledger_version TEXT
 );
-""").format(ledger=_LEDGER, history=_HISTORY)
+""")
 
 _READ_LEDGER = sql.SQL(
     "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
-    " error_message FROM {} ORDER BY id"
-).format(_LEDGER)
+    " error_message FROM {ledger} ORDER BY id"
+)
 
 _RECORD = sql.SQL("""
-INSERT INTO {} AS l (migration_name, version, state, checksum, execution_time_ms, success,
+INSERT INTO {ledger} AS l (migration_name, version, state, checksum, execution_time_ms, success,
                      error_message, applied_by, dbledger_version)
 VALUES (%(name)s, %(version)s, %(state)s, %(checksum)s, %(ms)s, %(success)s, %(error)s,
         %(actor)s, %(tool)s)
@@ -76,13 +75,16 @@ ON CONFLICT (migration_name) DO UPDATE SET
     execution_time_ms = excluded.execution_time_ms, success = excluded.success,
     error_message = excluded.error_message, applied_by = excluded.applied_by,
     dbledger_version = excluded.dbledger_version, applied_at = NOW()
-""").format(_LEDGER)
+""")
 
 _LOG = sql.SQL("""
-INSERT INTO {} (action, migration_name, checksum, execution_time_ms, error_message, detail,
+INSERT INTO {history} (action, migration_name, checksum, execution_time_ms, error_message, detail,
                 actor, dbledger_version)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-""").format(_HISTORY)
+""")
+_ACCEPT_CHECKSUM = sql.SQL("UPDATE {ledger} SET checksum = %s WHERE migration_name = %s")
+_FORGET = sql.SQL("DELETE FROM {ledger} WHERE migration_name = %s")
+_HISTORY_ROWS = sql.SQL("SELECT * FROM {history} ORDER BY id")
 
 # Every user object with a definition that changes when a migration changes it. Objects that
 # belong to an extension are left out (they come with CREATE EXTENSION, not with a migration).
@@ -151,7 +153,29 @@ class PostgresBackend(Backend):
                 application_name="dbledger",
             )
         except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
+            hint = "; check the user name and password" if "password" in str(exc) else ""
+            raise DatabaseUnavailable(
+                f"cannot connect to {database.display}: {_first_line(exc)}{hint}"
+            ) from None
+        row = self.conn.execute("SELECT current_schema(), current_database()").fetchone()
+        if row is None or row[0] is None:
+            self.conn.close()
+            raise ConfigError(
+                f"{database.display}: search_path names no existing schema to keep the ledger in: "
+                "create the schema, or set search_path for this user"
+            )
+        self.schema, self.dbname = str(row[0]), str(row[1])
+        names = {
+            "ledger": sql.Identifier(self.schema, LEDGER_TABLE),
+            "history": sql.Identifier(self.schema, HISTORY_TABLE),
+        }
+        self._create_ledger = _CREATE_LEDGER.format(**names)
+        self._read_ledger = _READ_LEDGER.format(**names)
+        self._record = _RECORD.format(**names)
+        self._log = _LOG.format(**names)
+        self._accept_checksum = _ACCEPT_CHECKSUM.format(**names)
+        self._forget = _FORGET.format(**names)
+        self._history_rows = _HISTORY_ROWS.format(**names)
 
     # -- ledger ---------------------------------------------------------------------------
     def read_ledger(self) -> list[LedgerRow] | None:
@@ -160,9 +184,11 @@ class PostgresBackend(Backend):
         in_transaction = self.conn.info.transaction_status != pq.TransactionStatus.IDLE
         try:
             with self.conn.transaction() if in_transaction else nullcontext():
-                rows = self.conn.execute(_READ_LEDGER).fetchall()
+                rows = self.conn.execute(self._read_ledger).fetchall()
         except psycopg.errors.UndefinedTable:
             return None
+        except psycopg.errors.UndefinedColumn:
+            raise foreign_ledger(f"{self.schema}.{LEDGER_TABLE}") from None
         except psycopg.Error as exc:
             raise DbledgerError(f"cannot read the ledger table {LEDGER_TABLE}: {exc}") from exc
         return [
@@ -180,7 +206,7 @@ class PostgresBackend(Backend):
         ]
 
     def ensure_ledger(self) -> None:
-        self.conn.execute(_CREATE_LEDGER)
+        self.conn.execute(self._create_ledger)
 
     def user_tables(self) -> list[str]:
         rows = self.conn.execute(
@@ -189,7 +215,10 @@ class PostgresBackend(Backend):
             " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
             " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
             " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
-            " AND c.relname NOT IN (%s, %s) ORDER BY 1",
+            " AND c.relname NOT IN (%s, %s)"
+            # tables that come with an extension (pg_stat_statements, postgis) are not the user's
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = c.oid AND e.deptype = 'e')"
+            " ORDER BY 1",
             (LEDGER_TABLE, HISTORY_TABLE),
         ).fetchall()
         return [name for (name,) in rows]
@@ -205,7 +234,7 @@ class PostgresBackend(Backend):
         error_message: str | None,
     ) -> None:
         self.conn.execute(
-            _RECORD,
+            self._record,
             {
                 "name": name,
                 "version": str(version),
@@ -220,13 +249,10 @@ class PostgresBackend(Backend):
         )
 
     def accept_checksum(self, name: str, checksum: str) -> None:
-        self.conn.execute(
-            sql.SQL("UPDATE {} SET checksum = %s WHERE migration_name = %s").format(_LEDGER),
-            (checksum, name),
-        )
+        self.conn.execute(self._accept_checksum, (checksum, name))
 
     def forget(self, name: str) -> None:
-        self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_name = %s").format(_LEDGER), (name,))
+        self.conn.execute(self._forget, (name,))
 
     def log(
         self,
@@ -239,14 +265,14 @@ class PostgresBackend(Backend):
         detail: str | None = None,
     ) -> None:
         self.conn.execute(
-            _LOG,
+            self._log,
             (action, name, checksum, execution_time_ms, error_message, detail, actor(), DBLEDGER_VERSION),
         )
 
     def history(self) -> list[dict[str, object]]:
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
         try:
-            return list(cur.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(_HISTORY)))
+            return list(cur.execute(self._history_rows))
         except psycopg.errors.UndefinedTable:
             return []
 
@@ -276,13 +302,11 @@ class PostgresBackend(Backend):
     def _lock_key(self) -> int:
         """A signed 64-bit key from database + schema + ledger table, so two ledgers in one
         cluster (other database, other schema) never wait on each other."""
-        row = self.conn.execute("SELECT current_database(), current_schema()").fetchone()
-        assert row is not None
-        digest = hashlib.sha256(f"dbledger:{row[0]}.{row[1]}.{LEDGER_TABLE}".encode()).digest()
+        digest = hashlib.sha256(f"dbledger:{self.dbname}.{self.schema}.{LEDGER_TABLE}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
     @contextmanager
-    def migration_lock(self, timeout: float) -> Iterator[None]:
+    def migration_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
         if self.conn.info.server_version >= 140000:
             # If this process dies mid-migration, the server notices within a second and rolls
             # back, releasing the advisory lock, instead of finishing a long statement for nobody.
@@ -295,6 +319,9 @@ class PostgresBackend(Backend):
             got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             if got is not None and got[0]:
                 break
+            if on_wait is not None:
+                on_wait(self._holder(key))
+                on_wait = None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockTimeout(
@@ -324,8 +351,19 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.conn.transaction():
+        # Explicit BEGIN/COMMIT on the autocommit connection, so an error raised by COMMIT itself
+        # (a deferred constraint) is told apart from one raised inside.
+        self.conn.execute("BEGIN")
+        try:
             yield
+        except BaseException:
+            with suppress(psycopg.Error):  # a dead connection has rolled back already
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise _statement_error(exc, COMMIT_STATEMENT) from exc
 
     # -- running SQL ----------------------------------------------------------------------
     def split(self, section: Section) -> list[Statement]:
@@ -353,7 +391,7 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError
     diag: Any = exc.diag
     primary = diag.message_primary or _first_line(exc)
     line = statement.line
-    if diag.statement_position:
+    if diag.statement_position and statement is not COMMIT_STATEMENT:
         # A syntax error points at a character of the statement: report that line of the file.
         position = int(diag.statement_position) - 1
         line += statement.sql[:position].count("\n")
@@ -362,8 +400,14 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError
         parts.append(f"DETAIL: {diag.message_detail}")
     if diag.message_hint:
         parts.append(f"HINT: {diag.message_hint}")
-    at = f"line {statement.line}" + (f", error at line {line}" if line != statement.line else "")
-    parts.append(f"statement at {at}: {_abbreviate(statement.sql)}")
+    if statement is COMMIT_STATEMENT:
+        parts.append(
+            "raised at COMMIT, the end of the migration's transaction "
+            "(deferred constraints are checked there)"
+        )
+    else:
+        at = f"line {statement.line}" + (f", error at line {line}" if line != statement.line else "")
+        parts.append(f"statement at {at}: {_abbreviate(statement.sql)}")
     return StatementError(
         redact("\n".join(parts)),
         sqlstate=exc.sqlstate,

@@ -1,9 +1,11 @@
 """SQLite through the standard library.
 
-There is no run-level lock: each migration runs in ``BEGIN IMMEDIATE``, which takes the database's
-write lock at once (waiting up to the busy timeout), and the runner re-reads the ledger inside that
-transaction, so concurrent runners still apply each migration exactly once. SQLite has transactional
-DDL, so a migration and its ledger row commit or roll back together.
+Two locks. A run that writes holds an exclusive ``flock`` on ``<database>.dbledger-lock`` (SQLite
+has no advisory locks; the file also says who holds it), so a second runner waits instead of
+finding a ``transaction:false`` migration half-done. Each migration then runs in ``BEGIN
+IMMEDIATE``, which takes the database's write lock at once (waiting up to the busy timeout) against
+the application's own writers, and the runner re-reads the ledger inside that transaction. SQLite
+has transactional DDL, so a migration and its ledger row commit or roll back together.
 
 The connection is opened in autocommit mode (``isolation_level=None``): the sqlite3 module's implicit
 transactions would otherwise commit before DDL on some versions and hide our ``BEGIN``.
@@ -11,14 +13,23 @@ transactions would otherwise commit before DDL on some versions and hide our ``B
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from dbledger.backends.base import Backend, Statement, StatementError
-from dbledger.config import Database
-from dbledger.errors import DatabaseUnavailable, DbledgerError, LockTimeout
+from dbledger.backends.base import (
+    COMMIT_STATEMENT,
+    Backend,
+    Statement,
+    StatementError,
+    poll_intervals,
+    statement_at,
+)
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
 from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
 from dbledger.migrations import Section
 from dbledger.plan import LedgerRow
@@ -69,7 +80,7 @@ ON CONFLICT (migration_name) DO UPDATE SET
 class SqliteBackend(Backend):
     dialect = "sqlite"
 
-    def __init__(self, database: Database, *, busy_timeout: float = 600.0) -> None:
+    def __init__(self, database: Database, *, busy_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         assert database.sqlite_path is not None
         self.database = database
         self.path = database.sqlite_path
@@ -82,8 +93,9 @@ class SqliteBackend(Backend):
         if self._conn is None:
             parent = os.path.dirname(self.path)
             if self.path != ":memory:" and parent and not os.path.isdir(parent):
-                raise DatabaseUnavailable(
-                    f"cannot open {self.database.display}: directory {parent!r} does not exist"
+                raise ConfigError(
+                    f"cannot open {self.database.display}: directory {parent!r} does not exist; "
+                    "create it, or fix the path in the URL"
                 )
             try:
                 self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
@@ -106,6 +118,8 @@ class SqliteBackend(Backend):
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return None
+            if "no such column" in str(exc):
+                raise foreign_ledger(LEDGER_TABLE) from None
             raise _translate(exc, self.database.display) from exc
         except sqlite3.DatabaseError as exc:
             raise DbledgerError(f"cannot read {self.database.display}: {exc}") from None
@@ -220,12 +234,46 @@ class SqliteBackend(Backend):
             yield other
 
     # -- locking and transactions ---------------------------------------------------------
-    def migration_lock(self, timeout: float) -> AbstractContextManager[None]:
-        # SQLite's write lock is taken per migration by transaction(); see the module docstring.
-        self.busy_timeout = timeout
-        if self._conn is not None:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        return nullcontext()
+    @contextmanager
+    def migration_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        if self.path == ":memory:":  # private to this connection: nobody to wait for
+            yield
+            return
+        lock_path = f"{self.path}.dbledger-lock"
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115 -- held open for the whole run
+        except OSError as exc:
+            raise DatabaseUnavailable(f"cannot open the lock file {lock_path!r}: {exc.strerror}") from None
+        with handle:
+            deadline = time.monotonic() + timeout
+            intervals = poll_intervals()
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    if on_wait is not None:
+                        on_wait(holder)
+                        on_wait = None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise LockTimeout(
+                            f"gave up after waiting {timeout:g} s for the migration lock on "
+                            f"{self.database.display}, held by {holder}: wait for it to finish, "
+                            "or raise --lock-timeout"
+                        ) from None
+                    time.sleep(min(next(intervals), remaining))
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{actor()} (dbledger)\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -239,7 +287,16 @@ class SqliteBackend(Backend):
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # deferred foreign keys are checked here
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise StatementError(
+                f"{exc}\nraised at COMMIT, the end of the migration's transaction",
+                sqlstate=getattr(exc, "sqlite_errorname", None),
+                statement=COMMIT_STATEMENT,
+            ) from exc
 
     # -- running SQL ----------------------------------------------------------------------
     def split(self, section: Section) -> list[Statement]:
@@ -267,32 +324,17 @@ def split_statements(text: str, first_line: int) -> list[Statement]:
     """Statements of ``text`` with their file lines, cut where SQLite's own tokenizer says a
     statement is complete (``sqlite3.complete_statement`` knows strings, comments and trigger
     bodies)."""
-    statements: list[Statement] = []
+    bounds: list[tuple[int, int]] = []
     start = 0
     position = text.find(";")
     while position != -1:
-        candidate = text[start : position + 1]
-        if sqlite3.complete_statement(candidate):
-            _append(statements, text, start, candidate, first_line)
+        if sqlite3.complete_statement(text[start : position + 1]):
+            bounds.append((start, position + 1))
             start = position + 1
         position = text.find(";", position + 1)
-    tail = text[start:]
-    if tail.strip() and not _only_comments(tail):
-        _append(statements, text, start, tail, first_line)
-    return statements
-
-
-def _only_comments(text: str) -> bool:
-    from dbledger.migrations import is_blank
-
-    return is_blank(text)
-
-
-def _append(statements: list[Statement], text: str, start: int, body: str, first_line: int) -> None:
-    if _only_comments(body):
-        return
-    offset = start + len(body) - len(body.lstrip())
-    statements.append(Statement(sql=body.strip(), line=first_line + text.count("\n", 0, offset)))
+    bounds.append((start, len(text)))
+    found = (statement_at(text, begin, end, first_line) for begin, end in bounds)
+    return [statement for statement in found if statement is not None]
 
 
 def _translate(exc: sqlite3.OperationalError, display: str, timeout: float | None = None) -> DbledgerError:

@@ -22,7 +22,8 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from dbledger.api import DEFAULT_LOCK_TIMEOUT, Status, migrate, status
+from dbledger.api import Status, migrate, status
+from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import DbledgerError
 
 PathLike = str | os.PathLike[str]

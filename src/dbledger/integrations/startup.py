@@ -13,7 +13,8 @@ import os
 import sys
 from typing import NoReturn
 
-from dbledger.api import DEFAULT_LOCK_TIMEOUT, Report, migrate
+from dbledger.api import Report, migrate
+from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import DbledgerError
 
 PathLike = str | os.PathLike[str]
