@@ -407,9 +407,7 @@ def test_password_inside_a_migration_error(
     assert "P0001" in result.stderr
 
     (migrations_dir / "001_raise.sql").unlink()
-    write(
-        migrations_dir, "001_role.sql", "CREATE ROLE pg_reserved LOGIN PASSWORD 'S3cr3t-RO-pass';\n"
-    )
+    write(migrations_dir, "001_role.sql", "CREATE ROLE pg_reserved LOGIN PASSWORD 'S3cr3t-RO-pass';\n")
     result = cli(url, migrations_dir, "up", "--json")
     assert result.returncode == 1, result.output
     assert_clean(result, "S3cr3t-RO-pass")
