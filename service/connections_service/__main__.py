@@ -1,0 +1,125 @@
+"""``python -m connections_service``: migrate, then serve (the incident report's ``startServer()``).
+
+Environment:
+    DATABASE_URL   required: the PostgreSQL database (postgresql://user:password@host:5432/db)
+    HOST           address to listen on, default 127.0.0.1
+    PORT           port to listen on, default 8000
+    DBLEDGER_DIR   migrations folder, default the package's own ``migrations/``
+
+The order is the point. ``migrate_or_exit`` returns only once every migration is applied, and
+otherwise logs why and exits 1; only after it returned does uvicorn bind the port. A process that
+could not migrate never listens, so a deploy cannot take traffic on a schema it does not expect.
+Any number of replicas may start at once: dbledger's lock lets one apply, the others find nothing
+to do.
+
+Exit codes: 1 when the configuration is wrong or migrating failed (nothing listened); 3 when
+uvicorn could not start the application (the database went away between migrating and opening
+the connection pool). SIGTERM and SIGINT shut down gracefully: in-flight requests finish, the pool
+closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from connections_service import MIGRATIONS
+from connections_service.app import create_app
+from dbledger.integrations.startup import migrate_or_exit
+from dbledger.redaction import redact
+
+__all__ = ["RedactingFilter", "Settings", "configure_logging", "main", "read_settings"]
+
+logger = logging.getLogger("connections_service")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFilter(logging.Filter):
+    """Mask passwords in each record a handler emits: the message with its arguments merged in,
+    and the traceback text. dbledger's own messages are redacted already; this covers everything
+    else that may quote the database URL (uvicorn, psycopg_pool, a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def configure_logging(level: int = logging.INFO) -> logging.Handler:
+    """One handler on the root logger, to stderr, with the redacting filter. uvicorn is started
+    with ``log_config=None`` so its loggers propagate here instead of getting handlers of their
+    own that would bypass the filter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    host: str
+    port: int
+    directory: Path
+
+
+def read_settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from the environment; ValueError with a message saying what to set."""
+    url = environ.get("DATABASE_URL", "").strip()
+    if not url:
+        raise ValueError(
+            "DATABASE_URL is not set: set it to the service's PostgreSQL database, "
+            "e.g. DATABASE_URL=postgresql://app@localhost:5432/app"
+        )
+    # A libpq key/value string ("host=db dbname=app") is PostgreSQL too.
+    if not url.startswith(("postgresql://", "postgres://")) and ("://" in url or "=" not in url):
+        raise ValueError(
+            f"DATABASE_URL must point at PostgreSQL (postgresql://user:password@host:5432/db), "
+            f"not {redact(url)!r}"
+        )
+    port_text = environ.get("PORT", "8000").strip()
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"PORT must be a port number between 1 and 65535, not {port_text!r}")
+    directory = environ.get("DBLEDGER_DIR", "").strip()
+    return Settings(
+        database_url=url,
+        host=environ.get("HOST", "").strip() or "127.0.0.1",
+        port=int(port_text),
+        directory=Path(directory) if directory else MIGRATIONS,
+    )
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        settings = read_settings(os.environ)
+    except ValueError as exc:
+        logger.error("not starting: %s", exc)
+        sys.exit(1)
+    migrate_or_exit(settings.database_url, settings.directory)  # exits 1 on any failure
+    uvicorn.run(
+        create_app(settings.database_url, settings.directory),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+    )
+
+
+if __name__ == "__main__":
+    main()
