@@ -19,7 +19,7 @@ ITEMS = "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);\n"
 TAGS = "CREATE TABLE tags (id integer PRIMARY KEY);\n"
 
 # The commands this file exercises; test_every_listed_command_is_exercised keeps it honest.
-EXERCISED = {"up", "status", "verify", "new", "repair", "baseline"}
+EXERCISED = {"up", "status", "verify", "new", "repair", "baseline", "down", "redo"}
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
 
@@ -270,3 +270,54 @@ def test_baseline(as_json: bool, db_url: str, migrations_dir: Path) -> None:
     outcome(failed, as_json, 2)
     assert "version 3" in failed.stderr
     assert ledger_names(db_url) == ["001_create_items"]
+
+
+REVERSIBLE = (
+    "-- migrate:up\nCREATE TABLE items (id integer PRIMARY KEY);\n-- migrate:down\nDROP TABLE items;\n"
+)
+
+
+@JSON
+def test_down(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", REVERSIBLE)
+    write(migrations_dir, "002_create_tags.sql", TAGS)  # no down section
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+
+    refused = cli(db_url, migrations_dir, as_json, "down")
+
+    outcome(refused, as_json, 1)
+    assert "migration '002_create_tags' has no down section" in refused.stderr
+    assert ledger_names(db_url) == ["001_create_items", "002_create_tags"]
+
+    write(migrations_dir, "002_create_tags.sql", TAGS)
+    result = cli(db_url, migrations_dir, as_json, "down", "--to", "1")
+    outcome(result, as_json, 1)  # still no down section for 002
+
+    (migrations_dir / "002_create_tags.sql").unlink()
+    query(db_url, "DELETE FROM schema_migrations WHERE migration_name = '002_create_tags'")
+    result = cli(db_url, migrations_dir, as_json, "down")
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert [r["name"] for r in document["rolled_back"]] == ["001_create_items"]
+    else:
+        assert "rolled back 1 migration(s)" in result.stdout
+    assert not table_exists(db_url, "items")
+    assert ledger_names(db_url) == []
+
+
+@JSON
+def test_redo(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", REVERSIBLE)
+    empty = cli(db_url, migrations_dir, as_json, "redo")
+    outcome(empty, as_json, 0)  # no ledger yet: nothing to roll back, then nothing to apply
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+    query(db_url, "INSERT INTO items VALUES (1)")
+
+    result = cli(db_url, migrations_dir, as_json, "redo")
+
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert [a["name"] for a in document["applied"]] == ["001_create_items"]
+    else:
+        assert "redid 001_create_items" in result.stdout
+    assert query(db_url, "SELECT count(*) FROM items") == [(0,)]  # dropped and created again

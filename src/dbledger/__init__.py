@@ -6,7 +6,7 @@
 Importing this package is cheap: the database drivers load only when a database is opened.
 """
 
-from dbledger.api import Report, Status, baseline, migrate, new, repair, status, verify
+from dbledger.api import Report, Status, baseline, down, migrate, new, redo, repair, status, verify
 from dbledger.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -32,8 +32,10 @@ __all__ = [
     "UsageError",
     "__version__",
     "baseline",
+    "down",
     "migrate",
     "new",
+    "redo",
     "repair",
     "status",
     "verify",

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dbledger import runner
+from dbledger import rollback, runner
 from dbledger.backends import open_backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, check_lock_timeout, resolve
 from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
+from dbledger.rollback import RolledBack
 from dbledger.runner import Applied, Progress, Repaired
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -136,6 +137,7 @@ def migrate(
     allow_out_of_order: bool = False,
     allow_missing: bool = False,
     allow_existing_schema: bool = False,
+    atomic: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> Report:
@@ -154,6 +156,7 @@ def migrate(
             target=to,
             allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
             allow_existing_schema=allow_existing_schema,
+            atomic=atomic,
             lock_timeout=lock_timeout,
             progress=progress or runner.no_progress,
         )
@@ -228,6 +231,50 @@ def baseline(
     migrations = discover(settings.directory)
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
         return runner.baseline(backend, migrations, version, lock_timeout=lock_timeout)
+
+
+@_driver_errors_translated
+def down(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    steps: int | None = None,
+    to: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
+) -> list[RolledBack]:
+    """Roll back the newest ``steps`` migrations (default 1), or every one above version ``to``
+    (``to=0``: all), with their down sections; refuses before running anything when one cannot."""
+    check_lock_timeout(lock_timeout)
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
+        return rollback.down(
+            backend,
+            migrations,
+            steps=steps,
+            target=to,
+            lock_timeout=lock_timeout,
+            progress=progress or runner.no_progress,
+        )
+
+
+@_driver_errors_translated
+def redo(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
+) -> tuple[RolledBack | None, list[Applied]]:
+    """Roll back the newest migration and apply it again; (None, []) when nothing is applied."""
+    check_lock_timeout(lock_timeout)
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
+        return rollback.redo(
+            backend, migrations, lock_timeout=lock_timeout, progress=progress or runner.no_progress
+        )
 
 
 TEMPLATE = """\

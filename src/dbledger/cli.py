@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run on a database that has tables but no ledger yet",
     )
+    up.add_argument(
+        "--atomic",
+        action="store_true",
+        help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
+    )
+
+    down = commands.add_parser("down", help="roll back applied migrations with their down sections")
+    _common(down, suppress=True)
+    _lock_timeout(down)
+    scope = down.add_mutually_exclusive_group()
+    scope.add_argument("--steps", type=int, metavar="N", help="how many to roll back (default: 1)")
+    scope.add_argument("--to", type=int, metavar="VERSION", help="the version to end at (0: roll back all)")
+
+    redo = commands.add_parser("redo", help="roll back the newest migration and apply it again")
+    _common(redo, suppress=True)
+    _lock_timeout(redo)
 
     for name, text in [
         ("status", "applied / pending / failed / modified / missing migrations"),
@@ -142,6 +158,10 @@ def _progress(event: str, name: str, ms: int | None) -> None:
         _err(f"applying {name} ...")
     elif event == "done":
         _err(f"applied  {name} in {ms} ms")
+    elif event == "rollback":
+        _err(f"rolling back {name} ...")
+    elif event == "rolled back":
+        _err(f"rolled back {name} in {ms} ms")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,6 +212,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             allow_out_of_order=args.allow_out_of_order,
             allow_missing=args.allow_missing,
             allow_existing_schema=args.allow_existing_schema,
+            atomic=args.atomic,
             lock_timeout=args.lock_timeout,
             progress=_progress,
         )
@@ -202,6 +223,23 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             scope = f" up to version {args.to}" if args.to is not None else ""
             _out(args, f"nothing to do{scope}: every migration{scope} is applied")
         return report.to_dict()
+    if args.command == "down":
+        undone = api.down(
+            url, folder, steps=args.steps, to=args.to, lock_timeout=args.lock_timeout, progress=_progress
+        )
+        if undone:
+            total = sum(r.execution_time_ms for r in undone)
+            _out(args, f"rolled back {len(undone)} migration(s) in {total} ms")
+        else:
+            _out(args, "nothing to roll back")
+        return {"rolled_back": [vars(r) for r in undone]}
+    if args.command == "redo":
+        rolled, reapplied = api.redo(url, folder, lock_timeout=args.lock_timeout, progress=_progress)
+        if rolled is None:
+            _out(args, "nothing to redo: no migration is applied")
+            return {"rolled_back": [], "applied": []}
+        _out(args, f"redid {rolled.name}")
+        return {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
     if args.command == "status":
         result = api.status(url, folder)
         if not args.json:

@@ -113,6 +113,8 @@ class MigrationFailed(DbledgerError):
         statement: str | None = None,
         line: int | None = None,
         dirty: bool = False,
+        undone: tuple[str, ...] = (),
+        rollback: bool = False,
     ) -> None:
         self.migration = migration
         self.error = redact(error)
@@ -120,6 +122,7 @@ class MigrationFailed(DbledgerError):
         self.statement = redact(statement) if statement is not None else None
         self.line = line
         self.dirty = dirty
+        self.undone = undone
         where = f" (line {line})" if line else ""
         message = f"migration '{migration}' failed{where}: {self.error}"
         if dirty:
@@ -127,9 +130,19 @@ class MigrationFailed(DbledgerError):
                 "\nit ran outside a transaction, so part of it may have been applied; "
                 "undo or finish that work by hand, then run 'dbledger repair'"
             )
+        elif rollback:
+            message += (
+                "\nthe rollback was undone: the migration is still applied; fix its down section "
+                "and run 'dbledger down' again"
+            )
         else:
             message += (
                 "\nthis migration was rolled back and left nothing behind; fix the file and run "
                 "'dbledger up' again"
+            )
+        if undone:
+            message += (
+                f"\n--atomic: the whole deploy was rolled back, including {', '.join(undone)}, "
+                "which ran before it in the same transaction"
             )
         super().__init__(message)

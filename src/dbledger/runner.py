@@ -68,10 +68,12 @@ def up(
     target: int | None = None,
     allow: Allowances = Allowances(),
     allow_existing_schema: bool = False,
+    atomic: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress = no_progress,
 ) -> list[Applied]:
-    """Apply pending migrations in version order, each exactly once across concurrent runners."""
+    """Apply pending migrations in version order, each exactly once across concurrent runners.
+    With ``atomic``, all of them in one transaction: a failure undoes the whole deploy."""
     check_target(migrations, target)
     rows = backend.read_ledger()
     if rows is None and not migrations:
@@ -93,8 +95,54 @@ def up(
                     backend.ensure_ledger()
         if existing:  # outside the transaction: the replay may need CREATE DATABASE
             raise LedgerStateError([existing_schema_problem(backend, migrations, existing)])
+        if atomic:
+            return _apply_atomically(backend, migrations, target, allow, progress)
         while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
             applied.append(result)
+    return applied
+
+
+def _apply_atomically(
+    backend: Backend,
+    migrations: list[Migration],
+    target: int | None,
+    allow: Allowances,
+    progress: Progress,
+) -> list[Applied]:
+    """Every pending migration in one transaction, with their ledger rows: the deploy commits
+    whole or leaves the database exactly as it found it."""
+    applied: list[Applied] = []
+    current: Migration | None = None
+    started = 0.0
+    try:
+        with backend.transaction():
+            todo = _fresh_plan(backend, migrations, allow).to_apply(target)
+            outside = [m.name for m in todo if not m.up.transaction]
+            if outside:
+                raise UsageError(
+                    f"--atomic runs every pending migration in one transaction, but "
+                    f"{', '.join(outside)} must run outside one (transaction:false): deploy without "
+                    "--atomic, or apply up to the version before it atomically first (--to)"
+                )
+            batches = [(migration, backend.split(migration.up)) for migration in todo]
+            for migration, statements in batches:
+                _refuse_transaction_control(migration, statements)
+            for migration, statements in batches:
+                current = migration
+                progress("start", migration.name, None)
+                started = time.perf_counter()
+                for statement in statements:
+                    backend.execute(statement)
+                applied.append(_record_applied(backend, migration, _elapsed_ms(started)))
+    except StatementError as err:
+        if current is None:
+            raise DbledgerError(f"cannot read the ledger: {err.message}") from None
+        undone = tuple(a.name for a in applied if a.name != current.name)
+        raise _record_failure(
+            backend, current, err, _elapsed_ms(started), dirty=False, undone=undone
+        ) from None
+    for result in applied:
+        progress("done", result.name, result.execution_time_ms)
     return applied
 
 
@@ -196,7 +244,13 @@ def _record_applied(backend: Backend, migration: Migration, ms: int) -> Applied:
 
 
 def _record_failure(
-    backend: Backend, migration: Migration, err: StatementError, ms: int, *, dirty: bool
+    backend: Backend,
+    migration: Migration,
+    err: StatementError,
+    ms: int,
+    *,
+    dirty: bool,
+    undone: tuple[str, ...] = (),
 ) -> MigrationFailed:
     note = ""
     try:
@@ -210,6 +264,7 @@ def _record_failure(
         statement=err.statement.sql,
         line=err.statement.line,
         dirty=dirty,
+        undone=undone,
     )
 
 

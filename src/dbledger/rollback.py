@@ -1,0 +1,177 @@
+"""Roll back applied migrations with their down sections: ``down`` and ``redo``.
+
+Everything that could make a rollback unsafe is checked, for every migration in the range, before
+the first one runs: a missing file, no down section, a file changed since it was applied, a dirty
+record. Then each step runs in its own transaction together with its ledger change (the row is
+deleted; the history keeps a ``rollback`` entry), newest first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dbledger.backends.base import Backend, StatementError
+from dbledger.config import DEFAULT_LOCK_TIMEOUT
+from dbledger.errors import DbledgerError, LedgerStateError, MigrationFailed, UsageError
+from dbledger.migrations import Migration
+from dbledger.plan import LedgerRow, make_plan
+from dbledger.runner import Applied, Progress, _refuse_transaction_control, no_progress, up
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """One migration this run rolled back."""
+
+    name: str
+    version: int
+    execution_time_ms: int
+
+
+def select(rows: list[LedgerRow], *, steps: int | None, target: int | None) -> list[LedgerRow]:
+    """The applied rows to roll back, newest first: the newest ``steps`` (default 1), or all
+    above version ``target`` (``0``: everything)."""
+    if steps is not None and target is not None:
+        raise UsageError("give --steps or --to, not both")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be 1 or more, not {steps}")
+    applied = sorted(
+        (r for r in rows if r.state in ("applied", "baseline")), key=lambda r: r.version, reverse=True
+    )
+    if target is not None:
+        if target < 0:
+            raise UsageError(f"--to must be 0 (everything) or a version, not {target}")
+        return [r for r in applied if r.version > target]
+    return applied[: steps or 1]
+
+
+def check(chosen: list[LedgerRow], migrations: list[Migration], rows: list[LedgerRow]) -> list[Migration]:
+    """The files of ``chosen``, or LedgerStateError naming every one that cannot be rolled back."""
+    files = {m.name: m for m in migrations}
+    plan = make_plan(migrations, rows)
+    problems = [
+        f"migration '{row.name}' is dirty: clean up and run 'dbledger repair' before rolling back"
+        for row in plan.dirty
+    ]
+    for row in chosen:
+        migration = files.get(row.name)
+        if migration is None:
+            problems.append(f"migration '{row.name}' cannot be rolled back: its file is missing")
+        elif migration.down is None:
+            problems.append(
+                f"migration '{row.name}' has no down section ({migration.path}): add "
+                "'-- migrate:down' with SQL that undoes it, or roll back fewer steps"
+            )
+        elif migration.checksum != row.checksum:
+            problems.append(
+                f"migration '{row.name}' was modified after it was applied: its down section may "
+                "not match what ran; restore the file, or run 'dbledger repair' to accept it"
+            )
+    if problems:
+        raise LedgerStateError(problems)
+    return [files[row.name] for row in chosen]
+
+
+def down(
+    backend: Backend,
+    migrations: list[Migration],
+    *,
+    steps: int | None = None,
+    target: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress = no_progress,
+) -> list[RolledBack]:
+    """Roll back the newest ``steps`` migrations, or all above ``target``."""
+    if backend.read_ledger() is None:
+        return []
+    with backend.migration_lock(lock_timeout, lambda holder: progress("waiting", holder, None)):
+        rows = backend.read_ledger() or []
+        chosen = check(select(rows, steps=steps, target=target), migrations, rows)
+        return [_roll_back(backend, migration, progress) for migration in chosen]
+
+
+def redo(
+    backend: Backend,
+    migrations: list[Migration],
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress = no_progress,
+) -> tuple[RolledBack | None, list[Applied]]:
+    """Roll back the newest migration and apply it again: the loop while writing one. Returns
+    (None, []) when nothing is applied."""
+    rows = backend.read_ledger() or []
+    chosen = check(select(rows, steps=1, target=None), migrations, rows)
+    if not chosen:
+        return None, []
+    undone = down(backend, migrations, steps=1, lock_timeout=lock_timeout, progress=progress)
+    if [r.name for r in undone] != [chosen[0].name]:  # another runner moved the ledger meanwhile
+        raise DbledgerError("the ledger changed while redo ran: run 'dbledger status' and try again")
+    applied = up(backend, migrations, target=chosen[0].version, lock_timeout=lock_timeout, progress=progress)
+    return undone[0], applied
+
+
+def _roll_back(backend: Backend, migration: Migration, progress: Progress) -> RolledBack:
+    section = migration.down
+    assert section is not None  # check() made sure
+    statements = backend.split(section)
+    progress("rollback", migration.name, None)
+    started = time.perf_counter()
+    try:
+        if section.transaction:
+            _refuse_transaction_control(migration, statements)
+            with backend.transaction():
+                for statement in statements:
+                    backend.execute(statement)
+                ms = round((time.perf_counter() - started) * 1000)
+                _forget(backend, migration, ms)
+        else:
+            with backend.transaction():  # half a rollback must be as visible as half a migration
+                backend.record(
+                    name=migration.name,
+                    version=migration.version,
+                    state="dirty",
+                    checksum=migration.checksum,
+                    execution_time_ms=None,
+                    error_message="rollback started outside a transaction; not finished",
+                )
+            for statement in statements:
+                backend.execute(statement)
+            ms = round((time.perf_counter() - started) * 1000)
+            with backend.transaction():
+                _forget(backend, migration, ms)
+    except StatementError as err:
+        dirty = not section.transaction
+        with backend.transaction():
+            if dirty:
+                backend.record(
+                    name=migration.name,
+                    version=migration.version,
+                    state="dirty",
+                    checksum=migration.checksum,
+                    execution_time_ms=None,
+                    error_message=f"rollback failed: {err.message}",
+                )
+            backend.log(
+                "fail",
+                migration.name,
+                checksum=migration.checksum,
+                error_message=err.message,
+                detail="rollback",
+            )
+        failed = MigrationFailed(
+            migration.name,
+            f"rollback failed: {err.message}",
+            sqlstate=err.sqlstate,
+            statement=err.statement.sql,
+            line=err.statement.line,
+            dirty=dirty,
+            rollback=True,
+        )
+        raise failed from None
+    progress("rolled back", migration.name, ms)
+    return RolledBack(migration.name, migration.version, ms)
+
+
+def _forget(backend: Backend, migration: Migration, ms: int) -> None:
+    backend.forget(migration.name)
+    backend.log("rollback", migration.name, checksum=migration.checksum, execution_time_ms=ms)
