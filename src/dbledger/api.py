@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dbledger import rollback, runner
+from dbledger import dryrun, rollback, runner
 from dbledger.backends import open_backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, check_lock_timeout, resolve
+from dbledger.dryrun import DryRun
 from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
@@ -275,6 +276,49 @@ def redo(
         return rollback.redo(
             backend, migrations, lock_timeout=lock_timeout, progress=progress or runner.no_progress
         )
+
+
+@_driver_errors_translated
+def plan_migrate(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    to: int | None = None,
+    allow_out_of_order: bool = False,
+    allow_missing: bool = False,
+    allow_existing_schema: bool = False,
+    atomic: bool = False,
+) -> DryRun:
+    """What ``migrate`` would do, statement by statement, analysed; changes nothing."""
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database) as backend:
+        planned, problems = dryrun.plan_up(
+            backend,
+            migrations,
+            backend.annotator(),
+            target=to,
+            allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
+            allow_existing_schema=allow_existing_schema,
+            atomic=atomic,
+        )
+    return DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, problems)
+
+
+@_driver_errors_translated
+def plan_down(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    steps: int | None = None,
+    to: int | None = None,
+) -> DryRun:
+    """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database) as backend:
+        planned = dryrun.plan_down(backend, migrations, backend.annotator(), steps=steps, target=to)
+    return DryRun(settings.database.display, str(settings.directory), "down", False, planned)
 
 
 TEMPLATE = """\

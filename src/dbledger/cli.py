@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from dbledger import api
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, resolve
-from dbledger.errors import DbledgerError
+from dbledger.errors import DbledgerError, LedgerStateError
 from dbledger.redaction import redact
 
 
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on a database that has tables but no ledger yet",
     )
     up.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would run, with locks and estimates; change nothing",
+    )
+    up.add_argument(
         "--atomic",
         action="store_true",
         help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
@@ -105,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope = down.add_mutually_exclusive_group()
     scope.add_argument("--steps", type=int, metavar="N", help="how many to roll back (default: 1)")
     scope.add_argument("--to", type=int, metavar="VERSION", help="the version to end at (0: roll back all)")
+    down.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
 
     redo = commands.add_parser("redo", help="roll back the newest migration and apply it again")
     _common(redo, suppress=True)
@@ -204,6 +210,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     )
     url, folder = settings.database.url, settings.directory
 
+    if args.command in ("up", "down") and args.dry_run:
+        if args.command == "up":
+            run = api.plan_migrate(
+                url,
+                folder,
+                to=args.to,
+                allow_out_of_order=args.allow_out_of_order,
+                allow_missing=args.allow_missing,
+                allow_existing_schema=args.allow_existing_schema,
+                atomic=args.atomic,
+            )
+        else:
+            run = api.plan_down(url, folder, steps=args.steps, to=args.to)
+        if not args.json:
+            from dbledger.dryrun import render
+
+            print(render(run))
+        if run.problems:
+            raise LedgerStateError(run.problems)
+        return run.to_dict()
     if args.command == "up":
         report = api.migrate(
             url,

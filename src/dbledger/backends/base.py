@@ -9,7 +9,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from dbledger.dryrun import Annotator
 
 from dbledger.ledger import Action, State
 from dbledger.migrations import Section
@@ -38,8 +41,8 @@ def statement_at(text: str, start: int, end: int, first_line: int) -> Statement 
     body = text[start:end]
     skip = _LEADING_NOISE.match(body)
     offset = skip.end() if skip else 0
-    sql = body[offset:].strip()
-    if not sql or not sql.strip(";").strip():
+    sql = body[offset:].strip().rstrip(";").rstrip()  # one form for every backend: no terminator
+    if not sql:
         return None
     return Statement(sql=sql, line=first_line + text.count("\n", 0, start + offset))
 
@@ -152,6 +155,11 @@ class Backend(ABC):
     @abstractmethod
     def history(self) -> list[dict[str, object]]:
         """Every history row, oldest first (for ``status --history`` and tests)."""
+
+    def annotator(self) -> Annotator | None:
+        """Called by dry runs: what analyses this database's statements (locks, rewrites, sizes,
+        estimates), or None when the backend has no analysis."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

@@ -1,0 +1,110 @@
+"""``up --dry-run`` and ``down --dry-run`` change nothing at all: no ledger table, no lock, the
+catalog and the ledger identical before and after, and they print the SQL that would run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dbledger
+from dbledger.backends import open_backend
+from dbledger.config import parse_database_url
+from tests.helpers import query, run_cli, table_exists, write
+
+A = "-- migrate:up\nCREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);\n-- migrate:down\nDROP TABLE a;\n"
+B = (
+    "-- migrate:up\nALTER TABLE a ADD COLUMN email VARCHAR(100);\n"
+    "-- migrate:down\nALTER TABLE a DROP COLUMN email;\n"
+)
+
+
+def snapshot(url: str) -> tuple[object, ...]:
+    """Everything a dry run could have changed: the schema, the ledger, the history, locks."""
+    with open_backend(parse_database_url(url)) as backend:
+        schema = backend.schema_signature()
+        rows = backend.read_ledger()
+        history = backend.history()
+    locks: list[tuple[object, ...]] = []
+    if url.startswith("postgresql"):
+        locks = query(url, "SELECT locktype, mode FROM pg_locks WHERE locktype = 'advisory'")
+    return schema, rows, len(history), locks
+
+
+def dry(url: str, folder: Path, *args: str) -> tuple[int, str, str]:
+    result = run_cli("--database-url", url, "--dir", str(folder), *args, cwd=folder)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_up_dry_run_on_a_fresh_database_creates_nothing(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", A)
+    write(migrations_dir, "002_b.sql", B)
+    sqlite_file = Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite") else None
+    if sqlite_file is None:
+        before = snapshot(db_url)
+
+    code, out, err = dry(db_url, migrations_dir, "up", "--dry-run")
+
+    assert code == 0, err
+    assert "nothing was changed" in out
+    assert "-- 001_a (up, in one transaction)\nBEGIN;\n-- line 2" in out
+    assert "CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);\nCOMMIT;" in out
+    assert "ALTER TABLE a ADD COLUMN email VARCHAR(100);" in out
+    if sqlite_file is not None:
+        assert not sqlite_file.exists()
+        assert not Path(f"{sqlite_file}.dbledger-lock").exists()
+    else:
+        assert snapshot(db_url) == before
+        assert not table_exists(db_url, "schema_migrations")
+
+
+def test_dry_runs_after_some_work_leave_everything_identical(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", A)
+    dbledger.migrate(db_url, migrations_dir)
+    write(migrations_dir, "002_b.sql", B)
+    before = snapshot(db_url)
+
+    up_code, up_out, _ = dry(db_url, migrations_dir, "up", "--dry-run")
+    down_code, down_out, _ = dry(db_url, migrations_dir, "down", "--dry-run")
+    json_code, json_out, _ = dry(db_url, migrations_dir, "up", "--dry-run", "--atomic", "--json")
+
+    assert (up_code, down_code, json_code) == (0, 0, 0)
+    assert snapshot(db_url) == before
+    assert "-- 002_b (up" in up_out
+    assert "001_a" not in up_out.split("nothing was changed", 1)[1]
+    assert "-- 001_a (down, in one transaction)\nBEGIN;\n-- line 4" in down_out
+    assert "DROP TABLE a;" in down_out
+    document = json.loads(json_out)
+    assert document["ok"] is True
+    assert document["atomic"] is True
+    [planned] = document["migrations"]
+    assert planned["name"] == "002_b"
+    assert [s["sql"] for s in planned["statements"]] == ["ALTER TABLE a ADD COLUMN email VARCHAR(100)"]
+
+
+def test_a_dry_run_reports_what_would_refuse(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", A)
+    write(migrations_dir, "002_b.sql", B)
+    dbledger.migrate(db_url, migrations_dir, to=1)
+    write(migrations_dir, "001_a.sql", A + "-- edited\n")
+    before = snapshot(db_url)
+
+    code, out, err = dry(db_url, migrations_dir, "up", "--dry-run")
+
+    assert code == 1
+    assert "-- would refuse: migration '001_a' was modified after it was applied" in out
+    assert "was modified after it was applied" in err
+    assert snapshot(db_url) == before
+
+
+@pytest.mark.parametrize("args", [("down", "--dry-run", "--to", "0")])
+def test_down_dry_run_refuses_like_down(db_url: str, migrations_dir: Path, args: tuple[str, ...]) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (id INTEGER);\n")  # no down section
+    dbledger.migrate(db_url, migrations_dir)
+
+    code, _, err = dry(db_url, migrations_dir, *args)
+
+    assert code == 1
+    assert "migration '001_a' has no down section" in err
+    assert table_exists(db_url, "a")
