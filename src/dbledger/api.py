@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from dbledger import dryrun, rollback, runner
 from dbledger.backends import open_backend
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, check_lock_timeout, resolve
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database, check_lock_timeout, resolve
 from dbledger.dryrun import DryRun
 from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
@@ -139,6 +139,7 @@ def migrate(
     allow_missing: bool = False,
     allow_existing_schema: bool = False,
     atomic: bool = False,
+    backup_dir: PathLike | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> Report:
@@ -158,10 +159,21 @@ def migrate(
             allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
             allow_existing_schema=allow_existing_schema,
             atomic=atomic,
+            backup=None if backup_dir is None else _backup_hook(settings.database, Path(backup_dir)),
             lock_timeout=lock_timeout,
             progress=progress or runner.no_progress,
         )
     return Report(settings.database.display, str(settings.directory), applied)
+
+
+def _backup_hook(database: Database, directory: Path) -> runner.BackupHook:
+    def take(label: str) -> tuple[str, str, str]:
+        from dbledger.backup import take_backup  # only when a backup is really taken
+
+        taken = take_backup(database, directory, label=label)
+        return str(taken.path), taken.sha256, taken.restore_command
+
+    return take
 
 
 @_driver_errors_translated

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print what would run, with locks and estimates; change nothing",
     )
     up.add_argument(
+        "--backup",
+        metavar="DIR",
+        help="back up the database into DIR before the first risky migration (backup:true or destructive)",
+    )
+    up.add_argument(
         "--atomic",
         action="store_true",
         help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
@@ -164,6 +169,8 @@ def _progress(event: str, name: str, ms: int | None) -> None:
         _err(f"applying {name} ...")
     elif event == "done":
         _err(f"applied  {name} in {ms} ms")
+    elif event == "backup":
+        _err(f"backed up to {name}")
     elif event == "rollback":
         _err(f"rolling back {name} ...")
     elif event == "rolled back":
@@ -239,6 +246,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             allow_missing=args.allow_missing,
             allow_existing_schema=args.allow_existing_schema,
             atomic=args.atomic,
+            backup_dir=args.backup,
             lock_timeout=args.lock_timeout,
             progress=_progress,
         )

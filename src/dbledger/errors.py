@@ -6,6 +6,7 @@
     │   └── MigrationFileError         a malformed migration file or folder (names the file)
     ├── DatabaseUnavailable            the database cannot be reached or refused the login
     ├── LockTimeout                    another process held the migration lock for too long
+    ├── BackupFailed                   a backup before a risky migration failed (dbledger.backup)
     ├── LedgerStateError               the ledger and the files disagree; nothing was run
     │   (modified, missing, out of order, dirty, no ledger on a non-empty database)
     └── MigrationFailed                a migration's SQL failed; it was rolled back and recorded

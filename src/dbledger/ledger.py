@@ -23,7 +23,7 @@ HISTORY_TABLE = "schema_migrations_history"
 # Current state of one migration in schema_migrations.
 State = Literal["applied", "baseline", "failed", "dirty"]
 # What the history table records.
-Action = Literal["apply", "fail", "start", "rollback", "repair", "baseline"]
+Action = Literal["apply", "fail", "start", "rollback", "repair", "baseline", "backup"]
 
 DBLEDGER_VERSION = "0.1.0"
 

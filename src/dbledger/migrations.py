@@ -25,7 +25,7 @@ _MARKER = re.compile(r"^--\s*migrate:(?P<kind>[A-Za-z]+)(?P<options>.*)$")
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _BOOLEANS = {"true": True, "false": False}
 # Options a section marker may carry, and the values each accepts.
-KNOWN_OPTIONS = {"transaction": _BOOLEANS}
+KNOWN_OPTIONS = {"transaction": _BOOLEANS, "backup": _BOOLEANS}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Section:
     sql: str
     line: int  # 1-based line of the file on which ``sql`` starts
     transaction: bool = True
+    backup: bool = False  # take a backup before it runs, when the run has --backup DIR
 
 
 @dataclass(frozen=True)

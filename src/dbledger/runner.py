@@ -23,8 +23,11 @@ from dbledger.migrations import Migration
 from dbledger.plan import APPLIED_STATES, Allowances, Plan, make_plan
 
 # progress(event, name, elapsed ms or None). Events: "waiting" (name: who holds the lock),
-# "start" and "done" (name: the migration).
+# "backup" (name: where the backup went), "start" and "done" (name: the migration).
 Progress = Callable[[str, str, int | None], None]
+# Takes a backup before the named migration runs; returns where it went, its SHA-256 and the
+# command that restores it.
+BackupHook = Callable[[str], tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,15 @@ def up(
     allow: Allowances = Allowances(),
     allow_existing_schema: bool = False,
     atomic: bool = False,
+    backup: BackupHook | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress = no_progress,
 ) -> list[Applied]:
     """Apply pending migrations in version order, each exactly once across concurrent runners.
-    With ``atomic``, all of them in one transaction: a failure undoes the whole deploy."""
+    With ``atomic``, all of them in one transaction: a failure undoes the whole deploy. With
+    ``backup``, when a pending migration is risky (marked ``backup:true``, or destructive by the
+    backend's analysis), a backup is taken before the run's first change, so it holds the
+    database as it was before this deploy and a failed backup stops the run before any change."""
     check_target(migrations, target)
     rows = backend.read_ledger()
     if rows is None and not migrations:
@@ -95,11 +102,34 @@ def up(
                     backend.ensure_ledger()
         if existing:  # outside the transaction: the replay may need CREATE DATABASE
             raise LedgerStateError([existing_schema_problem(backend, migrations, existing)])
+        if backup is not None:
+            pending = _fresh_plan(backend, migrations, allow).to_apply(target)
+            risky = next((m for m in pending if _is_risky(backend, m)), None)
+            if risky is not None:
+                _back_up(backend, risky, backup, progress)
         if atomic:
             return _apply_atomically(backend, migrations, target, allow, progress)
         while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
             applied.append(result)
     return applied
+
+
+def _is_risky(backend: Backend, migration: Migration) -> bool:
+    """Marked ``backup:true``, or destructive by the backend's analysis (DROP, a rewriting type
+    change, TRUNCATE, DELETE without WHERE)."""
+    if migration.up.backup:
+        return True
+    annotator = backend.annotator()
+    if annotator is None:
+        return False
+    return any(annotator.annotate(statement).destructive for statement in backend.split(migration.up))
+
+
+def _back_up(backend: Backend, migration: Migration, backup: BackupHook, progress: Progress) -> None:
+    path, digest, restore = backup(migration.name)
+    with backend.transaction():
+        backend.log("backup", migration.name, checksum=migration.checksum, detail=f"{path} sha256:{digest}")
+    progress("backup", f"{path} (sha256 {digest[:12]}…); restore with: {restore}", None)
 
 
 def _apply_atomically(

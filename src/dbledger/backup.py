@@ -1,0 +1,208 @@
+"""Back up a database before a risky migration: pg_dump for PostgreSQL, SQLite's online backup API.
+
+    backup = take_backup(database, Path("backups"), label="003_clerk_complete_migration")
+    print(backup.path, backup.sha256, backup.restore_command)
+
+The file is written under a temporary name in the target directory, flushed to disk and only then
+renamed, so a file with a backup's name is always a whole backup. pg_dump never sees the password
+on its command line (any local user can read that with ps): it gets a key/value conninfo without
+the password, and the password in its environment (``PGPASSWORD``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from dbledger.config import Database
+from dbledger.errors import DbledgerError
+from dbledger.redaction import redact, remember_secret
+
+__all__ = ["Backup", "BackupFailed", "find_pg_dump", "take_backup"]
+
+# Debian and Ubuntu install each major version's client programs side by side here.
+PG_DUMP_GLOB = "/usr/lib/postgresql/*/bin/pg_dump"
+
+
+class BackupFailed(DbledgerError):
+    """A backup could not be taken; nothing that looks like a backup was left behind."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A complete backup file: where it is, its SHA-256, its size, how long it took, how to
+    restore it (a shell command; any password is left out, supply it as for pg_dump)."""
+
+    path: Path
+    sha256: str
+    bytes: int
+    seconds: float
+    restore_command: str
+
+
+def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
+    """Back up ``database`` into ``directory`` (created if missing) as
+    ``<dbname>-<UTC timestamp>-<label>.dump`` (pg_dump custom format) or ``.sqlite3``."""
+    started = time.monotonic()
+    if database.dialect == "postgresql":
+        import psycopg
+
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(database.url)
+        except psycopg.Error as exc:
+            raise BackupFailed(f"cannot back up {database.display}: {exc}") from None
+        password = params.pop("password", None)
+        remember_secret(None if password is None else str(password))
+        conninfo = psycopg.conninfo.make_conninfo("", **params)
+        dbname = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
+        name, suffix = str(dbname or os.environ.get("PGUSER") or getpass.getuser()), ".dump"
+    else:
+        if database.sqlite_path == ":memory:":
+            raise BackupFailed(
+                f"cannot back up {database.display}: an in-memory database lives only inside its "
+                "own connection; use a database file to take backups"
+            )
+        source = Path(str(database.sqlite_path)).resolve()
+        name, suffix = source.stem, ".sqlite3"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{_safe(name)}-{stamp}-{_safe(label)}"
+    target, n = directory.resolve() / f"{base}{suffix}", 2
+    while target.exists():  # never overwrite a backup taken in the same second
+        target, n = target.with_name(f"{base}-{n}{suffix}"), n + 1
+
+    def failed(reason: str) -> BackupFailed:
+        reason = redact(reason.strip(), secrets=True)
+        return BackupFailed(f"cannot back up {database.display} to '{target}': {reason}")
+
+    if database.dialect == "sqlite" and not source.is_file():
+        raise failed("the database file does not exist")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        os.close(handle)
+    except OSError as exc:
+        raise failed(f"cannot write to directory '{directory}': {exc}") from None
+    partial = Path(temporary)
+    try:
+        if database.dialect == "postgresql":
+            program = _pg_dump(conninfo, password, partial, failed)
+            address = shlex.quote(_without_password(database.url, conninfo))
+            restore = (
+                f"{program} --clean --if-exists --no-owner --dbname {address} {shlex.quote(str(target))}"
+            )
+        else:
+            with (
+                closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
+                closing(sqlite3.connect(partial)) as dest,
+            ):
+                src.backup(dest)  # one step: a consistent snapshot; other connections may stay open
+            live = shlex.quote(str(source))
+            # A leftover journal or WAL belongs to the old file and would be replayed onto the copy.
+            restore = f"rm -f {live}-journal {live}-wal {live}-shm && cp {shlex.quote(str(target))} {live}"
+        digest, size = _sync_and_hash(partial)
+        os.replace(partial, target)
+    except BaseException as exc:
+        with suppress(OSError):
+            partial.unlink()
+        if isinstance(exc, OSError | sqlite3.Error):
+            raise failed(str(exc)) from None
+        raise
+    with suppress(OSError):  # make the rename durable; some file systems cannot sync a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return Backup(target, digest, size, time.monotonic() - started, redact(restore))
+
+
+def find_pg_dump() -> tuple[Path, int] | None:
+    """The pg_dump of the newest major version on PATH or in /usr/lib/postgresql/*/bin, with that
+    version; a real binary wins a tie over PATH (which may be Debian's version-choosing wrapper)."""
+    found: dict[str, tuple[int, bool, Path]] = {}
+    on_path = shutil.which("pg_dump")
+    for candidate, direct in [(on_path, False), *((p, True) for p in glob.glob(PG_DUMP_GLOB))]:
+        if candidate and os.path.realpath(candidate) not in found:
+            try:
+                done = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            match = re.search(r"\)\s*(\d+)", done.stdout)
+            if done.returncode == 0 and match:
+                found[os.path.realpath(candidate)] = (int(match.group(1)), direct, Path(candidate))
+    if not found:
+        return None
+    major, _, path = max(found.values())
+    return path, major
+
+
+def _pg_dump(conninfo: str, password: object, partial: Path, failed: Callable[[str], BackupFailed]) -> str:
+    """Run pg_dump into ``partial``; return the pg_restore to restore it with."""
+    located = find_pg_dump()
+    if located is None:
+        raise failed(
+            f"pg_dump was not found on PATH or in {Path(PG_DUMP_GLOB).parent}: install the PostgreSQL "
+            "client programs of the server's major version or newer (apt-get install postgresql-client)"
+        )
+    pg_dump, major = located
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    command = [str(pg_dump), "--format=custom", "--no-password", f"--file={partial}", f"--dbname={conninfo}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        server = re.search(r"server version: (\d+)", done.stderr)
+        if server and int(server.group(1)) > major:
+            raise failed(
+                f"the server runs PostgreSQL {server.group(1)} but {pg_dump} is version {major}, and "
+                f"pg_dump cannot dump a newer server: install postgresql-client-{server.group(1)} "
+                "(or the client programs of that version for your system) and run again"
+            )
+        raise failed(f"{pg_dump} exited with code {done.returncode}: {done.stderr or done.stdout}")
+    # The pg_restore next to this pg_dump reads its format; a different one on PATH may not.
+    pg_restore = pg_dump.with_name("pg_restore")
+    if not pg_restore.exists() or shutil.which("pg_restore") == str(pg_restore):
+        return "pg_restore"
+    return str(pg_restore)
+
+
+def _without_password(url: str, conninfo: str) -> str:
+    """The address for the restore command: the URL as given minus its password, or the key/value
+    string (password removed) when it was one or the URL carries the password as a parameter."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or "password" in parse_qs(parts.query):
+        return conninfo
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if at and user else host))
+
+
+def _sync_and_hash(path: Path) -> tuple[str, int]:
+    """Flush the file to disk and return its SHA-256 hex and size."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _safe(part: str) -> str:
+    """A file-name-safe version of a database name or label."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", part).lstrip(".") or "database"
