@@ -48,7 +48,8 @@ def test_up_dry_run_on_a_fresh_database_creates_nothing(db_url: str, migrations_
 
     assert code == 0, err
     assert "nothing was changed" in out
-    assert "-- 001_a (up, in one transaction)\nBEGIN;\n-- line 2" in out
+    assert "-- 001_a (up, in one transaction" in out
+    assert "BEGIN;\n-- line 2" in out
     assert "CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);\nCOMMIT;" in out
     assert "ALTER TABLE a ADD COLUMN email VARCHAR(100);" in out
     if sqlite_file is not None:
@@ -73,7 +74,8 @@ def test_dry_runs_after_some_work_leave_everything_identical(db_url: str, migrat
     assert snapshot(db_url) == before
     assert "-- 002_b (up" in up_out
     assert "001_a" not in up_out.split("nothing was changed", 1)[1]
-    assert "-- 001_a (down, in one transaction)\nBEGIN;\n-- line 4" in down_out
+    assert "-- 001_a (down, in one transaction" in down_out
+    assert "BEGIN;\n-- line 4" in down_out
     assert "DROP TABLE a;" in down_out
     document = json.loads(json_out)
     assert document["ok"] is True
@@ -108,3 +110,46 @@ def test_down_dry_run_refuses_like_down(db_url: str, migrations_dir: Path, args:
     assert code == 1
     assert "migration '001_a' has no down section" in err
     assert table_exists(db_url, "a")
+
+
+def test_postgres_dry_run_names_locks_rewrites_sizes_and_estimates(pg_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_t.sql", "CREATE TABLE t (id INTEGER PRIMARY KEY, code VARCHAR(10));\n")
+    dbledger.migrate(pg_url, migrations_dir)
+    query(pg_url, "INSERT INTO t SELECT i, 'c' || i FROM generate_series(1, 5000) i")
+    query(pg_url, "ANALYZE t")
+    write(
+        migrations_dir,
+        "002_types.sql",
+        "ALTER TABLE t ALTER COLUMN code TYPE VARCHAR(50);\nALTER TABLE t ALTER COLUMN id TYPE BIGINT;\n",
+    )
+    before = snapshot(pg_url)
+
+    code, out, err = dry(pg_url, migrations_dir, "up", "--dry-run")
+    json_code, json_out, _ = dry(pg_url, migrations_dir, "up", "--dry-run", "--json")
+
+    assert (code, json_code) == (0, 0), err
+    assert snapshot(pg_url) == before
+    assert "-- line 1: ALTER TABLE; ACCESS EXCLUSIVE on t; catalog; 5,000 rows" in out
+    assert "-- line 2: ALTER TABLE; ACCESS EXCLUSIVE on t; rewrite, destructive; 5,000 rows" in out
+    assert "-- ACCESS EXCLUSIVE on t for ~" in out
+    assert "-- estimated total: " in out
+    [planned] = json.loads(json_out)["migrations"]
+    first, second = (s["analysis"] for s in planned["statements"])
+    assert (first["lock"], first["effect"], first["destructive"]) == ("ACCESS EXCLUSIVE", "catalog", False)
+    assert (second["lock"], second["effect"], second["destructive"]) == ("ACCESS EXCLUSIVE", "rewrite", True)
+    assert second["rows"] == 5000
+    assert planned["estimate_ms"] > 0
+
+
+def test_a_destructive_statement_triggers_a_backup_without_being_marked(
+    pg_url: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    write(migrations_dir, "001_t.sql", "CREATE TABLE t (id INTEGER, note TEXT);\n")
+    dbledger.migrate(pg_url, migrations_dir)
+    write(migrations_dir, "002_drop_note.sql", "ALTER TABLE t DROP COLUMN note;\n")  # no backup:true
+
+    code, _, err = dry(pg_url, migrations_dir, "up", "--backup", str(tmp_path / "backups"))
+
+    assert code == 0, err
+    [dump] = list((tmp_path / "backups").iterdir())
+    assert dump.name.endswith("-002_drop_note.dump")

@@ -33,11 +33,20 @@ class Annotation:
     destructive: bool = False
 
 
-class Annotator(Protocol):
-    """Analyses statements of one database (PostgreSQL: the parser, the catalog, the ledger's
-    recorded timings); SQLite has none."""
+@dataclass(frozen=True)
+class SectionAnnotation:
+    """The analysis of one section: an annotation per statement, and notes on the whole (how
+    long each table stays locked)."""
 
-    def annotate(self, statement: Statement) -> Annotation: ...
+    statements: list[Annotation]
+    notes: list[str]
+
+
+class Annotator(Protocol):
+    """Analyses a database's statements (PostgreSQL: the parser and the catalog); SQLite has
+    none. Called once per section, in the order the sections would run."""
+
+    def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class PlannedMigration:
     direction: str  # "up" or "down"
     transaction: bool
     statements: list[PlannedStatement]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def estimate_ms(self) -> float | None:
@@ -94,6 +104,7 @@ class DryRun:
                     "direction": m.direction,
                     "transaction": m.transaction or self.atomic,
                     "estimate_ms": m.estimate_ms,
+                    "notes": m.notes,
                     "statements": [
                         {
                             "line": s.line,
@@ -112,11 +123,18 @@ class DryRun:
 def _planned(
     backend: Backend, annotator: Annotator | None, migration: Migration, section: Section, direction: str
 ) -> PlannedMigration:
-    statements = [
-        PlannedStatement(s.sql, s.line, annotator.annotate(s) if annotator else None)
-        for s in backend.split(section)
+    split = backend.split(section)
+    if annotator is None:
+        planned = [PlannedStatement(s.sql, s.line, None) for s in split]
+        return PlannedMigration(migration.name, migration.version, direction, section.transaction, planned)
+    analysed = annotator.annotate(split, section.transaction)
+    planned = [
+        PlannedStatement(s.sql, s.line, annotation)
+        for s, annotation in zip(split, analysed.statements, strict=True)
     ]
-    return PlannedMigration(migration.name, migration.version, direction, section.transaction, statements)
+    return PlannedMigration(
+        migration.name, migration.version, direction, section.transaction, planned, analysed.notes
+    )
 
 
 def plan_up(
@@ -183,6 +201,7 @@ def render(run: DryRun) -> str:
             out.append(statement.sql if statement.sql.rstrip().endswith(";") else statement.sql + ";")
         if inside:
             out.append("COMMIT;")
+        out.extend(f"-- {note}" for note in migration.notes)
     if run.atomic and run.migrations:
         out.append("COMMIT;")
     total = run.estimate_ms

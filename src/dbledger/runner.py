@@ -122,7 +122,8 @@ def _is_risky(backend: Backend, migration: Migration) -> bool:
     annotator = backend.annotator()
     if annotator is None:
         return False
-    return any(annotator.annotate(statement).destructive for statement in backend.split(migration.up))
+    analysed = annotator.annotate(backend.split(migration.up), migration.up.transaction)
+    return any(annotation.destructive for annotation in analysed.statements)
 
 
 def _back_up(backend: Backend, migration: Migration, backup: BackupHook, progress: Progress) -> None:

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq, sql
@@ -31,6 +31,10 @@ from dbledger.redaction import redact
 
 # Statement templates; {ledger} and {history} become schema-qualified names at connect time, so a
 # migration that changes search_path cannot send the ledger writes to another schema.
+
+if TYPE_CHECKING:
+    from dbledger.dryrun import Annotator
+
 _CREATE_LEDGER = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {ledger} (
     id SERIAL PRIMARY KEY,
@@ -377,6 +381,11 @@ class PostgresBackend(Backend):
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
+
+    def annotator(self) -> Annotator:
+        from dbledger.backends.pganalysis import PostgresAnnotator  # pglast: only for dry runs
+
+        return PostgresAnnotator(self.conn)
 
     def close(self) -> None:
         self.conn.close()

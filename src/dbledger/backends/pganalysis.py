@@ -1,0 +1,72 @@
+"""The PostgreSQL backend's dry-run annotator: ``dbledger.analysis`` (pglast and the catalog)
+turned into the lines and JSON a dry run prints.
+
+One annotator serves a whole dry run: the schema each migration is analysed against includes the
+changes of the migrations planned before it (a table created by 001 is empty, and exists, when
+002 alters it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration
+from dbledger.backends.base import Statement
+from dbledger.dryrun import Annotation, SectionAnnotation
+
+
+class PostgresAnnotator:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.catalog = Overlay(PostgresCatalog(conn))
+
+    def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation:
+        estimate = estimate_migration([s.sql for s in statements], self.catalog, transactional=transactional)
+        for item in estimate.statements:  # the next migration sees this one's schema
+            self.catalog.apply(item.analysis.changes)
+        return SectionAnnotation(
+            statements=[_annotation(item) for item in estimate.statements],
+            notes=_lock_notes(estimate),
+        )
+
+
+def _annotation(item: Any) -> Annotation:
+    analysis = item.analysis
+    parts = [analysis.kind]
+    if analysis.lock:
+        parts.append(f"{analysis.lock} on {', '.join(analysis.tables)}")
+    parts.append(analysis.effect + (", destructive" if analysis.destructive else ""))
+    if item.size is not None:
+        parts.append(f"{item.size.rows:,} rows, {item.size.bytes / 1_048_576:.1f} MB")
+    parts.append(f"~{_ms(item.ms)}")
+    summary = "; ".join(parts)
+    if analysis.notes:
+        summary += "\n--   " + "\n--   ".join(analysis.notes)
+    details = {
+        "kind": analysis.kind,
+        "tables": list(analysis.tables),
+        "lock": analysis.lock,
+        "locks": [{"table": lock.table, "mode": lock.mode} for lock in analysis.locks],
+        "effect": analysis.effect,
+        "destructive": analysis.destructive,
+        "notes": list(analysis.notes),
+        "rows": item.size.rows if item.size else None,
+        "bytes": item.size.bytes if item.size else None,
+    }
+    return Annotation(summary, details, item.ms, analysis.destructive)
+
+
+def _lock_notes(estimate: MigrationEstimate) -> list[str]:
+    notes = [
+        f"{hold.mode} on {hold.table} for ~{_ms(hold.held_ms)}"
+        for hold in estimate.lock_holds
+        if not hold.new and hold.held_ms >= 1
+    ]
+    if estimate.unknown:
+        notes.append(f"{estimate.unknown} statement(s) not analysed: their time is a guess")
+    return notes
+
+
+def _ms(ms: float) -> str:
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
