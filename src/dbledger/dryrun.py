@@ -2,8 +2,9 @@
 transaction boundaries, and on PostgreSQL the lock each statement takes, whether it rewrites or
 scans a table, the table's size and an estimated time.
 
-A dry run changes nothing at all: it reads the ledger (without creating it), reads the catalog,
-and takes no lock, so it can run against production while a deploy is under way.
+A dry run changes nothing at all: it reads the ledger (without creating it) and the catalog, and
+takes no migration lock. Reading a table's size opens the table, so on a live database a dry run
+waits while another session (a migration under way) holds an ACCESS EXCLUSIVE lock on it.
 """
 
 from __future__ import annotations

@@ -34,8 +34,10 @@ class PostgresAnnotator:
 def _annotation(item: Any) -> Annotation:
     analysis = item.analysis
     parts = [analysis.kind]
-    if analysis.lock:
-        parts.append(f"{analysis.lock} on {', '.join(analysis.tables)}")
+    # Locks on tables the migration itself creates block nobody: leave them out of the summary.
+    blocking = [lock for lock in analysis.locks if not lock.new]
+    if blocking:
+        parts.append(", ".join(f"{lock.mode} on {lock.table}" for lock in blocking))
     parts.append(analysis.effect + (", destructive" if analysis.destructive else ""))
     if item.size is not None:
         parts.append(f"{item.size.rows:,} rows, {item.size.bytes / 1_048_576:.1f} MB")
@@ -47,7 +49,7 @@ def _annotation(item: Any) -> Annotation:
         "kind": analysis.kind,
         "tables": list(analysis.tables),
         "lock": analysis.lock,
-        "locks": [{"table": lock.table, "mode": lock.mode} for lock in analysis.locks],
+        "locks": [{"table": lock.table, "mode": lock.mode, "new": lock.new} for lock in analysis.locks],
         "effect": analysis.effect,
         "destructive": analysis.destructive,
         "notes": list(analysis.notes),
