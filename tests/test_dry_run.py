@@ -153,3 +153,27 @@ def test_a_destructive_statement_triggers_a_backup_without_being_marked(
     assert code == 0, err
     [dump] = list((tmp_path / "backups").iterdir())
     assert dump.name.endswith("-002_drop_note.dump")
+
+
+def test_applied_migrations_record_their_estimate_and_dry_runs_learn_from_them(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    from dbledger.backends.pganalysis import learned_scale
+
+    write(
+        migrations_dir,
+        "001_t.sql",
+        "CREATE TABLE t (id INTEGER);\nINSERT INTO t SELECT generate_series(1, 1000);\n",
+    )
+    dbledger.migrate(pg_url, migrations_dir)
+
+    [(detail, actual)] = query(
+        pg_url, "SELECT detail, execution_time_ms FROM schema_migrations_history WHERE action = 'apply'"
+    )
+    assert detail.startswith("estimate_ms=")
+    assert actual >= 0
+    # Three slow migrations that took twice their estimate teach a factor of 2; fast ones teach nothing.
+    slow = [{"action": "apply", "detail": "estimate_ms=1000", "execution_time_ms": 2000}] * 3
+    fast = [{"action": "apply", "detail": "estimate_ms=5", "execution_time_ms": 50}] * 5
+    assert learned_scale(slow + fast) == 2.0
+    assert learned_scale(fast) == 1.0

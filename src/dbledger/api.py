@@ -308,7 +308,7 @@ def plan_migrate(
         planned, problems = dryrun.plan_up(
             backend,
             migrations,
-            backend.annotator(),
+            backend.annotator(calibrate=True),
             target=to,
             allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
             allow_existing_schema=allow_existing_schema,
@@ -329,7 +329,9 @@ def plan_down(
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database) as backend:
-        planned = dryrun.plan_down(backend, migrations, backend.annotator(), steps=steps, target=to)
+        planned = dryrun.plan_down(
+            backend, migrations, backend.annotator(calibrate=True), steps=steps, target=to
+        )
     return DryRun(settings.database.display, str(settings.directory), "down", False, planned)
 
 

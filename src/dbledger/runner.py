@@ -160,11 +160,12 @@ def _apply_atomically(
                 _refuse_transaction_control(migration, statements)
             for migration, statements in batches:
                 current = migration
+                estimate = _estimate(backend, statements, transactional=True)
                 progress("start", migration.name, None)
                 started = time.perf_counter()
                 for statement in statements:
                     backend.execute(statement)
-                applied.append(_record_applied(backend, migration, _elapsed_ms(started)))
+                applied.append(_record_applied(backend, migration, _elapsed_ms(started), estimate))
     except StatementError as err:
         if current is None:
             raise DbledgerError(f"cannot read the ledger: {err.message}") from None
@@ -205,12 +206,13 @@ def _apply_next(
             statements = backend.split(migration.up)
             if migration.up.transaction:
                 _refuse_transaction_control(migration, statements)
+            estimate = _estimate(backend, statements, transactional=migration.up.transaction)
             progress("start", migration.name, None)
             started = time.perf_counter()
             if migration.up.transaction:
                 for statement in statements:
                     backend.execute(statement)
-                result = _record_applied(backend, migration, _elapsed_ms(started))
+                result = _record_applied(backend, migration, _elapsed_ms(started), estimate)
             else:
                 # Outside a transaction a crash can leave partial work: say so in the ledger first.
                 backend.record(
@@ -234,7 +236,7 @@ def _apply_next(
         except StatementError as err:
             raise _record_failure(backend, migration, err, _elapsed_ms(started), dirty=True) from None
         with backend.transaction():
-            result = _record_applied(backend, migration, _elapsed_ms(started))
+            result = _record_applied(backend, migration, _elapsed_ms(started), estimate)
     progress("done", migration.name, result.execution_time_ms)
     return result
 
@@ -261,7 +263,26 @@ def _refuse_transaction_control(migration: Migration, statements: list[Statement
             )
 
 
-def _record_applied(backend: Backend, migration: Migration, ms: int) -> Applied:
+def _estimate(backend: Backend, statements: list[Statement], *, transactional: bool) -> float | None:
+    """The analysis's time estimate for a migration about to run, recorded with its actual time
+    so later dry runs can correct their estimates for this database. Never fails a migration."""
+    annotator = backend.annotator()
+    if annotator is None:
+        return None
+    try:
+        analysed = annotator.annotate(statements, transactional)
+    except Exception:  # an analysis gap must never stop a deploy
+        return None
+    estimates = [a.estimate_ms for a in analysed.statements]
+    return None if any(e is None for e in estimates) else sum(e for e in estimates if e is not None)
+
+
+ESTIMATE_PREFIX = "estimate_ms="
+
+
+def _record_applied(
+    backend: Backend, migration: Migration, ms: int, estimate: float | None = None
+) -> Applied:
     backend.record(
         name=migration.name,
         version=migration.version,
@@ -270,7 +291,8 @@ def _record_applied(backend: Backend, migration: Migration, ms: int) -> Applied:
         execution_time_ms=ms,
         error_message=None,
     )
-    backend.log("apply", migration.name, checksum=migration.checksum, execution_time_ms=ms)
+    detail = None if estimate is None else f"{ESTIMATE_PREFIX}{estimate:.0f}"
+    backend.log("apply", migration.name, checksum=migration.checksum, execution_time_ms=ms, detail=detail)
     return Applied(migration.name, migration.version, ms, migration.checksum)
 
 

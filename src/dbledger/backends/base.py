@@ -156,9 +156,11 @@ class Backend(ABC):
     def history(self) -> list[dict[str, object]]:
         """Every history row, oldest first (for ``status --history`` and tests)."""
 
-    def annotator(self) -> Annotator | None:
-        """Called by dry runs: what analyses this database's statements (locks, rewrites, sizes,
-        estimates), or None when the backend has no analysis."""
+    def annotator(self, *, calibrate: bool = False) -> Annotator | None:
+        """Called by dry runs, and before each migration runs to record its estimate: what
+        analyses this database's statements (locks, rewrites, sizes, estimates), or None when the
+        backend has no analysis. ``calibrate``: scale estimates by how earlier migrations on this
+        database compared with theirs."""
         return None
 
     @abstractmethod

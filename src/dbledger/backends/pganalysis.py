@@ -12,17 +12,33 @@ from typing import Any
 
 import psycopg
 
-from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration
+from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
 from dbledger.backends.base import Statement
 from dbledger.dryrun import Annotation, SectionAnnotation
+from dbledger.runner import ESTIMATE_PREFIX
+
+
+def learned_scale(history: list[dict[str, object]]) -> float:
+    """How this database's migrations compared with their estimates: the history's ``apply`` rows
+    carry the estimate made just before each ran (``estimate_ms=N``) next to the time it took."""
+    pairs = []
+    for row in history:
+        detail, actual = row.get("detail"), row.get("execution_time_ms")
+        recorded = isinstance(detail, str) and detail.startswith(ESTIMATE_PREFIX)
+        if row.get("action") == "apply" and recorded and isinstance(actual, int):
+            pairs.append((float(str(detail).removeprefix(ESTIMATE_PREFIX)), float(actual)))
+    return history_scale(pairs)
 
 
 class PostgresAnnotator:
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, scale: float = 1.0) -> None:
         self.catalog = Overlay(PostgresCatalog(conn))
+        self.scale = scale
 
     def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation:
-        estimate = estimate_migration([s.sql for s in statements], self.catalog, transactional=transactional)
+        estimate = estimate_migration(
+            [s.sql for s in statements], self.catalog, transactional=transactional, scale=self.scale
+        )
         for item in estimate.statements:  # the next migration sees this one's schema
             self.catalog.apply(item.analysis.changes)
         return SectionAnnotation(
@@ -65,6 +81,8 @@ def _lock_notes(estimate: MigrationEstimate) -> list[str]:
         for hold in estimate.lock_holds
         if not hold.new and hold.held_ms >= 1
     ]
+    if estimate.scale != 1.0:
+        notes.append(f"estimates scaled by {estimate.scale:.2f}, from earlier migrations on this database")
     if estimate.unknown:
         notes.append(f"{estimate.unknown} statement(s) not analysed: their time is a guess")
     return notes

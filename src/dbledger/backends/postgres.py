@@ -382,10 +382,10 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
 
-    def annotator(self) -> Annotator:
-        from dbledger.backends.pganalysis import PostgresAnnotator  # pglast: only for dry runs
+    def annotator(self, *, calibrate: bool = False) -> Annotator:
+        from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily
 
-        return PostgresAnnotator(self.conn)
+        return PostgresAnnotator(self.conn, scale=learned_scale(self.history()) if calibrate else 1.0)
 
     def close(self) -> None:
         self.conn.close()
