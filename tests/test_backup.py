@@ -165,13 +165,13 @@ def test_postgres_backup_restores_identically(pg_url: str, fresh_pg: str, tmp_pa
     assert made.path.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
     args = shlex.split(made.restore_command)
     assert Path(args[0]).name == "pg_restore"
-    assert args[1:6] == ["--clean", "--if-exists", "--no-owner", "--dbname", args[5]]
-    assert args[6:] == [str(made.path)]
-    assert password_of(args[5]) is None
+    assert args[1:7] == ["--clean", "--if-exists", "--no-owner", "--single-transaction", "--dbname", args[6]]
+    assert args[7:] == [str(made.path)]
+    assert password_of(args[6]) is None
 
     # Into a fresh database: the documented command with only the database name changed.
-    args[5] = psycopg.conninfo.make_conninfo(
-        args[5], dbname=psycopg.conninfo.conninfo_to_dict(fresh_pg)["dbname"]
+    args[6] = psycopg.conninfo.make_conninfo(
+        args[6], dbname=psycopg.conninfo.conninfo_to_dict(fresh_pg)["dbname"]
     )
     run_restore(args, pg_url)
     assert pg_snapshot(fresh_pg) == before

@@ -55,11 +55,13 @@ class Report:
     database: str  # redacted
     directory: str
     applied: list[Applied]
+    backup: dict[str, str] | None = None  # path, sha256, restore_command when --backup took one
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "directory": self.directory,
+            "backup": self.backup,
             "applied": [
                 {
                     "name": a.name,
@@ -151,6 +153,7 @@ def migrate(
     check_lock_timeout(lock_timeout)
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)  # malformed files fail before any connection
+    taken: list[dict[str, str]] = []
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
         applied = runner.up(
             backend,
@@ -159,19 +162,26 @@ def migrate(
             allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
             allow_existing_schema=allow_existing_schema,
             atomic=atomic,
-            backup=None if backup_dir is None else _backup_hook(settings.database, Path(backup_dir)),
+            backup=None if backup_dir is None else _backup_hook(settings.database, Path(backup_dir), taken),
             lock_timeout=lock_timeout,
             progress=progress or runner.no_progress,
         )
-    return Report(settings.database.display, str(settings.directory), applied)
+    return Report(settings.database.display, str(settings.directory), applied, taken[0] if taken else None)
 
 
-def _backup_hook(database: Database, directory: Path) -> runner.BackupHook:
+def _backup_hook(database: Database, directory: Path, taken: list[dict[str, str]]) -> runner.BackupHook:
     def take(label: str) -> tuple[str, str, str]:
-        from dbledger.backup import take_backup  # only when a backup is really taken
+        from dbledger.backup import BackupFailed, take_backup  # only when a backup is really taken
 
-        taken = take_backup(database, directory, label=label)
-        return str(taken.path), taken.sha256, taken.restore_command
+        try:
+            done = take_backup(database, directory, label=label)
+        except BackupFailed as exc:
+            raise BackupFailed(
+                f"{exc.message}\nnothing was applied: fix the backup directory (or pg_dump), or run "
+                "without --backup"
+            ) from exc
+        taken.append({"path": str(done.path), "sha256": done.sha256, "restore_command": done.restore_command})
+        return str(done.path), done.sha256, done.restore_command
 
     return take
 

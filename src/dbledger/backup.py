@@ -82,12 +82,16 @@ def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"{_safe(name)}-{stamp}-{_safe(label)}"
     target, n = directory.resolve() / f"{base}{suffix}", 2
-    while target.exists():  # never overwrite a backup taken in the same second
-        target, n = target.with_name(f"{base}-{n}{suffix}"), n + 1
 
     def failed(reason: str) -> BackupFailed:
         reason = redact(reason.strip(), secrets=True)
         return BackupFailed(f"cannot back up {database.display} to '{target}': {reason}")
+
+    try:
+        while target.exists():  # never overwrite a backup taken in the same second
+            target, n = target.with_name(f"{base}-{n}{suffix}"), n + 1
+    except OSError as exc:
+        raise failed(f"cannot look into directory '{directory}': {exc}") from None
 
     if database.dialect == "sqlite" and not source.is_file():
         raise failed("the database file does not exist")
@@ -103,7 +107,8 @@ def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
             program = _pg_dump(conninfo, password, partial, failed)
             address = shlex.quote(_without_password(database.url, conninfo))
             restore = (
-                f"{program} --clean --if-exists --no-owner --dbname {address} {shlex.quote(str(target))}"
+                f"{program} --clean --if-exists --no-owner --single-transaction --dbname {address} "
+                f"{shlex.quote(str(target))}"
             )
         else:
             with (

@@ -186,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbledgerError as exc:
         _err(f"dbledger: error: {exc.message}")
         if as_json:
-            print(json.dumps({"ok": False, "error": _error_dict(exc)}, indent=2))
+            found = exc.document if isinstance(exc, LedgerStateError) else {}
+            print(json.dumps({"ok": False, **found, "error": _error_dict(exc)}, indent=2, default=str))
         return exc.exit_code
     except KeyboardInterrupt:
         _err("dbledger: interrupted")
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error_dict(exc: DbledgerError) -> dict[str, Any]:
     fields: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
-    for key in ("migration", "sqlstate", "statement", "line", "dirty", "path", "problems"):
+    for key in ("migration", "sqlstate", "statement", "line", "dirty", "undone", "path", "problems"):
         if hasattr(exc, key):
             fields[key] = getattr(exc, key)
     return fields
@@ -235,7 +236,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
             print(render(run))
         if run.problems:
-            raise LedgerStateError(run.problems)
+            raise LedgerStateError(run.problems, run.to_dict())
         return run.to_dict()
     if args.command == "up":
         report = api.migrate(

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 from dbledger.backends.base import Backend, Statement
 from dbledger.migrations import Migration, Section
 from dbledger.plan import Allowances, make_plan
+from dbledger.redaction import redact
 from dbledger.rollback import check, select
 from dbledger.runner import check_target
 
 _NO_LEDGER = (
-    "the database has tables but no ledger table schema_migrations: 'dbledger up' would refuse "
-    "and name the 'dbledger baseline' command to run first"
+    "the database has tables but no ledger table schema_migrations: 'dbledger up' would refuse. "
+    "Mark what it already contains with 'dbledger baseline VERSION' (run 'dbledger up' without "
+    "--dry-run to have the version worked out), or pass --allow-existing-schema"
 )
 
 
@@ -109,7 +111,7 @@ class DryRun:
                     "statements": [
                         {
                             "line": s.line,
-                            "sql": s.sql,
+                            "sql": redact(s.sql),
                             **({"analysis": s.annotation.details} if s.annotation else {}),
                             "estimate_ms": s.annotation.estimate_ms if s.annotation else None,
                         }
@@ -172,7 +174,7 @@ def plan_down(
     """The migrations ``down`` would roll back, newest first (LedgerStateError when it would
     refuse)."""
     rows = backend.read_ledger() or []
-    chosen = check(select(rows, steps=steps, target=target), migrations, rows)
+    chosen = check(backend, select(rows, steps=steps, target=target), migrations, rows)
     planned = []
     for migration in chosen:
         assert migration.down is not None  # check() made sure
@@ -199,7 +201,9 @@ def render(run: DryRun) -> str:
         for statement in migration.statements:
             note = f": {statement.annotation.summary}" if statement.annotation else ""
             out.append(f"-- line {statement.line}{note}")
-            out.append(statement.sql if statement.sql.rstrip().endswith(";") else statement.sql + ";")
+            sql = redact(statement.sql)
+            # A statement ending in a comment would swallow a ';' on its last line.
+            out.append(sql + ("\n;" if "--" in sql.rsplit("\n", 1)[-1] else ";"))
         if inside:
             out.append("COMMIT;")
         out.extend(f"-- {note}" for note in migration.notes)

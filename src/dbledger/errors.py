@@ -17,7 +17,7 @@ password, whatever the driver put into it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dbledger.redaction import redact
 
@@ -76,8 +76,10 @@ class LedgerStateError(DbledgerError):
     ``problems`` holds one line per migration at fault, each already saying what to do next.
     """
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], document: dict[str, Any] | None = None) -> None:
         self.problems = [redact(p) for p in problems]
+        # For --json: what the command found before refusing (a dry run's plan).
+        self.document = document or {}
         if len(problems) == 1:
             message = problems[0]
         else:
@@ -126,7 +128,13 @@ class MigrationFailed(DbledgerError):
         self.undone = undone
         where = f" (line {line})" if line else ""
         message = f"migration '{migration}' failed{where}: {self.error}"
-        if dirty:
+        if dirty and rollback:
+            message += (
+                "\nthe down section ran outside a transaction and stopped part way: finish the "
+                "rollback by hand (do what the rest of the down section does), then run "
+                "'dbledger repair', which records the migration as rolled back"
+            )
+        elif dirty:
             message += (
                 "\nit ran outside a transaction, so part of it may have been applied; "
                 "undo or finish that work by hand, then run 'dbledger repair'"

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from dbledger.backends.base import Backend, StatementError
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
-from dbledger.errors import DbledgerError, LedgerStateError, MigrationFailed, UsageError
+from dbledger.errors import LedgerStateError, MigrationFailed, UsageError
 from dbledger.migrations import Migration
-from dbledger.plan import LedgerRow, make_plan
-from dbledger.runner import Applied, Progress, _refuse_transaction_control, no_progress, up
+from dbledger.plan import Allowances, LedgerRow, make_plan
+from dbledger.runner import Applied, Progress, _apply_next, _refuse_transaction_control, no_progress
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,27 @@ def select(rows: list[LedgerRow], *, steps: int | None, target: int | None) -> l
         raise UsageError("give --steps or --to, not both")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be 1 or more, not {steps}")
-    applied = sorted(
-        (r for r in rows if r.state in ("applied", "baseline")), key=lambda r: r.version, reverse=True
-    )
+    # Newest first in the order they were applied (rows come in ledger order), which differs from
+    # version order after --allow-out-of-order.
+    applied = [r for r in reversed(rows) if r.state in ("applied", "baseline")]
     if target is not None:
         if target < 0:
             raise UsageError(f"--to must be 0 (everything) or a version, not {target}")
+        if target != 0 and all(r.version != target for r in applied):
+            known = ", ".join(str(r.version) for r in applied[:10]) or "none"
+            raise UsageError(
+                f"no applied migration has version {target}: --to must be 0 or an applied version "
+                f"(the newest applied: {known})"
+            )
         return [r for r in applied if r.version > target]
     return applied[: steps or 1]
 
 
-def check(chosen: list[LedgerRow], migrations: list[Migration], rows: list[LedgerRow]) -> list[Migration]:
-    """The files of ``chosen``, or LedgerStateError naming every one that cannot be rolled back."""
+def check(
+    backend: Backend, chosen: list[LedgerRow], migrations: list[Migration], rows: list[LedgerRow]
+) -> list[Migration]:
+    """The files of ``chosen``, or LedgerStateError naming every one that cannot be rolled back;
+    a down section with COMMIT or ROLLBACK is refused here too, before any step runs."""
     files = {m.name: m for m in migrations}
     plan = make_plan(migrations, rows)
     problems = [
@@ -69,6 +78,10 @@ def check(chosen: list[LedgerRow], migrations: list[Migration], rows: list[Ledge
             )
     if problems:
         raise LedgerStateError(problems)
+    for row in chosen:
+        section = files[row.name].down
+        if section is not None and section.transaction:
+            _refuse_transaction_control(files[row.name], backend.split(section), "down")
     return [files[row.name] for row in chosen]
 
 
@@ -86,7 +99,7 @@ def down(
         return []
     with backend.migration_lock(lock_timeout, lambda holder: progress("waiting", holder, None)):
         rows = backend.read_ledger() or []
-        chosen = check(select(rows, steps=steps, target=target), migrations, rows)
+        chosen = check(backend, select(rows, steps=steps, target=target), migrations, rows)
         return [_roll_back(backend, migration, progress) for migration in chosen]
 
 
@@ -97,17 +110,34 @@ def redo(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress = no_progress,
 ) -> tuple[RolledBack | None, list[Applied]]:
-    """Roll back the newest migration and apply it again: the loop while writing one. Returns
-    (None, []) when nothing is applied."""
-    rows = backend.read_ledger() or []
-    chosen = check(select(rows, steps=1, target=None), migrations, rows)
-    if not chosen:
+    """Roll back the newest migration and apply it again: the loop while writing one. Everything
+    ``up`` would refuse is refused first, and both halves run under one lock. Returns (None, [])
+    when nothing is applied."""
+    if backend.read_ledger() is None:
         return None, []
-    undone = down(backend, migrations, steps=1, lock_timeout=lock_timeout, progress=progress)
-    if [r.name for r in undone] != [chosen[0].name]:  # another runner moved the ledger meanwhile
-        raise DbledgerError("the ledger changed while redo ran: run 'dbledger status' and try again")
-    applied = up(backend, migrations, target=chosen[0].version, lock_timeout=lock_timeout, progress=progress)
-    return undone[0], applied
+    with backend.migration_lock(lock_timeout, lambda holder: progress("waiting", holder, None)):
+        rows = backend.read_ledger() or []
+        plan = make_plan(migrations, rows)
+        if problems := plan.problems():
+            raise LedgerStateError(problems)
+        chosen = check(backend, select(rows, steps=1, target=None), migrations, rows)
+        if not chosen:
+            return None, []
+        newest = chosen[0]
+        if others := [m.name for m in plan.pending if m.version <= newest.version]:
+            raise LedgerStateError(
+                [
+                    f"redo of '{newest.name}' would also apply {', '.join(others)}, pending before "
+                    "it: run 'dbledger up' first"
+                ]
+            )
+        undone = _roll_back(backend, newest, progress)
+        applied = []
+        while (
+            result := _apply_next(backend, migrations, newest.version, Allowances(), progress)
+        ) is not None:
+            applied.append(result)
+        return undone, applied
 
 
 def _roll_back(backend: Backend, migration: Migration, progress: Progress) -> RolledBack:

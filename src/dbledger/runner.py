@@ -104,6 +104,15 @@ def up(
             raise LedgerStateError([existing_schema_problem(backend, migrations, existing)])
         if backup is not None:
             pending = _fresh_plan(backend, migrations, allow).to_apply(target)
+            if atomic and (outside := [m.name for m in pending if not m.up.transaction]):
+                raise UsageError(
+                    f"--atomic runs every pending migration in one transaction, but "
+                    f"{', '.join(outside)} must run outside one (transaction:false): deploy without "
+                    "--atomic, or apply up to the version before it atomically first (--to)"
+                )
+            for migration in pending:  # refuse malformed sections before a long backup, not after
+                if migration.up.transaction:
+                    _refuse_transaction_control(migration, backend.split(migration.up))
             risky = next((m for m in pending if _is_risky(backend, m)), None)
             if risky is not None:
                 _back_up(backend, risky, backup, progress)
@@ -122,7 +131,10 @@ def _is_risky(backend: Backend, migration: Migration) -> bool:
     annotator = backend.annotator()
     if annotator is None:
         return False
-    analysed = annotator.annotate(backend.split(migration.up), migration.up.transaction)
+    try:
+        analysed = annotator.annotate(backend.split(migration.up), migration.up.transaction)
+    except Exception:  # an analysis gap: back up rather than guess that it is safe
+        return True
     return any(annotation.destructive for annotation in analysed.statements)
 
 
@@ -248,7 +260,9 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 
-def _refuse_transaction_control(migration: Migration, statements: list[Statement]) -> None:
+def _refuse_transaction_control(
+    migration: Migration, statements: list[Statement], section: str = "up"
+) -> None:
     """A COMMIT or ROLLBACK inside a migration would end the transaction dbledger runs it in:
     the ledger would then record work that was rolled back, or miss work that was committed."""
     for statement in statements:
@@ -259,7 +273,7 @@ def _refuse_transaction_control(migration: Migration, statements: list[Statement
                 str(migration.path),
                 f"line {statement.line}: {word} would end the transaction dbledger runs this "
                 "migration in (one per migration, with its ledger row): remove it, or mark the "
-                "section '-- migrate:up transaction:false' to run each statement on its own",
+                f"section '-- migrate:{section} transaction:false' to run each statement on its own",
             )
 
 
