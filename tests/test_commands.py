@@ -19,7 +19,7 @@ ITEMS = "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);\n"
 TAGS = "CREATE TABLE tags (id integer PRIMARY KEY);\n"
 
 # The commands this file exercises; test_every_listed_command_is_exercised keeps it honest.
-EXERCISED = {"up", "status", "verify", "new", "repair", "baseline", "down", "redo"}
+EXERCISED = {"up", "status", "verify", "new", "repair", "baseline", "down", "redo", "drift", "dump"}
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
 
@@ -321,3 +321,35 @@ def test_redo(as_json: bool, db_url: str, migrations_dir: Path) -> None:
     else:
         assert "redid 001_create_items" in result.stdout
     assert query(db_url, "SELECT count(*) FROM items") == [(0,)]  # dropped and created again
+
+
+@JSON
+def test_drift(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+
+    clean = cli(db_url, migrations_dir, as_json, "drift")
+    document = outcome(clean, as_json, 0)
+    if as_json:
+        assert document["drifted"] is False
+
+    query(db_url, "CREATE TABLE extra (x integer)")
+    drifted = cli(db_url, migrations_dir, as_json, "drift")
+    document = outcome(drifted, as_json, 1)
+    if as_json:
+        assert [d["message"] for d in document["differences"]] == ["extra table extra"]
+    else:
+        assert drifted.stdout.strip() == "extra table extra"
+
+
+@JSON
+def test_dump(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+
+    result = cli(db_url, migrations_dir, as_json, "dump")
+
+    document = outcome(result, as_json, 0)
+    text = document["sql"] if as_json else result.stdout
+    assert "items" in text
+    assert "schema_migrations" not in text

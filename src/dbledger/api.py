@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbledger import dryrun, rollback, runner
 from dbledger.backends import open_backend
@@ -44,6 +44,9 @@ def _driver_errors_translated(function: _F) -> _F:
 
     return wrapper  # type: ignore[return-value]
 
+
+if TYPE_CHECKING:
+    from dbledger.drift import Drift
 
 PathLike = str | os.PathLike[str]
 
@@ -343,6 +346,27 @@ def plan_down(
             backend, migrations, backend.annotator(calibrate=True), steps=steps, target=to
         )
     return DryRun(settings.database.display, str(settings.directory), "down", False, planned)
+
+
+@_driver_errors_translated
+def drift(database_url: str | None = None, directory: PathLike | None = None) -> Drift:
+    """Compare the live schema with what the applied migrations produce on a scratch database."""
+    from dbledger.drift import detect  # loads the schema model only for this command
+
+    settings = resolve(database_url, directory)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database) as backend:
+        return detect(backend, migrations, settings.database.display)
+
+
+@_driver_errors_translated
+def dump(database_url: str | None = None) -> str:
+    """The live schema as normalised SQL, stable across runs (for review in pull requests)."""
+    from dbledger.schema import dump_sql
+
+    settings = resolve(database_url, "")
+    with open_backend(settings.database) as backend:
+        return dump_sql(backend.introspect())
 
 
 TEMPLATE = """\

@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--to", type=int, metavar="VERSION", help="the version to end at (0: roll back all)")
     down.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
 
+    drift = commands.add_parser(
+        "drift", help="compare the live schema with what the applied migrations produce (exit 1 on drift)"
+    )
+    _common(drift, suppress=True)
+
+    dump = commands.add_parser("dump", help="print the live schema as normalised SQL (or write it to FILE)")
+    _common(dump, suppress=True)
+    dump.add_argument("file", nargs="?", metavar="FILE", help="write here instead of stdout")
+
     redo = commands.add_parser("redo", help="roll back the newest migration and apply it again")
     _common(redo, suppress=True)
     _lock_timeout(redo)
@@ -186,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbledgerError as exc:
         _err(f"dbledger: error: {exc.message}")
         if as_json:
-            found = exc.document if isinstance(exc, LedgerStateError) else {}
+            found = exc.document if isinstance(exc, LedgerStateError | DriftFound) else {}
             print(json.dumps({"ok": False, **found, "error": _error_dict(exc)}, indent=2, default=str))
         return exc.exit_code
     except KeyboardInterrupt:
@@ -275,6 +284,24 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             return {"rolled_back": [], "applied": []}
         _out(args, f"redid {rolled.name}")
         return {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
+    if args.command == "drift":
+        found = api.drift(url, folder)
+        if not args.json:
+            for difference in found.differences:
+                print(difference)
+        if found.differences:
+            raise DriftFound(found.to_dict())
+        _out(args, f"no drift: the live schema is what {len(found.replayed)} applied migration(s) produce")
+        return found.to_dict()
+    if args.command == "dump":
+        text = api.dump(url)
+        if args.file:
+            with open(args.file, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            _out(args, f"wrote {args.file}")
+        elif not args.json:
+            print(text, end="")
+        return {"sql": text} if not args.file else {"path": args.file}
     if args.command == "status":
         result = api.status(url, folder)
         if not args.json:
@@ -305,6 +332,18 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         _out(args, f"marked {len(marked)} migration(s) as applied without running them")
         return {"baselined": marked}
     raise AssertionError(args.command)  # argparse only accepts the commands above
+
+
+class DriftFound(DbledgerError):
+    """Exit 1: the live schema differs (the differences were printed already)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        count = len(document["differences"])
+        super().__init__(
+            f"the live schema has {count} difference(s) from the schema the applied migrations "
+            "produce: write a migration for a change that should stay, or undo it by hand"
+        )
 
 
 def _out(args: argparse.Namespace, text: str) -> None:

@@ -14,6 +14,19 @@ from dbledger.errors import DbledgerError
 from dbledger.migrations import Migration
 
 
+def replay(scratch: Backend, migration: Migration) -> None:
+    """Run ``migration``'s up section on a scratch database, as the runner would but with no
+    ledger. Raises StatementError when a statement fails."""
+    statements = scratch.split(migration.up)
+    if migration.up.transaction:
+        with scratch.transaction():
+            for statement in statements:
+                scratch.execute(statement)
+    else:
+        for statement in statements:
+            scratch.execute(statement)
+
+
 def replay_matches(backend: Backend, migrations: list[Migration]) -> list[Migration] | None:
     """Migrations after which a fresh database has exactly the live schema, in order; None when
     no scratch database could be made. The replay stops at the first file that fails."""
@@ -22,15 +35,8 @@ def replay_matches(backend: Backend, migrations: list[Migration]) -> list[Migrat
     try:
         with backend.scratch() as scratch:
             for migration in migrations:
-                statements = scratch.split(migration.up)
                 try:
-                    if migration.up.transaction:
-                        with scratch.transaction():
-                            for statement in statements:
-                                scratch.execute(statement)
-                    else:
-                        for statement in statements:
-                            scratch.execute(statement)
+                    replay(scratch, migration)
                 except StatementError:
                     break
                 if scratch.schema_signature() == live:

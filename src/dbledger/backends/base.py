@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from dbledger.dryrun import Annotator
+    from dbledger.schema import SchemaModel
 
 from dbledger.ledger import Action, State
 from dbledger.migrations import Section
@@ -155,6 +156,11 @@ class Backend(ABC):
     @abstractmethod
     def history(self) -> list[dict[str, object]]:
         """Every history row, oldest first (for ``status --history`` and tests)."""
+
+    @abstractmethod
+    def introspect(self) -> SchemaModel:
+        """Called by ``drift`` and ``dump``: the live schema as a normalised model, dbledger's own
+        tables left out. Reads only."""
 
     def annotator(self, *, calibrate: bool = False) -> Annotator | None:
         """Called by dry runs, and before each migration runs to record its estimate: what

@@ -34,6 +34,7 @@ from dbledger.redaction import redact
 
 if TYPE_CHECKING:
     from dbledger.dryrun import Annotator
+    from dbledger.schema import SchemaModel
 
 _CREATE_LEDGER = sql.SQL("""
 CREATE TABLE IF NOT EXISTS {ledger} (
@@ -381,6 +382,11 @@ class PostgresBackend(Backend):
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
+
+    def introspect(self) -> SchemaModel:
+        from dbledger.schema.introspect_postgres import introspect_postgres
+
+        return introspect_postgres(self.conn)
 
     def annotator(self, *, calibrate: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily

@@ -18,7 +18,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from typing import TYPE_CHECKING
 
 from dbledger.backends.base import (
     COMMIT_STATEMENT,
@@ -33,6 +34,9 @@ from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, Loc
 from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
 from dbledger.migrations import Section
 from dbledger.plan import LedgerRow
+
+if TYPE_CHECKING:
+    from dbledger.schema import SchemaModel
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
@@ -221,6 +225,14 @@ class SqliteBackend(Backend):
         ).fetchall()
         # sqlite_master keeps each CREATE statement as written: compare it modulo whitespace.
         return frozenset((kind, name, " ".join((text or "").split())) for kind, name, text in rows)
+
+    def introspect(self) -> SchemaModel:
+        from dbledger.schema import introspect_sqlite
+
+        if not self._exists():  # reading must not create the file
+            with closing(sqlite3.connect(":memory:")) as empty:
+                return introspect_sqlite(empty)
+        return introspect_sqlite(self.conn)
 
     @contextmanager
     def scratch(self) -> Iterator[Backend]:
