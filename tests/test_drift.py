@@ -28,7 +28,10 @@ def test_no_drift_after_migrating_and_a_hand_change_is_named(db_url: str, migrat
 
     code, out, err = cli(db_url, migrations_dir, "drift")
     assert code == 0, err
-    assert "no drift: the live schema is what 2 applied migration(s) produce" in out
+    assert "no drift: the live schema is the one recorded after the last migration run" in out
+    code, out, err = cli(db_url, migrations_dir, "drift", "--replay")
+    assert code == 0, err
+    assert "no drift: the live schema is the one replayed from the applied migrations" in out
 
     query(db_url, "CREATE TABLE hand_made (x INTEGER)")
     code, out, err = cli(db_url, migrations_dir, "drift")
@@ -69,11 +72,52 @@ def test_a_database_whose_ledger_is_ahead_of_its_schema_is_caught(pg_url: str) -
     dbledger.migrate(pg_url, SERVICE, to=2)
     dbledger.baseline(4, pg_url, SERVICE)
 
-    code, out, _ = cli(pg_url, SERVICE, "drift")
+    code, out, _ = cli(pg_url, SERVICE, "drift")  # the recorded schema is 002's: no drift there
 
+    assert code == 0
+    code, out, _ = cli(pg_url, SERVICE, "drift", "--replay")
     assert code == 1
     assert "column platform_connections.id: expected character varying(255), found uuid" in out
     assert "trigger function log_platform_connection_changes: body differs" in out
+
+
+def test_baseline_verify_refuses_a_database_that_is_not_what_the_files_produce(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # built by hand from 001 and 002
+        for migration in dbledger.migrations.discover(SERVICE)[:2]:
+            conn.execute(migration.up.sql.encode())
+
+    code, _, err = cli(pg_url, SERVICE, "baseline", "4", "--verify")
+    assert code == 1
+    assert "the database is not what migrations up to version 4 produce" in err
+    assert "column platform_connections.id: expected character varying(255), found uuid" in err
+    assert query(pg_url, "SELECT to_regclass('schema_migrations') IS NULL") == [(True,)]
+
+    code, _, err = cli(pg_url, SERVICE, "baseline", "2", "--verify")
+    assert code == 0, err
+    assert cli(pg_url, SERVICE, "up")[0] == 0
+
+
+def test_status_and_health_report_drift_by_fingerprint(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_orgs.sql", ORGS)
+    dbledger.migrate(db_url, migrations_dir)
+    clean = dbledger.status(db_url, migrations_dir, check_schema=True)
+    assert clean.schema is not None
+    assert clean.schema["drifted"] is False
+    assert clean.clean
+
+    query(db_url, "CREATE INDEX orgs_name ON orgs (name)")
+    drifted = dbledger.status(db_url, migrations_dir, check_schema=True)
+
+    assert drifted.schema is not None
+    assert drifted.schema["drifted"] is True
+    assert not drifted.clean
+    assert "run 'dbledger drift' to see how" in drifted.problems[0]
+    code, out, _ = cli(db_url, migrations_dir, "status")
+    assert code == 0
+    assert "the live schema differs from the one recorded" in out
+    assert dbledger.status(db_url, migrations_dir).schema is None  # not checked unless asked
 
 
 def test_dump_is_stable_and_writes_a_file(db_url: str, migrations_dir: Path, tmp_path: Path) -> None:

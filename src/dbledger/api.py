@@ -98,6 +98,8 @@ class Status:
     plan: Plan
     ledger_exists: bool
     problems: list[str] = field(default_factory=list)
+    # With check_schema: the recorded and the live fingerprint ({"expected", "found", "drifted"}).
+    schema: dict[str, Any] | None = None
 
     @property
     def version(self) -> int | None:
@@ -131,6 +133,7 @@ class Status:
             "out_of_order": [{"name": m.name, "version": m.version} for m in plan.out_of_order],
             "dirty": [_row_dict(r) for r in plan.dirty],
             "problems": self.problems,
+            "schema": self.schema,
         }
 
 
@@ -190,12 +193,22 @@ def _backup_hook(database: Database, directory: Path, taken: list[dict[str, str]
 
 
 @_driver_errors_translated
-def status(database_url: str | None = None, directory: PathLike | None = None) -> Status:
-    """Read the ledger and the files; change nothing (not even create the ledger table)."""
+def status(
+    database_url: str | None = None, directory: PathLike | None = None, *, check_schema: bool = False
+) -> Status:
+    """Read the ledger and the files; change nothing (not even create the ledger table). With
+    ``check_schema``, also compare the live schema's fingerprint with the one the last run
+    recorded (an introspection: ~10 ms for 10 tables, ~250 ms for 1000, see docs/drift.md)."""
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
+    schema: dict[str, Any] | None = None
     with open_backend(settings.database) as backend:
         rows = backend.read_ledger()
+        if check_schema and (recorded := backend.latest_schema()) is not None:
+            from dbledger.schema import fingerprint
+
+            found = fingerprint(backend.introspect())
+            schema = {"expected": recorded[0], "found": found, "drifted": found != recorded[0]}
     plan = make_plan(migrations, rows or [])
     problems = plan.problems()
     for row in plan.failed:
@@ -204,7 +217,15 @@ def status(database_url: str | None = None, directory: PathLike | None = None) -
             f"{(row.error_message or 'no error recorded').splitlines()[0]}; fix the file and run "
             "'dbledger up' again, or 'dbledger repair' to clear the record"
         )
-    return Status(settings.database.display, str(settings.directory), plan, rows is not None, problems)
+    if schema is not None and schema["drifted"]:
+        problems.append(
+            f"the live schema differs from the one recorded after the last migration run "
+            f"(fingerprint {schema['expected'][:12]}… recorded, {schema['found'][:12]}… now): "
+            "run 'dbledger drift' to see how"
+        )
+    return Status(
+        settings.database.display, str(settings.directory), plan, rows is not None, problems, schema
+    )
 
 
 @_driver_errors_translated
@@ -249,6 +270,7 @@ def baseline(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    verify: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
@@ -256,7 +278,7 @@ def baseline(
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return runner.baseline(backend, migrations, version, lock_timeout=lock_timeout)
+        return runner.baseline(backend, migrations, version, verify=verify, lock_timeout=lock_timeout)
 
 
 @_driver_errors_translated
@@ -349,14 +371,17 @@ def plan_down(
 
 
 @_driver_errors_translated
-def drift(database_url: str | None = None, directory: PathLike | None = None) -> Drift:
-    """Compare the live schema with what the applied migrations produce on a scratch database."""
+def drift(
+    database_url: str | None = None, directory: PathLike | None = None, *, replay: bool = False
+) -> Drift:
+    """Compare the live schema with the one the last run recorded, or (``replay``) with what the
+    applied migrations produce on a scratch database."""
     from dbledger.drift import detect  # loads the schema model only for this command
 
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database) as backend:
-        return detect(backend, migrations, settings.database.display)
+        return detect(backend, migrations, settings.database.display, replay_files=replay)
 
 
 @_driver_errors_translated

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         "drift", help="compare the live schema with what the applied migrations produce (exit 1 on drift)"
     )
     _common(drift, suppress=True)
+    drift.add_argument(
+        "--replay",
+        action="store_true",
+        help="replay the applied migrations on a scratch database instead of using the recorded schema",
+    )
 
     dump = commands.add_parser("dump", help="print the live schema as normalised SQL (or write it to FILE)")
     _common(dump, suppress=True)
@@ -158,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(baseline, suppress=True)
     _lock_timeout(baseline)
     baseline.add_argument("version", type=int, metavar="VERSION")
+    baseline.add_argument(
+        "--verify",
+        action="store_true",
+        help="first check that the database is what the files up to VERSION produce",
+    )
     return parser
 
 
@@ -178,6 +188,8 @@ def _progress(event: str, name: str, ms: int | None) -> None:
         _err(f"applying {name} ...")
     elif event == "done":
         _err(f"applied  {name} in {ms} ms")
+    elif event == "warning":
+        _err(f"dbledger: warning: {name}")
     elif event == "backup":
         _err(f"backed up to {name}")
     elif event == "rollback":
@@ -285,13 +297,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         _out(args, f"redid {rolled.name}")
         return {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
     if args.command == "drift":
-        found = api.drift(url, folder)
+        found = api.drift(url, folder, replay=args.replay)
         if not args.json:
             for difference in found.differences:
                 print(difference)
         if found.differences:
             raise DriftFound(found.to_dict())
-        _out(args, f"no drift: the live schema is what {len(found.replayed)} applied migration(s) produce")
+        _out(args, f"no drift: the live schema is the one {found.expected_from}")
         return found.to_dict()
     if args.command == "dump":
         text = api.dump(url)
@@ -303,7 +315,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             print(text, end="")
         return {"sql": text} if not args.file else {"path": args.file}
     if args.command == "status":
-        result = api.status(url, folder)
+        result = api.status(url, folder, check_schema=True)
         if not args.json:
             from dbledger.output import print_status
 
@@ -326,7 +338,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             _out(args, "nothing to repair")
         return {"repaired": [vars(item) for item in repaired]}
     if args.command == "baseline":
-        marked = api.baseline(args.version, url, folder, lock_timeout=args.lock_timeout)
+        marked = api.baseline(args.version, url, folder, verify=args.verify, lock_timeout=args.lock_timeout)
         for name in marked:
             _out(args, f"baseline {name}")
         _out(args, f"marked {len(marked)} migration(s) as applied without running them")

@@ -19,6 +19,8 @@ from typing import Literal
 
 LEDGER_TABLE = "schema_migrations"
 HISTORY_TABLE = "schema_migrations_history"
+# The schema each successful run left (fingerprint and model), for ``drift`` and ``status``.
+SCHEMA_TABLE = "schema_migrations_schema"
 
 # Current state of one migration in schema_migrations.
 State = Literal["applied", "baseline", "failed", "dirty"]

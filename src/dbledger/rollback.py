@@ -16,7 +16,14 @@ from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import LedgerStateError, MigrationFailed, UsageError
 from dbledger.migrations import Migration
 from dbledger.plan import Allowances, LedgerRow, make_plan
-from dbledger.runner import Applied, Progress, _apply_next, _refuse_transaction_control, no_progress
+from dbledger.runner import (
+    Applied,
+    Progress,
+    _apply_next,
+    _refuse_transaction_control,
+    no_progress,
+    record_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,10 @@ def down(
     with backend.migration_lock(lock_timeout, lambda holder: progress("waiting", holder, None)):
         rows = backend.read_ledger() or []
         chosen = check(backend, select(rows, steps=steps, target=target), migrations, rows)
-        return [_roll_back(backend, migration, progress) for migration in chosen]
+        undone = [_roll_back(backend, migration, progress) for migration in chosen]
+        if undone:
+            record_schema(backend, "down", undone[-1].name, progress)
+        return undone
 
 
 def redo(
@@ -137,6 +147,7 @@ def redo(
             result := _apply_next(backend, migrations, newest.version, Allowances(), progress)
         ) is not None:
             applied.append(result)
+        record_schema(backend, "redo", newest.name, progress)
         return undone, applied
 
 

@@ -117,10 +117,27 @@ def up(
             if risky is not None:
                 _back_up(backend, risky, backup, progress)
         if atomic:
-            return _apply_atomically(backend, migrations, target, allow, progress)
-        while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
-            applied.append(result)
+            applied = _apply_atomically(backend, migrations, target, allow, progress)
+        else:
+            while (result := _apply_next(backend, migrations, target, allow, progress)) is not None:
+                applied.append(result)
+        if applied:
+            record_schema(backend, "up", applied[-1].name, progress)
     return applied
+
+
+def record_schema(backend: Backend, action: str, name: str | None, progress: Progress) -> None:
+    """Remember the schema this run left, for ``drift`` and ``status``. Called under the lock
+    after the run's work committed; a failure here is reported, never turned into a failed run."""
+    from dbledger.schema import fingerprint  # only after real work: introspection costs 10-250 ms
+    from dbledger.schema.storage import dumps
+
+    try:
+        model = backend.introspect()
+        with backend.transaction():
+            backend.save_schema(action, name, fingerprint(model), dumps(model))
+    except Exception as exc:  # the migrations are committed; losing the snapshot is not fatal
+        progress("warning", f"the schema could not be recorded for drift checks: {exc}", None)
 
 
 def _is_risky(backend: Backend, migration: Migration) -> bool:
@@ -405,29 +422,53 @@ def repair(
 
 
 def baseline(
-    backend: Backend, migrations: list[Migration], version: int, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    backend: Backend,
+    migrations: list[Migration],
+    version: int,
+    *,
+    verify: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
     """Mark every migration up to ``version`` as applied without running it (for a database that
-    was built before the ledger existed). Returns the names marked."""
+    was built before the ledger existed). With ``verify``, first compare the live schema with what
+    the files up to ``version`` produce on a scratch database, and refuse with the differences.
+    Returns the names marked."""
     check_target(migrations, version, "baseline VERSION")
     marked: list[str] = []
-    with backend.migration_lock(lock_timeout), backend.transaction():
-        backend.ensure_ledger()
-        rows = {row.name: row for row in backend.read_ledger() or []}
-        for migration in migrations:
-            if migration.version > version:
-                break
-            row = rows.get(migration.name)
-            if row is not None and row.state in APPLIED_STATES:
-                continue
-            backend.record(
-                name=migration.name,
-                version=migration.version,
-                state="baseline",
-                checksum=migration.checksum,
-                execution_time_ms=None,
-                error_message=None,
-            )
-            backend.log("baseline", migration.name, checksum=migration.checksum, detail=f"baseline {version}")
-            marked.append(migration.name)
+    with backend.migration_lock(lock_timeout):
+        if verify:
+            from dbledger.drift import replayed_model  # a scratch database: only when asked
+            from dbledger.schema import diff
+
+            upto = [m for m in migrations if m.version <= version]
+            differences = diff(replayed_model(backend, upto), backend.introspect())
+            if differences:
+                raise LedgerStateError(
+                    [f"the database is not what migrations up to version {version} produce:"]
+                    + [str(d) for d in differences]
+                    + ["nothing was marked: find the version it really matches, or fix it by hand"]
+                )
+        with backend.transaction():
+            backend.ensure_ledger()
+            rows = {row.name: row for row in backend.read_ledger() or []}
+            for migration in migrations:
+                if migration.version > version:
+                    break
+                row = rows.get(migration.name)
+                if row is not None and row.state in APPLIED_STATES:
+                    continue
+                backend.record(
+                    name=migration.name,
+                    version=migration.version,
+                    state="baseline",
+                    checksum=migration.checksum,
+                    execution_time_ms=None,
+                    error_message=None,
+                )
+                backend.log(
+                    "baseline", migration.name, checksum=migration.checksum, detail=f"baseline {version}"
+                )
+                marked.append(migration.name)
+        if marked:
+            record_schema(backend, "baseline", marked[-1], no_progress)
     return marked

@@ -158,6 +158,15 @@ class Backend(ABC):
         """Every history row, oldest first (for ``status --history`` and tests)."""
 
     @abstractmethod
+    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
+        """Called inside a transaction after a successful ``up``, ``down`` or ``baseline``:
+        remember the schema the run left (creating the table on first use)."""
+
+    @abstractmethod
+    def latest_schema(self) -> tuple[str, str] | None:
+        """The fingerprint and stored model of the newest recorded schema, or None."""
+
+    @abstractmethod
     def introspect(self) -> SchemaModel:
         """Called by ``drift`` and ``dump``: the live schema as a normalised model, dbledger's own
         tables left out. Reads only."""

@@ -24,7 +24,7 @@ from psycopg import pq, sql
 from dbledger.backends.base import COMMIT_STATEMENT, Backend, Statement, StatementError, poll_intervals
 from dbledger.config import Database
 from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
-from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
+from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
 from dbledger.migrations import Section
 from dbledger.plan import LedgerRow
 from dbledger.redaction import redact
@@ -90,6 +90,19 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 _ACCEPT_CHECKSUM = sql.SQL("UPDATE {ledger} SET checksum = %s WHERE migration_name = %s")
 _FORGET = sql.SQL("DELETE FROM {ledger} WHERE migration_name = %s")
 _HISTORY_ROWS = sql.SQL("SELECT * FROM {history} ORDER BY id")
+_CREATE_SCHEMA_TABLE = sql.SQL("""
+CREATE TABLE IF NOT EXISTS {snapshots} (
+    id BIGSERIAL PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    action TEXT NOT NULL,
+    migration_name VARCHAR(255),
+    fingerprint VARCHAR(64) NOT NULL,
+    model TEXT NOT NULL
+)""")
+_SAVE_SCHEMA = sql.SQL(
+    "INSERT INTO {snapshots} (action, migration_name, fingerprint, model) VALUES (%s, %s, %s, %s)"
+)
+_LATEST_SCHEMA = sql.SQL("SELECT fingerprint, model FROM {snapshots} ORDER BY id DESC LIMIT 1")
 
 # Every user object with a definition that changes when a migration changes it. Objects that
 # belong to an extension are left out (they come with CREATE EXTENSION, not with a migration).
@@ -97,7 +110,7 @@ _USER_SCHEMA = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema')"
     " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
 )
-_NOT_LEDGER = f"NOT IN ('{LEDGER_TABLE}', '{HISTORY_TABLE}')"
+_NOT_LEDGER = f"NOT IN ('{LEDGER_TABLE}', '{HISTORY_TABLE}', '{SCHEMA_TABLE}')"
 _SIGNATURE = f"""
 SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
        format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
@@ -173,6 +186,7 @@ class PostgresBackend(Backend):
         names = {
             "ledger": sql.Identifier(self.schema, LEDGER_TABLE),
             "history": sql.Identifier(self.schema, HISTORY_TABLE),
+            "snapshots": sql.Identifier(self.schema, SCHEMA_TABLE),
         }
         self._create_ledger = _CREATE_LEDGER.format(**names)
         self._read_ledger = _READ_LEDGER.format(**names)
@@ -181,6 +195,9 @@ class PostgresBackend(Backend):
         self._accept_checksum = _ACCEPT_CHECKSUM.format(**names)
         self._forget = _FORGET.format(**names)
         self._history_rows = _HISTORY_ROWS.format(**names)
+        self._create_schema_table = _CREATE_SCHEMA_TABLE.format(**names)
+        self._save_schema = _SAVE_SCHEMA.format(**names)
+        self._latest_schema = _LATEST_SCHEMA.format(**names)
 
     # -- ledger ---------------------------------------------------------------------------
     def read_ledger(self) -> list[LedgerRow] | None:
@@ -220,11 +237,11 @@ class PostgresBackend(Backend):
             " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
             " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
             " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
-            " AND c.relname NOT IN (%s, %s)"
+            " AND c.relname NOT IN (%s, %s, %s)"
             # tables that come with an extension (pg_stat_statements, postgis) are not the user's
             " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = c.oid AND e.deptype = 'e')"
             " ORDER BY 1",
-            (LEDGER_TABLE, HISTORY_TABLE),
+            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
         ).fetchall()
         return [name for (name,) in rows]
 
@@ -382,6 +399,17 @@ class PostgresBackend(Backend):
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
+
+    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
+        self.conn.execute(self._create_schema_table)
+        self.conn.execute(self._save_schema, (action, name, fingerprint, model))
+
+    def latest_schema(self) -> tuple[str, str] | None:
+        try:
+            row = self.conn.execute(self._latest_schema).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def introspect(self) -> SchemaModel:
         from dbledger.schema.introspect_postgres import introspect_postgres

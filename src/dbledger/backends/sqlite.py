@@ -31,7 +31,7 @@ from dbledger.backends.base import (
 )
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
-from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, Action, State, actor
+from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
 from dbledger.migrations import Section
 from dbledger.plan import LedgerRow
 
@@ -151,8 +151,8 @@ class SqliteBackend(Backend):
             return []
         rows = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-            " AND name NOT LIKE 'sqlite_%' AND name NOT IN (?, ?) ORDER BY name",
-            (LEDGER_TABLE, HISTORY_TABLE),
+            " AND name NOT LIKE 'sqlite_%' AND name NOT IN (?, ?, ?) ORDER BY name",
+            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
         ).fetchall()
         return [name for (name,) in rows]
 
@@ -220,11 +220,33 @@ class SqliteBackend(Backend):
             return frozenset()
         rows = self.conn.execute(
             "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            " AND tbl_name NOT IN (?, ?)",
-            (LEDGER_TABLE, HISTORY_TABLE),
+            " AND tbl_name NOT IN (?, ?, ?)",
+            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
         ).fetchall()
         # sqlite_master keeps each CREATE statement as written: compare it modulo whitespace.
         return frozenset((kind, name, " ".join((text or "").split())) for kind, name, text in rows)
+
+    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            f" at TEXT NOT NULL DEFAULT ({_NOW}), action TEXT NOT NULL, migration_name VARCHAR(255),"
+            " fingerprint VARCHAR(64) NOT NULL, model TEXT NOT NULL)"
+        )
+        self.conn.execute(
+            f"INSERT INTO {SCHEMA_TABLE} (action, migration_name, fingerprint, model) VALUES (?, ?, ?, ?)",
+            (action, name, fingerprint, model),
+        )
+
+    def latest_schema(self) -> tuple[str, str] | None:
+        if not self._exists():
+            return None
+        try:
+            row = self.conn.execute(
+                f"SELECT fingerprint, model FROM {SCHEMA_TABLE} ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def introspect(self) -> SchemaModel:
         from dbledger.schema import introspect_sqlite

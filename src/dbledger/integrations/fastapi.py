@@ -52,12 +52,12 @@ def ledger_router(
 
     @router.get(version_path, tags=["database"])
     def db_version() -> dict[str, Any]:
-        return status(database_url, directory).to_dict()
+        return status(database_url, directory, check_schema=True).to_dict()
 
     @router.get(health_path, tags=["database"])
     def health() -> JSONResponse:
         try:
-            state = status(database_url, directory)
+            state = status(database_url, directory, check_schema=True)
         except DbledgerError as exc:
             return JSONResponse({"status": "unavailable", "reasons": [exc.message]}, status_code=503)
         reasons = health_reasons(state)
