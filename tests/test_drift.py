@@ -136,3 +136,25 @@ def test_dump_is_stable_and_writes_a_file(db_url: str, migrations_dir: Path, tmp
     assert "schema_migrations" not in first[1]
     assert code == 0, err
     assert (tmp_path / "schema.sql").read_text() == first[1]
+
+
+def test_a_database_recreated_from_old_schema_files_is_caught_both_ways(pg_url: str) -> None:
+    # The seed's third root cause: the ledger and the recorded schema say 004, but someone
+    # recreated the application's tables from the old 001 and 002 files.
+    import psycopg
+
+    dbledger.migrate(pg_url, SERVICE)
+    files = dbledger.migrations.discover(SERVICE)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            b"DROP TABLE discovered_apps, discovery_runs, audit_logs, platform_connections,"
+            b" organizations CASCADE"
+        )
+        conn.execute(b"DROP FUNCTION log_platform_connection_changes() CASCADE")
+        for migration in files[:2]:
+            conn.execute(migration.up.sql.encode())
+
+    for args in (("drift",), ("drift", "--replay")):
+        code, out, _ = cli(pg_url, SERVICE, *args)
+        assert code == 1, args
+        assert "column organizations.id: expected character varying(255), found uuid" in out
