@@ -239,17 +239,18 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     )
     url, folder = settings.database.url, settings.directory
 
+    if args.command == "up":
+        # What up checks and plans with, whether it then runs or only prints (--dry-run).
+        plan_options: dict[str, Any] = {
+            "to": args.to,
+            "allow_out_of_order": args.allow_out_of_order,
+            "allow_missing": args.allow_missing,
+            "allow_existing_schema": args.allow_existing_schema,
+            "atomic": args.atomic,
+        }
     if args.command in ("up", "down") and args.dry_run:
         if args.command == "up":
-            run = api.plan_migrate(
-                url,
-                folder,
-                to=args.to,
-                allow_out_of_order=args.allow_out_of_order,
-                allow_missing=args.allow_missing,
-                allow_existing_schema=args.allow_existing_schema,
-                atomic=args.atomic,
-            )
+            run = api.plan_migrate(url, folder, **plan_options)
         else:
             run = api.plan_down(url, folder, steps=args.steps, to=args.to)
         if not args.json:
@@ -263,11 +264,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         report = api.migrate(
             url,
             folder,
-            to=args.to,
-            allow_out_of_order=args.allow_out_of_order,
-            allow_missing=args.allow_missing,
-            allow_existing_schema=args.allow_existing_schema,
-            atomic=args.atomic,
+            **plan_options,
             backup_dir=args.backup,
             lock_timeout=args.lock_timeout,
             progress=_progress,

@@ -21,6 +21,7 @@ from dbledger.runner import (
     Progress,
     _apply_next,
     _refuse_transaction_control,
+    mark_dirty,
     no_progress,
     record_schema,
 )
@@ -167,14 +168,7 @@ def _roll_back(backend: Backend, migration: Migration, progress: Progress) -> Ro
                 _forget(backend, migration, ms)
         else:
             with backend.transaction():  # half a rollback must be as visible as half a migration
-                backend.record(
-                    name=migration.name,
-                    version=migration.version,
-                    state="dirty",
-                    checksum=migration.checksum,
-                    execution_time_ms=None,
-                    error_message="rollback started outside a transaction; not finished",
-                )
+                mark_dirty(backend, migration, "rollback started outside a transaction; not finished")
             for statement in statements:
                 backend.execute(statement)
             ms = round((time.perf_counter() - started) * 1000)
@@ -184,14 +178,7 @@ def _roll_back(backend: Backend, migration: Migration, progress: Progress) -> Ro
         dirty = not section.transaction
         with backend.transaction():
             if dirty:
-                backend.record(
-                    name=migration.name,
-                    version=migration.version,
-                    state="dirty",
-                    checksum=migration.checksum,
-                    execution_time_ms=None,
-                    error_message=f"rollback failed: {err.message}",
-                )
+                mark_dirty(backend, migration, f"rollback failed: {err.message}")
             backend.log(
                 "fail",
                 migration.name,

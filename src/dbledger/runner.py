@@ -244,14 +244,7 @@ def _apply_next(
                 result = _record_applied(backend, migration, _elapsed_ms(started), estimate)
             else:
                 # Outside a transaction a crash can leave partial work: say so in the ledger first.
-                backend.record(
-                    name=migration.name,
-                    version=migration.version,
-                    state="dirty",
-                    checksum=migration.checksum,
-                    execution_time_ms=None,
-                    error_message="started outside a transaction; not finished",
-                )
+                mark_dirty(backend, migration, "started outside a transaction; not finished")
                 backend.log("start", migration.name, checksum=migration.checksum)
     except StatementError as err:
         if migration is None:
@@ -292,6 +285,19 @@ def _refuse_transaction_control(
                 "migration in (one per migration, with its ledger row): remove it, or mark the "
                 f"section '-- migrate:{section} transaction:false' to run each statement on its own",
             )
+
+
+def mark_dirty(backend: Backend, migration: Migration, note: str) -> None:
+    """Record that ``migration`` is half done outside a transaction; ``up`` and ``down`` refuse
+    to pass a dirty row until a person has looked and run ``repair``."""
+    backend.record(
+        name=migration.name,
+        version=migration.version,
+        state="dirty",
+        checksum=migration.checksum,
+        execution_time_ms=None,
+        error_message=note,
+    )
 
 
 def _estimate(backend: Backend, statements: list[Statement], *, transactional: bool) -> float | None:
