@@ -158,3 +158,60 @@ def test_a_database_recreated_from_old_schema_files_is_caught_both_ways(pg_url: 
         code, out, _ = cli(pg_url, SERVICE, *args)
         assert code == 1, args
         assert "column organizations.id: expected character varying(255), found uuid" in out
+
+
+def test_shadow_url_replays_without_createdb_and_stays_empty(pg_url: str, migrations_dir: Path) -> None:
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    write(migrations_dir, "001_orgs.sql", ORGS)
+    write(migrations_dir, "002_conns.sql", CONNS)
+    dbledger.migrate(pg_url, migrations_dir)
+    query(pg_url, "CREATE DATABASE shadow_for_drift")
+    query(pg_url, "CREATE ROLE drift_plain LOGIN PASSWORD 'plainpass123' NOCREATEDB")
+    query(pg_url, "GRANT ALL ON ALL TABLES IN SCHEMA public TO drift_plain")
+    query(pg_url, "GRANT ALL ON SCHEMA public TO drift_plain")
+    parts = urlsplit(pg_url)
+    plain = parts._replace(netloc=f"drift_plain:plainpass123@{parts.hostname}:{parts.port}").geturl()
+    shadow = psycopg.conninfo.make_conninfo(plain, dbname="shadow_for_drift")
+    admin_shadow = psycopg.conninfo.make_conninfo(pg_url, dbname="shadow_for_drift")
+    query(admin_shadow, "GRANT ALL ON SCHEMA public TO drift_plain")
+    query(pg_url, "CREATE TABLE hand_made (x INTEGER)")
+
+    no_createdb = run_cli(
+        "--database-url", plain, "--dir", str(migrations_dir), "drift", "--replay", cwd=migrations_dir
+    )
+    assert no_createdb.returncode == 1
+    assert "--shadow-url" in no_createdb.stderr
+
+    result = run_cli(
+        "--database-url",
+        plain,
+        "--dir",
+        str(migrations_dir),
+        "drift",
+        "--shadow-url",
+        shadow,
+        cwd=migrations_dir,
+    )
+
+    assert result.returncode == 1, result.output
+    assert result.stdout.strip() == "extra table hand_made"
+    assert "plainpass123" not in result.output
+    assert query(admin_shadow, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+    query(admin_shadow, "CREATE TABLE leftover (x INTEGER)")
+    busy = run_cli(
+        "--database-url",
+        plain,
+        "--dir",
+        str(migrations_dir),
+        "drift",
+        "--shadow-url",
+        shadow,
+        cwd=migrations_dir,
+    )
+    assert busy.returncode == 2
+    assert "is not empty: give an empty database" in busy.stderr
+    query(pg_url, "DROP DATABASE shadow_for_drift WITH (FORCE)")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dbledger import dryrun, rollback, runner
 from dbledger.backends import open_backend
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database, check_lock_timeout, resolve
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database, check_lock_timeout, parse_database_url, resolve
 from dbledger.dryrun import DryRun
 from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
@@ -271,6 +271,7 @@ def baseline(
     directory: PathLike | None = None,
     *,
     verify: bool = False,
+    shadow_url: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
@@ -278,7 +279,10 @@ def baseline(
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return runner.baseline(backend, migrations, version, verify=verify, lock_timeout=lock_timeout)
+        shadow = None if shadow_url is None else parse_database_url(shadow_url)
+        return runner.baseline(
+            backend, migrations, version, verify=verify, shadow=shadow, lock_timeout=lock_timeout
+        )
 
 
 @_driver_errors_translated
@@ -372,7 +376,11 @@ def plan_down(
 
 @_driver_errors_translated
 def drift(
-    database_url: str | None = None, directory: PathLike | None = None, *, replay: bool = False
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    replay: bool = False,
+    shadow_url: str | None = None,
 ) -> Drift:
     """Compare the live schema with the one the last run recorded, or (``replay``) with what the
     applied migrations produce on a scratch database."""
@@ -381,7 +389,13 @@ def drift(
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database) as backend:
-        return detect(backend, migrations, settings.database.display, replay_files=replay)
+        return detect(
+            backend,
+            migrations,
+            settings.database.display,
+            replay_files=replay,
+            shadow=None if shadow_url is None else parse_database_url(shadow_url),
+        )
 
 
 @_driver_errors_translated

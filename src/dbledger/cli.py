@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(drift, suppress=True)
     drift.add_argument(
+        "--shadow-url",
+        metavar="URL",
+        help="replay on this empty database (left empty) instead of a temporary one; implies --replay",
+    )
+    drift.add_argument(
         "--replay",
         action="store_true",
         help="replay the applied migrations on a scratch database instead of using the recorded schema",
@@ -163,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(baseline, suppress=True)
     _lock_timeout(baseline)
     baseline.add_argument("version", type=int, metavar="VERSION")
+    baseline.add_argument(
+        "--shadow-url", metavar="URL", help="with --verify: replay on this empty database (left empty)"
+    )
     baseline.add_argument(
         "--verify",
         action="store_true",
@@ -294,7 +302,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         _out(args, f"redid {rolled.name}")
         return {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
     if args.command == "drift":
-        found = api.drift(url, folder, replay=args.replay)
+        found = api.drift(url, folder, replay=args.replay, shadow_url=args.shadow_url)
         if not args.json:
             for difference in found.differences:
                 print(difference)
@@ -335,7 +343,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             _out(args, "nothing to repair")
         return {"repaired": [vars(item) for item in repaired]}
     if args.command == "baseline":
-        marked = api.baseline(args.version, url, folder, verify=args.verify, lock_timeout=args.lock_timeout)
+        marked = api.baseline(
+            args.version,
+            url,
+            folder,
+            verify=args.verify,
+            shadow_url=args.shadow_url,
+            lock_timeout=args.lock_timeout,
+        )
         for name in marked:
             _out(args, f"baseline {name}")
         _out(args, f"marked {len(marked)} migration(s) as applied without running them")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbledger.backends.base import Backend, StatementError
-from dbledger.errors import DbledgerError
+from dbledger.config import Database
+from dbledger.errors import ConfigError, DbledgerError, UsageError
 from dbledger.existing import replay
 from dbledger.migrations import Migration
 from dbledger.plan import make_plan
@@ -46,8 +47,54 @@ class Drift:
         }
 
 
-def replayed_model(backend: Backend, migrations: list[Migration]) -> SchemaModel:
-    """The schema ``migrations`` produce, replayed in order on a scratch database."""
+class _Undo(Exception):
+    """Carries the model out of the shadow database's transaction, which it then rolls back."""
+
+    def __init__(self, model: SchemaModel) -> None:
+        self.model = model
+
+
+def _replay_on_shadow(shadow: Database, migrations: list[Migration]) -> SchemaModel:
+    """Replay on a database the user provides (``--shadow-url``), for users without CREATEDB.
+    Everything runs in one transaction that is rolled back, so the shadow stays empty."""
+    from dbledger.backends import open_backend
+
+    outside = [m.name for m in migrations if not m.up.transaction]
+    if outside:
+        raise UsageError(
+            f"--shadow-url replays in one transaction that is rolled back, but {', '.join(outside)} "
+            "must run outside one (transaction:false): replay on a scratch database instead (give "
+            "this user CREATEDB and leave out --shadow-url)"
+        )
+    with open_backend(shadow) as target:
+        if target.read_ledger() is not None or target.user_tables():
+            raise ConfigError(
+                f"shadow database {shadow.display} is not empty: give an empty database (it is "
+                "only read from and left empty)"
+            )
+        try:
+            with target.transaction():
+                for migration in migrations:
+                    for statement in target.split(migration.up):
+                        try:
+                            target.execute(statement)
+                        except StatementError as err:
+                            raise DbledgerError(
+                                f"replaying {migration.name} on {shadow.display} failed: {err.message}"
+                            ) from None
+                raise _Undo(target.introspect())
+        except _Undo as undo:
+            return undo.model
+    raise AssertionError("unreachable: the transaction always ends in _Undo or an error")
+
+
+def replayed_model(
+    backend: Backend, migrations: list[Migration], shadow: Database | None = None
+) -> SchemaModel:
+    """The schema ``migrations`` produce, replayed in order on a scratch database (or on the
+    empty ``shadow`` database, in a transaction that is rolled back)."""
+    if shadow is not None:
+        return _replay_on_shadow(shadow, migrations)
     try:
         with backend.scratch() as scratch:
             for migration in migrations:
@@ -62,26 +109,32 @@ def replayed_model(backend: Backend, migrations: list[Migration]) -> SchemaModel
         if "cannot create a scratch database" in exc.message:
             raise DbledgerError(
                 f"{exc.message}: comparing with the migrations replays them on a temporary "
-                "database; grant this user CREATEDB (ALTER ROLE ... CREATEDB)"
+                "database; grant this user CREATEDB (ALTER ROLE ... CREATEDB), or give an empty "
+                "database with --shadow-url"
             ) from None
         raise
 
 
 def detect(
-    backend: Backend, migrations: list[Migration], display: str, *, replay_files: bool = False
+    backend: Backend,
+    migrations: list[Migration],
+    display: str,
+    *,
+    replay_files: bool = False,
+    shadow: Database | None = None,
 ) -> Drift:
     """Compare the live schema with the expected one: the schema the last successful run
     recorded, or (``replay_files``, or nothing recorded yet) the applied migrations replayed on a
     scratch database."""
     found = backend.introspect()
-    recorded = None if replay_files else backend.latest_schema()
+    recorded = None if replay_files or shadow is not None else backend.latest_schema()
     if recorded is not None:
         expected = loads(recorded[1])
         source = "recorded after the last migration run"
         replayed: list[str] = []
     else:
         applied = _applied_files(backend, migrations)
-        expected = replayed_model(backend, applied)
+        expected = replayed_model(backend, applied, shadow)
         source = "replayed from the applied migrations"
         replayed = [m.name for m in applied]
     return Drift(display, source, replayed, fingerprint(expected), fingerprint(found), diff(expected, found))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbledger.backends.base import Backend, Statement, StatementError
-from dbledger.config import DEFAULT_LOCK_TIMEOUT
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.errors import DbledgerError, LedgerStateError, MigrationFailed, MigrationFileError, UsageError
 from dbledger.existing import existing_schema_problem
 from dbledger.migrations import Migration
@@ -433,6 +433,7 @@ def baseline(
     version: int,
     *,
     verify: bool = False,
+    shadow: Database | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[str]:
     """Mark every migration up to ``version`` as applied without running it (for a database that
@@ -447,7 +448,7 @@ def baseline(
             from dbledger.schema import diff
 
             upto = [m for m in migrations if m.version <= version]
-            differences = diff(replayed_model(backend, upto), backend.introspect())
+            differences = diff(replayed_model(backend, upto, shadow), backend.introspect())
             if differences:
                 raise LedgerStateError(
                     [f"the database is not what migrations up to version {version} produce:"]
