@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +355,20 @@ def test_dump(as_json: bool, db_url: str, migrations_dir: Path) -> None:
     text = document["sql"] if as_json else result.stdout
     assert "items" in text
     assert "schema_migrations" not in text
+
+
+def test_the_startup_path_imports_no_driver_parser_or_optional_feature() -> None:
+    """Every replica imports dbledger at every start: drivers, the parser, rich and the dry-run,
+    drift and backup modules load only when a command needs them."""
+    heavy = [
+        "psycopg",
+        "pglast",
+        "rich",
+        "dbledger.dryrun",
+        "dbledger.drift",
+        "dbledger.schema",
+        "dbledger.backup",
+    ]
+    code = f"import sys, dbledger, dbledger.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dbledger import dryrun, rollback, runner
+from dbledger import rollback, runner
 from dbledger.backends import open_backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database, check_lock_timeout, parse_database_url, resolve
-from dbledger.dryrun import DryRun
 from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
 from dbledger.migrations import FILE_NAME, discover
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
@@ -47,6 +46,7 @@ def _driver_errors_translated(function: _F) -> _F:
 
 if TYPE_CHECKING:
     from dbledger.drift import Drift
+    from dbledger.dryrun import DryRun
 
 PathLike = str | os.PathLike[str]
 
@@ -341,6 +341,8 @@ def plan_migrate(
     atomic: bool = False,
 ) -> DryRun:
     """What ``migrate`` would do, statement by statement, analysed; changes nothing."""
+    from dbledger import dryrun  # only for dry runs: every replica imports this module
+
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database) as backend:
@@ -353,7 +355,7 @@ def plan_migrate(
             allow_existing_schema=allow_existing_schema,
             atomic=atomic,
         )
-    return DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, problems)
+    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, problems)
 
 
 @_driver_errors_translated
@@ -365,13 +367,15 @@ def plan_down(
     to: int | None = None,
 ) -> DryRun:
     """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
+    from dbledger import dryrun
+
     settings = resolve(database_url, directory)
     migrations = discover(settings.directory)
     with open_backend(settings.database) as backend:
         planned = dryrun.plan_down(
             backend, migrations, backend.annotator(calibrate=True), steps=steps, target=to
         )
-    return DryRun(settings.database.display, str(settings.directory), "down", False, planned)
+    return dryrun.DryRun(settings.database.display, str(settings.directory), "down", False, planned)
 
 
 @_driver_errors_translated

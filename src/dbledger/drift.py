@@ -19,7 +19,7 @@ from dbledger.config import Database
 from dbledger.errors import ConfigError, DbledgerError, UsageError
 from dbledger.existing import replay
 from dbledger.migrations import Migration
-from dbledger.plan import make_plan
+from dbledger.plan import APPLIED_STATES, make_plan
 from dbledger.schema import Difference, SchemaModel, diff, fingerprint
 from dbledger.schema.storage import loads
 
@@ -149,4 +149,4 @@ def _applied_files(backend: Backend, migrations: list[Migration]) -> list[Migrat
             f"cannot compute the expected schema: applied migration(s) {names} have no file; "
             "restore them first"
         )
-    return [files[row.name] for row in plan.rows.values() if row.state in ("applied", "baseline")]
+    return [files[row.name] for row in plan.rows.values() if row.state in APPLIED_STATES]

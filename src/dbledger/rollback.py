@@ -15,7 +15,7 @@ from dbledger.backends.base import Backend, StatementError
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import LedgerStateError, MigrationFailed, UsageError
 from dbledger.migrations import Migration
-from dbledger.plan import Allowances, LedgerRow, make_plan
+from dbledger.plan import APPLIED_STATES, Allowances, LedgerRow, make_plan
 from dbledger.runner import (
     Applied,
     Progress,
@@ -45,7 +45,7 @@ def select(rows: list[LedgerRow], *, steps: int | None, target: int | None) -> l
         raise UsageError(f"--steps must be 1 or more, not {steps}")
     # Newest first in the order they were applied (rows come in ledger order), which differs from
     # version order after --allow-out-of-order.
-    applied = [r for r in reversed(rows) if r.state in ("applied", "baseline")]
+    applied = [r for r in reversed(rows) if r.state in APPLIED_STATES]
     if target is not None:
         if target < 0:
             raise UsageError(f"--to must be 0 (everything) or a version, not {target}")

@@ -21,6 +21,7 @@ from dbledger.errors import DbledgerError, LedgerStateError, MigrationFailed, Mi
 from dbledger.existing import existing_schema_problem
 from dbledger.migrations import Migration
 from dbledger.plan import APPLIED_STATES, Allowances, Plan, make_plan
+from dbledger.redaction import redact
 
 # progress(event, name, elapsed ms or None). Events: "waiting" (name: who holds the lock),
 # "backup" (name: where the backup went), "start" and "done" (name: the migration).
@@ -137,7 +138,7 @@ def record_schema(backend: Backend, action: str, name: str | None, progress: Pro
         with backend.transaction():
             backend.save_schema(action, name, fingerprint(model), dumps(model))
     except Exception as exc:  # the migrations are committed; losing the snapshot is not fatal
-        progress("warning", f"the schema could not be recorded for drift checks: {exc}", None)
+        progress("warning", redact(f"the schema could not be recorded for drift checks: {exc}"), None)
 
 
 def _is_risky(backend: Backend, migration: Migration) -> bool:

@@ -15,6 +15,7 @@ import psycopg
 from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
 from dbledger.backends.base import Statement
 from dbledger.dryrun import Annotation, SectionAnnotation
+from dbledger.redaction import redact
 from dbledger.runner import ESTIMATE_PREFIX
 
 
@@ -58,9 +59,10 @@ def _annotation(item: Any) -> Annotation:
     if item.size is not None:
         parts.append(f"{item.size.rows:,} rows, {item.size.bytes / 1_048_576:.1f} MB")
     parts.append(f"~{_ms(item.ms)}")
+    notes = [redact(note) for note in analysis.notes]  # notes may quote the statement
     summary = "; ".join(parts)
-    if analysis.notes:
-        summary += "\n--   " + "\n--   ".join(analysis.notes)
+    if notes:
+        summary += "\n--   " + "\n--   ".join(notes)
     details = {
         "kind": analysis.kind,
         "tables": list(analysis.tables),
@@ -68,7 +70,7 @@ def _annotation(item: Any) -> Annotation:
         "locks": [{"table": lock.table, "mode": lock.mode, "new": lock.new} for lock in analysis.locks],
         "effect": analysis.effect,
         "destructive": analysis.destructive,
-        "notes": list(analysis.notes),
+        "notes": notes,
         "rows": item.size.rows if item.size else None,
         "bytes": item.size.bytes if item.size else None,
     }

@@ -26,7 +26,7 @@ from dbledger.config import Database
 from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
 from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
 from dbledger.migrations import Section
-from dbledger.plan import LedgerRow
+from dbledger.plan import APPLIED_STATES, LedgerRow
 from dbledger.redaction import redact
 
 # Statement templates; {ledger} and {history} become schema-qualified names at connect time, so a
@@ -263,7 +263,7 @@ class PostgresBackend(Backend):
                 "state": state,
                 "checksum": checksum,
                 "ms": execution_time_ms,
-                "success": state in ("applied", "baseline"),
+                "success": state in APPLIED_STATES,
                 "error": error_message,
                 "actor": actor(),
                 "tool": DBLEDGER_VERSION,

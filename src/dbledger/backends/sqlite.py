@@ -33,7 +33,7 @@ from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
 from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
 from dbledger.migrations import Section
-from dbledger.plan import LedgerRow
+from dbledger.plan import APPLIED_STATES, LedgerRow
 
 if TYPE_CHECKING:
     from dbledger.schema import SchemaModel
@@ -174,7 +174,7 @@ class SqliteBackend(Backend):
                 "state": state,
                 "checksum": checksum,
                 "ms": execution_time_ms,
-                "success": state in ("applied", "baseline"),
+                "success": state in APPLIED_STATES,
                 "error": error_message,
                 "actor": actor(),
                 "tool": DBLEDGER_VERSION,
