@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 
 from dbledger.analysis import CALIBRATED, CostModel, PostgresCatalog, estimate_migration
-from dbledger.backends.pgsplit import split_statements
+from dbledger.dialects.postgres import PostgresDialect
 from dbledger.migrations import parse
 from dbledger.testing import Cluster, temporary_postgres
 
@@ -75,7 +75,7 @@ def accuracy(cluster: Cluster, rows: int, detail: bool) -> tuple[float, float]:
             # Client-side binding: several statements in one execute.
             psycopg.ClientCursor(conn).execute(FILL, {"rows": rows, "orgs": max(10, rows // 100)})
             conn.execute("VACUUM ANALYZE")
-            statements = [s.sql for s in split_statements(up_section("003"), 1)]
+            statements = [s.sql for s in PostgresDialect().split(up_section("003"), 1, Path("003.sql"))]
             estimate = estimate_migration(statements, PostgresCatalog(conn))
             timings: list[float] = []
             conn.execute("BEGIN")

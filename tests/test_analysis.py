@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -817,7 +818,7 @@ def test_seed_migration_003_statement_by_statement(pg_url: str) -> None:
     schema the earlier ones leave), then run in one transaction: after each statement the locks
     held so far and the tables rewritten by it are exactly what the analysis said."""
     from dbledger.analysis import walk_statements
-    from dbledger.backends.pgsplit import split_statements
+    from dbledger.dialects.postgres import PostgresDialect
     from tests.service_helpers import execute_script, section
 
     execute_script(pg_url, section("001", "up") + section("002", "up"))
@@ -828,7 +829,7 @@ def test_seed_migration_003_statement_by_statement(pg_url: str) -> None:
         " SELECT o.id, 'google', 'u' || g, 'c' || g FROM organizations o, generate_series(1, 5) g;"
         "ANALYZE;",
     )
-    statements = [s.sql for s in split_statements(section("003", "up"), 1)]
+    statements = [s.sql for s in PostgresDialect().split(section("003", "up"), 1, Path("003.sql"))]
     server = Server(pg_url)
     try:
         analyses = [a for a, _ in walk_statements(statements, PostgresCatalog(server.reader))]

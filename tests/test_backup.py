@@ -22,8 +22,9 @@ import psycopg
 import pytest
 
 from dbledger import backup as backup_module
-from dbledger.backup import BackupFailed, take_backup
-from dbledger.config import parse_database_url
+from dbledger.backup import Backup, copy_sqlite, dump_postgres
+from dbledger.config import Database, parse_database_url
+from dbledger.errors import BackupFailed
 from dbledger.testing import Cluster, find_postgres_bin, free_port
 from tests.conftest import ExternalServer
 from tests.helpers import query
@@ -85,6 +86,12 @@ PG_CATALOG = {
     "customers": "SELECT * FROM customers ORDER BY id",
     "invoices": "SELECT * FROM invoices ORDER BY id",
 }
+
+
+def take_backup(database: Database, folder: Path, *, label: str) -> Backup:
+    """The backup each backend takes for its database."""
+    take = dump_postgres if database.dialect == "postgresql" else copy_sqlite
+    return take(database, folder, label=label)
 
 
 def pg_snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import query, run_cli, write
+from tests.helpers import query, run_cli, table_exists, write
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "inf", "nan", "100000"])
@@ -55,15 +55,50 @@ def test_up_to_names_the_scope_and_unknown_targets_list_versions(
     assert "(the newest versions are: 1, 2)" in unknown.stderr
 
 
-def test_another_tools_schema_migrations_is_named(db_url: str, migrations_dir: Path) -> None:
-    query(db_url, "CREATE TABLE schema_migrations (version VARCHAR(255) PRIMARY KEY)")  # dbmate's
+@pytest.mark.parametrize(
+    ("columns", "tool"),
+    [
+        ("version VARCHAR(255) PRIMARY KEY", "dbmate or Rails"),
+        ("version BIGINT PRIMARY KEY, dirty BOOLEAN NOT NULL", "golang-migrate"),
+        ("version VARCHAR(50) PRIMARY KEY, run_on TIMESTAMP", "Diesel"),
+        (
+            "installed_rank INTEGER PRIMARY KEY, version VARCHAR(50), description VARCHAR(200),"
+            " type VARCHAR(20), script VARCHAR(1000), checksum INTEGER, installed_by VARCHAR(100),"
+            " installed_on TIMESTAMP, execution_time INTEGER, success BOOLEAN",
+            "Flyway",
+        ),
+    ],
+    ids=["dbmate", "golang-migrate", "diesel", "flyway"],
+)
+def test_another_tools_schema_migrations_is_named(
+    db_url: str, migrations_dir: Path, columns: str, tool: str
+) -> None:
+    query(db_url, f"CREATE TABLE schema_migrations ({columns})")
     write(migrations_dir, "001_a.sql", "CREATE TABLE a (x INTEGER);\n")
 
     for command in ("status", "up"):
         result = run_cli("--database-url", db_url, "--dir", str(migrations_dir), command, cwd=migrations_dir)
         assert result.returncode == 1, result.output
-        assert "schema_migrations exists but is not dbledger's ledger" in result.stderr
-        assert "RENAME TO schema_migrations_old" in result.stderr
+        assert "schema_migrations is not dbledger's ledger: its columns (" in result.stderr
+        assert f") are those of {tool}" in result.stderr
+        assert "--ledger-table NAME" in result.stderr
+        assert "RENAME" not in result.stderr  # never advise renaming the other tool's table
+    assert not table_exists(db_url, "a")
+
+    placed = run_cli(
+        "--database-url",
+        db_url,
+        "--dir",
+        str(migrations_dir),
+        "--ledger-table",
+        "dbledger_migrations",
+        "up",
+        "--allow-existing-schema",  # the other tool's table is all the database has
+        cwd=migrations_dir,
+    )
+    assert placed.returncode == 0, placed.output
+    assert table_exists(db_url, "a")
+    assert table_exists(db_url, "dbledger_migrations")
 
 
 def test_extension_tables_do_not_count_as_an_existing_schema(pg_url: str, migrations_dir: Path) -> None:

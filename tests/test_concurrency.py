@@ -8,6 +8,7 @@ do" path.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -147,8 +148,8 @@ def pg_lock_key(url: str) -> int:
 
 @contextmanager
 def hold_migration_lock(url: str) -> Iterator[int | None]:
-    """Hold what dbledger waits for from the test's own connection: the advisory lock on
-    PostgreSQL (yields this session's backend pid), a write transaction on SQLite."""
+    """Hold what another dbledger run holds, from the test's own connection: the advisory lock on
+    PostgreSQL (yields this session's backend pid), the lock file's flock on SQLite."""
     if is_pg(url):
         key = pg_lock_key(url)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -156,6 +157,15 @@ def hold_migration_lock(url: str) -> Iterator[int | None]:
             yield conn.info.backend_pid
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         return
+    with open(f"{sqlite_path(url)}.dbledger-lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def hold_write_lock(url: str) -> Iterator[None]:
+    """Hold SQLite's own write lock, as an application's writer would."""
     db = sqlite3.connect(sqlite_path(url), isolation_level=None)
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -243,7 +253,7 @@ def test_racing_processes_apply_each_migration_exactly_once(
     assert query(db_url, LEDGER_ROWS) == [(name, True, "applied") for name in names]
     history = query(db_url, HISTORY_ROWS)
     assert sorted(name for action, name in history if action == "apply") == names
-    assert [row for row in history if row[0] != "apply"] == []
+    assert [row for row in history if row[0] != "apply"] == [("create", None)]
 
     for table in ("accounts", "audit", "settings"):
         assert table_exists(db_url, table), table
@@ -336,6 +346,7 @@ def test_waiters_do_not_deadlock_with_create_index_concurrently(
     ]
     history = query(pg_url, HISTORY_ROWS)
     assert history == [
+        ("create", None),
         ("apply", "001_big"),
         ("start", "002_big_h_index"),
         ("apply", "002_big_h_index"),
@@ -452,7 +463,7 @@ def test_sigkill_mid_migration_leaves_nothing_and_rerun_applies_once(
 
     # Nothing of 002 is visible: no ledger row, no history entry, no table.
     assert query(db_url, LEDGER_ROWS) == [("001_base", True, "applied")]
-    assert query(db_url, HISTORY_ROWS) == [("apply", "001_base")]
+    assert query(db_url, HISTORY_ROWS) == [("create", None), ("apply", "001_base")]
     assert not table_exists(db_url, "big")
 
     # The rerun must not wait for the orphaned 20 s sleep (the server aborts it once it sees the
@@ -462,7 +473,7 @@ def test_sigkill_mid_migration_leaves_nothing_and_rerun_applies_once(
     assert rerun.returncode == 0, rerun.output
     assert applied_names(rerun) == ["002_big"]
     assert query(db_url, LEDGER_ROWS) == [("001_base", True, "applied"), ("002_big", True, "applied")]
-    assert query(db_url, HISTORY_ROWS) == [("apply", "001_base"), ("apply", "002_big")]
+    assert query(db_url, HISTORY_ROWS) == [("create", None), ("apply", "001_base"), ("apply", "002_big")]
     assert query(db_url, "SELECT count(*) FROM big") == [(100000 if is_pg(db_url) else 1000,)]
 
 
@@ -522,7 +533,7 @@ def test_lock_wait_timeout_sqlite_says_the_database_is_locked(
     assert run_cli("up", *args, cwd=tmp_path).returncode == 0
     write(migrations_dir, "002_more.sql", "CREATE TABLE more (id integer);\n")
 
-    with hold_migration_lock(sqlite_url):
+    with hold_write_lock(sqlite_url):
         waiter = run_cli("up", "--lock-timeout", "1", *args, cwd=tmp_path)
 
     assert waiter.returncode == 1, waiter.output
@@ -530,7 +541,7 @@ def test_lock_wait_timeout_sqlite_says_the_database_is_locked(
     assert "--lock-timeout" in waiter.stderr
     assert not table_exists(sqlite_url, "more")
     assert query(sqlite_url, LEDGER_ROWS) == [("001_base", True, "applied")]
-    assert query(sqlite_url, HISTORY_ROWS) == [("apply", "001_base")]
+    assert query(sqlite_url, HISTORY_ROWS) == [("create", None), ("apply", "001_base")]
 
     # Once the lock is free, the same command applies it.
     rerun = run_cli("up", "--lock-timeout", "1", *args, cwd=tmp_path)

@@ -11,6 +11,7 @@ import pytest
 import dbledger
 from dbledger.backends import open_backend
 from dbledger.config import parse_database_url
+from dbledger.contracts import HistoryRow
 from tests.helpers import query, run_cli, table_exists, write
 
 A = "-- migrate:up\nCREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);\n-- migrate:down\nDROP TABLE a;\n"
@@ -95,8 +96,8 @@ def test_a_dry_run_reports_what_would_refuse(db_url: str, migrations_dir: Path) 
     code, out, err = dry(db_url, migrations_dir, "up", "--dry-run")
 
     assert code == 1
-    assert "-- would refuse: migration '001_a' was modified after it was applied" in out
-    assert "was modified after it was applied" in err
+    assert out == ""
+    assert "dbledger: error: migration '001_a' was modified after it was applied" in err
     assert snapshot(db_url) == before
 
 
@@ -167,13 +168,37 @@ def test_applied_migrations_record_their_estimate_and_dry_runs_learn_from_them(
     )
     dbledger.migrate(pg_url, migrations_dir)
 
-    [(detail, actual)] = query(
-        pg_url, "SELECT detail, execution_time_ms FROM schema_migrations_history WHERE action = 'apply'"
+    [(estimate, detail, actual)] = query(
+        pg_url,
+        "SELECT estimate_ms, detail, execution_time_ms FROM schema_migrations_history WHERE action = 'apply'",
     )
-    assert detail.startswith("estimate_ms=")
+    assert isinstance(estimate, int)
+    assert detail is None
     assert actual >= 0
     # Three slow migrations that took twice their estimate teach a factor of 2; fast ones teach nothing.
-    slow = [{"action": "apply", "detail": "estimate_ms=1000", "execution_time_ms": 2000}] * 3
-    fast = [{"action": "apply", "detail": "estimate_ms=5", "execution_time_ms": 50}] * 5
+    slow = [applied(estimate_ms=1000, execution_time_ms=2000)] * 3
+    fast = [applied(estimate_ms=5, execution_time_ms=50)] * 5
     assert learned_scale(slow + fast) == 2.0
     assert learned_scale(fast) == 1.0
+
+
+def applied(*, estimate_ms: int, execution_time_ms: int) -> HistoryRow:
+    """An ``apply`` row of the history with an estimate and the time the migration took."""
+    return HistoryRow(
+        id=1,
+        at="2026-01-01T00:00:00.000000Z",
+        action="apply",
+        migration_name="001_t",
+        version="1",
+        state="applied",
+        checksum=None,
+        execution_time_ms=execution_time_ms,
+        estimate_ms=estimate_ms,
+        applied_order=1,
+        error_message=None,
+        detail=None,
+        actor=None,
+        dbledger_version=None,
+        prev_hash=None,
+        hash=None,
+    )

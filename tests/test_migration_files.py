@@ -318,15 +318,23 @@ def test_transaction_false_runs_outside_a_transaction(pg_url: str, migrations_di
     assert [(n, ok) for n, _, ok in ledger(pg_url)] == [("001_create_t", True), ("002_index", True)]
 
 
-def test_without_the_option_concurrently_fails_in_its_transaction(pg_url: str, migrations_dir: Path) -> None:
-    # The control for the test above: the option is what makes the difference.
+def test_without_the_option_concurrently_is_refused_before_anything_runs(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    # The control for the test above: the option is what makes the difference. Without it the
+    # file is refused as it stands, before 001 or the ledger, not failed at run time with 25001.
     write(migrations_dir, "001_create_t.sql", CREATE_T)
-    write(migrations_dir, "002_index.sql", "-- migrate:up\nCREATE INDEX CONCURRENTLY t_x_idx ON t (x);\n")
+    index = write(
+        migrations_dir, "002_index.sql", "-- migrate:up\nCREATE INDEX CONCURRENTLY t_x_idx ON t (x);\n"
+    )
     result = cli(pg_url, migrations_dir, "up")
-    assert result.returncode == 1, result.output
-    assert "25001" in result.stderr
-    assert "002_index" in result.stderr
-    assert [(n, ok) for n, _, ok in ledger(pg_url)] == [("001_create_t", True), ("002_index", False)]
+    assert result.returncode == 2, result.output
+    assert (
+        f"{index}: line 2: CREATE INDEX CONCURRENTLY cannot run inside a transaction, and this section "
+        "runs in one: mark it '-- migrate:up transaction:false'"
+    ) in result.stderr
+    assert not table_exists(pg_url, "t")
+    assert not table_exists(pg_url, "schema_migrations")
 
 
 # -- malformed files ---------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def row(
     *,
     checksum: str | None = None,
     error: str | None = None,
+    order: int | None = None,
+    runner: str | None = None,
 ) -> LedgerRow:
     """A ledger row for ``source`` (a parsed file, or just a stem for a file that is gone)."""
     if isinstance(source, Migration):
@@ -44,6 +46,8 @@ def row(
         execution_time_ms=None if state == "baseline" else 12,
         success=state in ("applied", "baseline"),
         error_message=error,
+        applied_order=order if order is not None else (version if state in ("applied", "baseline") else None),
+        runner=runner,
     )
 
 
@@ -66,6 +70,9 @@ class Case:
     missing: list[str] = field(default_factory=list)
     out_of_order: list[str] = field(default_factory=list)
     dirty: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
     current_version: int | None = None
     problem_count: int = 0
 
@@ -181,12 +188,35 @@ CASES: dict[str, Case] = {
         current_version=10,
         problem_count=1,
     ),
-    "rows in any order come out in version order": Case(
+    "applied rows come out in the order they were applied, not by version or row": Case(
         files=[M1, M2, M3, M4],
-        rows=[row(M3), row(M1), row(M2)],
-        applied=["001_create_users", "002_add_email", "003_create_orders"],
+        rows=[row(M2, order=3), row(M3, order=1), row(M1, order=2)],
+        applied=["003_create_orders", "001_create_users", "002_add_email"],
         pending=["004_add_index"],
         current_version=3,
+    ),
+    "a file renamed after it was applied is a rename, not a pending migration": Case(
+        files=[migration("001_seed_data", "INSERT INTO t VALUES (1);\n")],
+        rows=[row(migration("001_seed", "INSERT INTO t VALUES (1);\n"))],
+        applied=["001_seed"],
+        renamed=["001_seed"],
+        current_version=1,
+        problem_count=1,
+    ),
+    "a new file under an applied version whose file is gone is refused": Case(
+        files=[migration("001_other", "INSERT INTO t VALUES (2);\n")],
+        rows=[row(migration("001_seed", "INSERT INTO t VALUES (1);\n"))],
+        applied=["001_seed"],
+        reused=["001_seed"],
+        current_version=1,
+        problem_count=1,
+    ),
+    "a dirty row whose runner holds the lock is running, not dirty": Case(
+        files=[M1, M2],
+        rows=[row(M1), row(M2, "dirty", runner="backend 4242")],
+        applied=["001_create_users"],
+        running=["002_add_email"],
+        current_version=1,
     ),
     "every kind at once": Case(
         files=[M1, M2, M4],
@@ -214,7 +244,7 @@ def names(items: list[LedgerRow] | list[Migration]) -> list[str]:
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_classification(case: Case) -> None:
-    plan = make_plan(case.files, case.rows)
+    plan = make_plan(case.files, case.rows, running=frozenset({"backend 4242"}))
     assert names(plan.applied) == case.applied
     assert names(plan.pending) == case.pending
     assert names(plan.failed) == case.failed
@@ -223,6 +253,9 @@ def test_classification(case: Case) -> None:
     assert names(plan.missing) == case.missing
     assert names(plan.out_of_order) == case.out_of_order
     assert names(plan.dirty) == case.dirty
+    assert [r.name for _, r in plan.renamed] == case.renamed
+    assert [r.name for _, r in plan.reused] == case.reused
+    assert names(plan.running) == case.running
     assert plan.current_version == case.current_version
     assert len(plan.problems()) == case.problem_count
     assert plan.migrations == case.files
@@ -394,3 +427,33 @@ def test_every_problem_names_its_migration_and_a_next_step() -> None:
     for name, hint in expected.items():
         [line] = [p for p in problems if f"'{name}'" in p]
         assert hint in line
+
+
+def test_a_rename_is_named_with_its_repair_path() -> None:
+    old = migration("001_seed", "INSERT INTO t VALUES (1);\n")
+    new = migration("001_seed_data", "INSERT INTO t VALUES (1);\n")
+    plan = make_plan([new], [row(old)])
+
+    # Not pending, not missing: --allow-missing must never apply version 1 a second time.
+    assert plan.to_apply() == []
+    assert plan.problems(Allowances(missing=True, out_of_order=True)) == [
+        "migration '001_seed' was renamed to '001_seed_data' (same version 1, same checksum): run "
+        "'dbledger repair' to record the new name, or restore the old one"
+    ]
+
+
+def test_an_applied_version_is_never_pending_under_another_name() -> None:
+    old = migration("001_seed", "INSERT INTO t VALUES (1);\n")
+    other = migration("001_other", "INSERT INTO t VALUES (2);\n")
+    plan = make_plan([other], [row(old)])
+
+    assert plan.to_apply() == []
+    [problem] = plan.problems(Allowances(missing=True))
+    assert problem.startswith("version 1 was applied as '001_seed', whose file is gone, and '001_other'")
+
+
+def test_order_differs_only_when_applied_out_of_version_order() -> None:
+    assert not make_plan([M1, M2], [row(M1, order=1), row(M2, order=2)]).order_differs
+    late = make_plan([M1, M2], [row(M2, order=1), row(M1, order=2)])
+    assert late.order_differs
+    assert late.next_order == 3

@@ -69,20 +69,22 @@ def test_down_to_a_version_that_is_not_applied_is_a_usage_error(db_url: str, mig
     assert names(db_url) == ["001_a"]
 
 
-def test_a_refused_dry_run_keeps_its_plan_in_the_json(db_url: str, migrations_dir: Path) -> None:
+def test_a_refused_dry_run_answers_like_the_command(db_url: str, migrations_dir: Path) -> None:
     write(migrations_dir, "001_a.sql", A)
     dbledger.migrate(db_url, migrations_dir)
     write(migrations_dir, "001_a.sql", A + "-- edited\n")
     write(migrations_dir, "002_c.sql", C)
 
-    code, out, _ = cli(db_url, migrations_dir, "up", "--dry-run", "--json")
+    dry = cli(db_url, migrations_dir, "up", "--dry-run", "--json")
+    real = cli(db_url, migrations_dir, "up", "--json")
 
-    assert code == 1
-    document = json.loads(out)
-    assert document["ok"] is False
-    assert [m["name"] for m in document["migrations"]] == ["002_c"]
-    assert "was modified after it was applied" in document["problems"][0]
-    assert document["error"]["type"] == "LedgerStateError"
+    assert dry[0] == real[0] == 1
+    dry_doc, real_doc = json.loads(dry[1]), json.loads(real[1])
+    assert dry_doc == real_doc
+    assert dry_doc["ok"] is False
+    assert dry_doc["error"]["type"] == "LedgerStateError"
+    assert "was modified after it was applied" in dry_doc["error"]["problems"][0]
+    assert names(db_url) == ["001_a"]
 
 
 def test_dry_run_masks_passwords_and_keeps_trailing_comments_runnable(

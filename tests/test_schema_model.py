@@ -11,6 +11,9 @@ import psycopg
 import pytest
 
 import dbledger
+from dbledger.backends import open_backend
+from dbledger.config import parse_database_url
+from dbledger.ledger import LedgerNames
 from dbledger.schema import SchemaModel, diff, dump_sql, fingerprint, introspect_sqlite
 from dbledger.schema.introspect_postgres import introspect_postgres
 from dbledger.schema.model import Column, Table
@@ -204,12 +207,25 @@ def test_sqlite_change_by_hand_is_named(tmp_path: Path, old: str, new: str, mess
 def test_dbledger_tables_are_left_out(db_url: str, migrations_dir: Path) -> None:
     (migrations_dir / "001_t.sql").write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);\n")
     dbledger.migrate(db_url, migrations_dir)
-    execute(db_url, "CREATE TABLE schema_migrations_notes (id INTEGER)")
+    execute(db_url, "CREATE TABLE schema_migrations_notes (id INTEGER)")  # the application's own
 
-    found = model(db_url)
+    with open_backend(parse_database_url(db_url)) as backend:
+        found = backend.introspect()
+
+    # dbledger's four tables, their ids' sequences and the applied-order index are left out.
+    assert [t.name for t in found.tables] == ["schema_migrations_notes", "t"]
+    assert [s.name for s in found.sequences] == []
+    assert [i.name for i in found.indexes] == []
+
+
+def test_a_placed_ledger_is_left_out_wherever_it_is(db_url: str, migrations_dir: Path) -> None:
+    (migrations_dir / "001_t.sql").write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);\n")
+    dbledger.migrate(db_url, migrations_dir, ledger_table="dbledger_ledger")
+
+    with open_backend(parse_database_url(db_url), LedgerNames("dbledger_ledger")) as backend:
+        found = backend.introspect()
 
     assert [t.name for t in found.tables] == ["t"]
-    assert [s.name for s in found.sequences] == []
 
 
 # -- (b) the same end state by different paths compares equal ---------------------------------

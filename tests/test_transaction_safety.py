@@ -35,7 +35,7 @@ def test_transaction_control_in_a_transactional_section_is_refused(
     )
     assert "transaction:false" in result.stderr
     assert not table_exists(db_url, "c")
-    assert query(db_url, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert not table_exists(db_url, "schema_migrations")  # refused before the ledger was created
 
 
 def test_rollback_to_savepoint_is_allowed(db_url: str, migrations_dir: Path, tmp_path: Path) -> None:
@@ -76,7 +76,10 @@ def test_an_error_raised_at_commit_fails_and_is_recorded(
     [(state, success, error)] = query(pg_url, "SELECT state, success, error_message FROM schema_migrations")
     assert (state, success) == ("failed", False)
     assert "violates foreign key constraint" in error
-    assert query(pg_url, "SELECT action FROM schema_migrations_history ORDER BY id") == [("fail",)]
+    assert query(pg_url, "SELECT action FROM schema_migrations_history ORDER BY id") == [
+        ("create",),
+        ("fail",),
+    ]
 
 
 def test_a_migration_emptying_search_path_cannot_misdirect_the_ledger(

@@ -6,11 +6,16 @@
 Importing this package is cheap: the database drivers load only when a database is opened.
 """
 
-from dbledger.api import Report, Status, baseline, down, migrate, new, redo, repair, status, verify
+from dbledger.api import Report, Status, baseline, down, drift, migrate, new, redo, repair, status, verify
 from dbledger.errors import (
+    BackupFailed,
     ConfigError,
+    DatabaseError,
     DatabaseUnavailable,
     DbledgerError,
+    DriftFound,
+    ExistingSchema,
+    ForeignLedger,
     LedgerStateError,
     LockTimeout,
     MigrationFailed,
@@ -20,9 +25,14 @@ from dbledger.errors import (
 from dbledger.ledger import DBLEDGER_VERSION as __version__
 
 __all__ = [
+    "BackupFailed",
     "ConfigError",
+    "DatabaseError",
     "DatabaseUnavailable",
     "DbledgerError",
+    "DriftFound",
+    "ExistingSchema",
+    "ForeignLedger",
     "LedgerStateError",
     "LockTimeout",
     "MigrationFailed",
@@ -33,6 +43,7 @@ __all__ = [
     "__version__",
     "baseline",
     "down",
+    "drift",
     "migrate",
     "new",
     "redo",

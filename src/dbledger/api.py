@@ -1,54 +1,40 @@
 """The Python API: one plain function per command. The command line and the integrations call
 these and nothing below them.
 
-Each function takes the database URL and the migrations directory (``None`` means: resolve them
-from the environment, ``pyproject.toml`` and the defaults, as the command line does).
+Each function takes the database URL, the migrations directory and the ledger table (``None``
+means: resolve them from the environment, ``pyproject.toml`` and the defaults, as the command line
+does), resolves them once, reports which it uses through ``progress("using", ...)``, and raises a
+``DbledgerError`` on any failure.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from dbledger import rollback, runner
+from dbledger import chain, engine
 from dbledger.backends import open_backend
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database, check_lock_timeout, parse_database_url, resolve
-from dbledger.errors import ConfigError, DbledgerError, LedgerStateError, UsageError
-from dbledger.migrations import FILE_NAME, discover
-from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
-from dbledger.rollback import RolledBack
-from dbledger.runner import Applied, Progress, Repaired
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _driver_errors_translated(function: _F) -> _F:
-    """The API promises DbledgerError on any failure: a driver error that escaped a backend
-    (a connection lost mid-run, say) becomes one here, redacted, with the original chained."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except DbledgerError:
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
-                raise
-            raise DbledgerError(f"database error: {exc}") from exc
-
-    return wrapper  # type: ignore[return-value]
-
+from dbledger.backends.base import Backend
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Settings, check_lock_timeout, parse_database_url, resolve
+from dbledger.contracts import LedgerRow, Progress, no_progress
+from dbledger.errors import ConfigError, DriftFound, LedgerStateError, UsageError
+from dbledger.executor import Applied, RolledBack
+from dbledger.ledger import LEDGER_VERSION
+from dbledger.migrations import FILE_NAME, Migration, discover
+from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
     from dbledger.drift import Drift
     from dbledger.dryrun import DryRun
 
 PathLike = str | os.PathLike[str]
+Repaired = engine.Repaired
+
+__all__ = ["Applied", "Repaired", "Report", "RolledBack", "Status"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +70,7 @@ def _row_dict(row: LedgerRow) -> dict[str, Any]:
         "state": row.state,
         "checksum": row.checksum,
         "applied_at": row.applied_at,
+        "applied_order": row.applied_order,
         "execution_time_ms": row.execution_time_ms,
         "error_message": row.error_message,
     }
@@ -100,6 +87,9 @@ class Status:
     problems: list[str] = field(default_factory=list)
     # With check_schema: the recorded and the live fingerprint ({"expected", "found", "drifted"}).
     schema: dict[str, Any] | None = None
+    ledger_format: int | None = None
+    # verify: the history chain's head hash and what breaks it ({"head", "problems"}).
+    history: dict[str, Any] | None = None
 
     @property
     def version(self) -> int | None:
@@ -116,8 +106,10 @@ class Status:
             "database": self.database,
             "directory": self.directory,
             "ledger_exists": self.ledger_exists,
+            "ledger_format": self.ledger_format,
             "version": self.version,
             "applied": [_row_dict(r) for r in plan.applied],
+            "applied_in_version_order": not plan.order_differs,
             "pending": [
                 {
                     "name": m.name,
@@ -127,17 +119,38 @@ class Status:
                 }
                 for m in plan.pending
             ],
+            "running": [_row_dict(r) for r in plan.running],
             "failed": [_row_dict(r) for r in plan.failed],
             "modified": [{**_row_dict(row), "checksum_on_disk": m.checksum} for m, row in plan.modified],
+            "renamed": [{**_row_dict(row), "renamed_to": m.name} for m, row in plan.renamed],
             "missing": [_row_dict(r) for r in plan.missing],
             "out_of_order": [{"name": m.name, "version": m.version} for m in plan.out_of_order],
             "dirty": [_row_dict(r) for r in plan.dirty],
             "problems": self.problems,
             "schema": self.schema,
+            "history": self.history,
         }
 
 
-@_driver_errors_translated
+@contextmanager
+def _session(
+    database_url: str | None,
+    directory: PathLike | None,
+    ledger_table: str | None,
+    progress: Progress,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> Iterator[tuple[Settings, list[Migration], Backend]]:
+    """Resolve the settings once, say which are used, read the files (a malformed one fails
+    before any connection), and open the database."""
+    check_lock_timeout(lock_timeout)
+    settings = resolve(database_url, directory, ledger_table=ledger_table)
+    progress("using", settings.describe(), None)
+    migrations = discover(settings.directory)
+    with open_backend(settings.database, settings.ledger, lock_timeout=lock_timeout) as backend:
+        yield settings, migrations, backend
+
+
 def migrate(
     database_url: str | None = None,
     directory: PathLike | None = None,
@@ -148,6 +161,7 @@ def migrate(
     allow_existing_schema: bool = False,
     atomic: bool = False,
     backup_dir: PathLike | None = None,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> Report:
@@ -156,60 +170,54 @@ def migrate(
     Safe to call from every replica of an application at the same moment: one applies, the
     others wait for the lock and find nothing left to do.
     """
-    check_lock_timeout(lock_timeout)
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)  # malformed files fail before any connection
-    taken: list[dict[str, str]] = []
-    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        applied = runner.up(
+    report = progress or no_progress
+    options = engine.UpOptions(
+        to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
+    )
+    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+        settings,
+        migrations,
+        backend,
+    ):
+        done = engine.up(
             backend,
             migrations,
-            target=to,
-            allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
-            allow_existing_schema=allow_existing_schema,
-            atomic=atomic,
-            backup=None if backup_dir is None else _backup_hook(settings.database, Path(backup_dir), taken),
-            lock_timeout=lock_timeout,
-            progress=progress or runner.no_progress,
+            options,
+            backup_dir=None if backup_dir is None else Path(backup_dir),
+            progress=report,
         )
-    return Report(settings.database.display, str(settings.directory), applied, taken[0] if taken else None)
+    backup = None if done.backup is None else dict(vars(done.backup))
+    return Report(settings.database.display, str(settings.directory), done.applied, backup)
 
 
-def _backup_hook(database: Database, directory: Path, taken: list[dict[str, str]]) -> runner.BackupHook:
-    def take(label: str) -> tuple[str, str, str]:
-        from dbledger.backup import BackupFailed, take_backup  # only when a backup is really taken
-
-        try:
-            done = take_backup(database, directory, label=label)
-        except BackupFailed as exc:
-            raise BackupFailed(
-                f"{exc.message}\nnothing was applied: fix the backup directory (or pg_dump), or run "
-                "without --backup"
-            ) from exc
-        taken.append({"path": str(done.path), "sha256": done.sha256, "restore_command": done.restore_command})
-        return str(done.path), done.sha256, done.restore_command
-
-    return take
-
-
-@_driver_errors_translated
 def status(
-    database_url: str | None = None, directory: PathLike | None = None, *, check_schema: bool = False
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    check_schema: bool = False,
+    ledger_table: str | None = None,
+    progress: Progress | None = None,
 ) -> Status:
     """Read the ledger and the files; change nothing (not even create the ledger table). With
     ``check_schema``, also compare the live schema's fingerprint with the one the last run
     recorded (an introspection: ~10 ms for 10 tables, ~250 ms for 1000, see docs/drift.md)."""
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    schema: dict[str, Any] | None = None
-    with open_backend(settings.database) as backend:
-        rows = backend.read_ledger()
-        if check_schema and (recorded := backend.latest_schema()) is not None:
-            from dbledger.schema import fingerprint
+    with _session(database_url, directory, ledger_table, progress or no_progress) as session:
+        return _inspect(*session, check_schema=check_schema)
 
-            found = fingerprint(backend.introspect())
-            schema = {"expected": recorded[0], "found": found, "drifted": found != recorded[0]}
-    plan = make_plan(migrations, rows or [])
+
+def _inspect(
+    settings: Settings,
+    migrations: list[Migration],
+    backend: Backend,
+    *,
+    check_schema: bool,
+    check_history: bool = False,
+) -> Status:
+    snapshot = backend.read_ledger()
+    rows = snapshot.rows if snapshot is not None else ()
+    # A dirty row whose runner still holds the lock is a transaction:false migration at work.
+    running = backend.lock_holders() if any(row.state == "dirty" for row in rows) else frozenset()
+    plan = make_plan(migrations, rows, running)
     problems = plan.problems()
     for row in plan.failed:
         problems.append(
@@ -217,24 +225,59 @@ def status(
             f"{(row.error_message or 'no error recorded').splitlines()[0]}; fix the file and run "
             "'dbledger up' again, or 'dbledger repair' to clear the record"
         )
-    if schema is not None and schema["drifted"]:
-        problems.append(
-            f"the live schema differs from the one recorded after the last migration run "
-            f"(fingerprint {schema['expected'][:12]}… recorded, {schema['found'][:12]}… now): "
-            "run 'dbledger drift' to see how"
-        )
+    schema = None
+    if check_schema and (recorded := backend.latest_schema()) is not None:
+        from dbledger.schema import fingerprint
+
+        found = fingerprint(backend.introspect())
+        schema = {"expected": recorded[0], "found": found, "drifted": found != recorded[0]}
+        if schema["drifted"]:
+            problems.append(
+                f"the live schema differs from the one recorded after the last migration run "
+                f"(fingerprint {recorded[0][:12]}… recorded, {found[:12]}… now): run 'dbledger drift' "
+                "to see how"
+            )
+    history = _history_check(backend, snapshot.version, rows) if check_history and snapshot else None
+    if history is not None:
+        problems += history["problems"]
     return Status(
-        settings.database.display, str(settings.directory), plan, rows is not None, problems, schema
+        settings.database.display,
+        str(settings.directory),
+        plan,
+        snapshot is not None,
+        problems,
+        schema,
+        None if snapshot is None else snapshot.version,
+        history,
     )
 
 
-@_driver_errors_translated
+def _history_check(backend: Backend, version: int, rows: tuple[LedgerRow, ...]) -> dict[str, Any]:
+    """The history chain and the ledger rows against it (tamper evidence)."""
+    if version < LEDGER_VERSION:
+        return {
+            "head": None,
+            "problems": [],
+            "note": f"ledger format {version} has no chain yet: 'dbledger up' upgrades it",
+        }
+    history = backend.history()
+    problems = chain.chain_problems(history) + chain.ledger_problems(history, rows)
+    return {"head": chain.head(history), "rows": len(history), "problems": problems}
+
+
 def verify(
-    database_url: str | None = None, directory: PathLike | None = None, *, strict: bool = False
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    strict: bool = False,
+    ledger_table: str | None = None,
+    progress: Progress | None = None,
 ) -> Status:
-    """Like ``status``, but raise LedgerStateError when a check fails (and, with ``strict``,
-    when anything is pending: the incident's "written but never applied")."""
-    result = status(database_url, directory)
+    """Like ``status``, and also check the history chain and that every ledger row is what its
+    history says; raise LedgerStateError when a check fails (and, with ``strict``, when anything
+    is pending: the incident's "written but never applied")."""
+    with _session(database_url, directory, ledger_table, progress or no_progress) as session:
+        result = _inspect(*session, check_schema=False, check_history=True)
     problems = list(result.problems)
     if strict:
         problems += [
@@ -242,29 +285,35 @@ def verify(
             for m in result.plan.pending
             if m not in result.plan.out_of_order
         ]
+        problems += [
+            f"migration '{row.name}' is still running (transaction:false, under the lock of {row.runner})"
+            for row in result.plan.running
+        ]
     if problems:
         raise LedgerStateError(problems)
     return result
 
 
-@_driver_errors_translated
 def repair(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
     forget_missing: bool = False,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> list[Repaired]:
-    """Accept modified checksums and clear failed and dirty records (and, with
-    ``forget_missing``, records whose files are gone); every change is recorded."""
-    check_lock_timeout(lock_timeout)
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return runner.repair(backend, migrations, forget_missing=forget_missing, lock_timeout=lock_timeout)
+    """Accept modified checksums, record renamed files, clear failed and dirty records (and,
+    with ``forget_missing``, records whose files are gone); every change is recorded."""
+    report = progress or no_progress
+    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+        _,
+        migrations,
+        backend,
+    ):
+        return engine.repair(backend, migrations, forget_missing=forget_missing, progress=report)
 
 
-@_driver_errors_translated
 def baseline(
     version: int,
     database_url: str | None = None,
@@ -272,64 +321,61 @@ def baseline(
     *,
     verify: bool = False,
     shadow_url: str | None = None,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
-    check_lock_timeout(lock_timeout)
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        shadow = None if shadow_url is None else parse_database_url(shadow_url)
-        return runner.baseline(
-            backend, migrations, version, verify=verify, shadow=shadow, lock_timeout=lock_timeout
-        )
+    report = progress or no_progress
+    shadow = None if shadow_url is None else parse_database_url(shadow_url)
+    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+        _,
+        migrations,
+        backend,
+    ):
+        return engine.baseline(backend, migrations, version, verify=verify, shadow=shadow, progress=report)
 
 
-@_driver_errors_translated
 def down(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
     steps: int | None = None,
     to: int | None = None,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> list[RolledBack]:
-    """Roll back the newest ``steps`` migrations (default 1), or every one above version ``to``
-    (``to=0``: all), with their down sections; refuses before running anything when one cannot."""
-    check_lock_timeout(lock_timeout)
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return rollback.down(
-            backend,
-            migrations,
-            steps=steps,
-            target=to,
-            lock_timeout=lock_timeout,
-            progress=progress or runner.no_progress,
-        )
+    """Roll back the newest ``steps`` applied migrations (default 1), or every one above version
+    ``to`` (``to=0``: all), with their down sections; refuses before running anything when one
+    cannot be rolled back."""
+    report = progress or no_progress
+    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+        _,
+        migrations,
+        backend,
+    ):
+        return engine.down(backend, migrations, steps=steps, target=to, progress=report)
 
 
-@_driver_errors_translated
 def redo(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> tuple[RolledBack | None, list[Applied]]:
-    """Roll back the newest migration and apply it again; (None, []) when nothing is applied."""
-    check_lock_timeout(lock_timeout)
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database, lock_timeout=lock_timeout) as backend:
-        return rollback.redo(
-            backend, migrations, lock_timeout=lock_timeout, progress=progress or runner.no_progress
-        )
+    """Roll back the newest applied migration and apply it again; (None, []) when nothing is applied."""
+    report = progress or no_progress
+    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+        _,
+        migrations,
+        backend,
+    ):
+        return engine.redo(backend, migrations, progress=report)
 
 
-@_driver_errors_translated
 def plan_migrate(
     database_url: str | None = None,
     directory: PathLike | None = None,
@@ -339,76 +385,82 @@ def plan_migrate(
     allow_missing: bool = False,
     allow_existing_schema: bool = False,
     atomic: bool = False,
+    ledger_table: str | None = None,
+    progress: Progress | None = None,
 ) -> DryRun:
-    """What ``migrate`` would do, statement by statement, analysed; changes nothing."""
+    """What ``migrate`` would do, statement by statement, analysed; changes nothing. Refuses
+    exactly what ``migrate`` would refuse, with the same error."""
     from dbledger import dryrun  # only for dry runs: every replica imports this module
 
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database) as backend:
-        planned, problems = dryrun.plan_up(
-            backend,
-            migrations,
-            backend.annotator(calibrate=True),
-            target=to,
-            allow=Allowances(out_of_order=allow_out_of_order, missing=allow_missing),
-            allow_existing_schema=allow_existing_schema,
-            atomic=atomic,
-        )
-    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, problems)
+    options = engine.UpOptions(
+        to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
+    )
+    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+        settings,
+        migrations,
+        backend,
+    ):
+        work = engine.prepare_up(backend, migrations, options, backend.read_ledger())
+        planned = dryrun.planned(work, backend.annotator(calibrate=True))
+    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned)
 
 
-@_driver_errors_translated
 def plan_down(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
     steps: int | None = None,
     to: int | None = None,
+    ledger_table: str | None = None,
+    progress: Progress | None = None,
 ) -> DryRun:
     """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
     from dbledger import dryrun
 
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database) as backend:
-        planned = dryrun.plan_down(
-            backend, migrations, backend.annotator(calibrate=True), steps=steps, target=to
-        )
+    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+        settings,
+        migrations,
+        backend,
+    ):
+        work = engine.prepare_down(backend, migrations, backend.read_ledger(), steps=steps, target=to)
+        planned = dryrun.planned(work, backend.annotator(calibrate=True))
     return dryrun.DryRun(settings.database.display, str(settings.directory), "down", False, planned)
 
 
-@_driver_errors_translated
 def drift(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
     replay: bool = False,
     shadow_url: str | None = None,
+    ledger_table: str | None = None,
+    progress: Progress | None = None,
 ) -> Drift:
     """Compare the live schema with the one the last run recorded, or (``replay``) with what the
-    applied migrations produce on a scratch database."""
+    applied migrations produce on a scratch database. Raises DriftFound when they differ."""
     from dbledger.drift import detect  # loads the schema model only for this command
 
-    settings = resolve(database_url, directory)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database) as backend:
-        return detect(
-            backend,
-            migrations,
-            settings.database.display,
-            replay_files=replay,
-            shadow=None if shadow_url is None else parse_database_url(shadow_url),
-        )
+    shadow = None if shadow_url is None else parse_database_url(shadow_url)
+    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+        settings,
+        migrations,
+        backend,
+    ):
+        found = detect(backend, migrations, settings.database.display, replay_files=replay, shadow=shadow)
+    if found.differences:
+        raise DriftFound(found.to_dict(), [str(d) for d in found.differences])
+    return found
 
 
-@_driver_errors_translated
-def dump(database_url: str | None = None) -> str:
+def dump(
+    database_url: str | None = None, *, ledger_table: str | None = None, progress: Progress | None = None
+) -> str:
     """The live schema as normalised SQL, stable across runs (for review in pull requests)."""
     from dbledger.schema import dump_sql
 
-    settings = resolve(database_url, "")
-    with open_backend(settings.database) as backend:
+    settings = resolve(database_url, "", ledger_table=ledger_table)
+    (progress or no_progress)("using", settings.describe(), None)
+    with open_backend(settings.database, settings.ledger) as backend:
         return dump_sql(backend.introspect())
 
 

@@ -1,7 +1,9 @@
 """Back up a database before a risky migration: pg_dump for PostgreSQL, SQLite's online backup API.
 
-    backup = take_backup(database, Path("backups"), label="003_clerk_complete_migration")
+    backup = dump_postgres(database, Path("backups"), label="003_clerk_complete_migration")
     print(backup.path, backup.sha256, backup.restore_command)
+
+Each backend calls the one for its database (``Backend.take_backup``).
 
 The file is written under a temporary name in the target directory, flushed to disk and only then
 renamed, so a file with a backup's name is always a whole backup. pg_dump never sees the password
@@ -30,17 +32,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from dbledger.config import Database
-from dbledger.errors import DbledgerError
+from dbledger.errors import BackupFailed
 from dbledger.redaction import redact, remember_secret
 
-__all__ = ["Backup", "BackupFailed", "find_pg_dump", "take_backup"]
+__all__ = ["Backup", "copy_sqlite", "dump_postgres", "find_pg_dump"]
 
 # Debian and Ubuntu install each major version's client programs side by side here.
 PG_DUMP_GLOB = "/usr/lib/postgresql/*/bin/pg_dump"
-
-
-class BackupFailed(DbledgerError):
-    """A backup could not be taken; nothing that looks like a backup was left behind."""
 
 
 @dataclass(frozen=True)
@@ -55,30 +53,68 @@ class Backup:
     restore_command: str
 
 
-def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
-    """Back up ``database`` into ``directory`` (created if missing) as
-    ``<dbname>-<UTC timestamp>-<label>.dump`` (pg_dump custom format) or ``.sqlite3``."""
-    started = time.monotonic()
-    if database.dialect == "postgresql":
-        import psycopg
+# Writes the backup into the partial file it is given and returns the command that restores it
+# from its final path; raises BackupFailed (through ``failed``) or OSError.
+Producer = Callable[[Path, Path, Callable[[str], BackupFailed]], str]
 
-        try:
-            params = psycopg.conninfo.conninfo_to_dict(database.url)
-        except psycopg.Error as exc:
-            raise BackupFailed(f"cannot back up {database.display}: {exc}") from None
-        password = params.pop("password", None)
-        remember_secret(None if password is None else str(password))
-        conninfo = psycopg.conninfo.make_conninfo("", **params)
-        dbname = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
-        name, suffix = str(dbname or os.environ.get("PGUSER") or getpass.getuser()), ".dump"
-    else:
-        if database.sqlite_path == ":memory:":
-            raise BackupFailed(
-                f"cannot back up {database.display}: an in-memory database lives only inside its "
-                "own connection; use a database file to take backups"
-            )
-        source = Path(str(database.sqlite_path)).resolve()
-        name, suffix = source.stem, ".sqlite3"
+
+def dump_postgres(database: Database, directory: Path, *, label: str) -> Backup:
+    """pg_dump of ``database`` (custom format) into ``directory``, as
+    ``<dbname>-<UTC timestamp>-<label>.dump``."""
+    import psycopg
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(database.url)
+    except psycopg.Error as exc:
+        raise BackupFailed(f"cannot back up {database.display}: {exc}") from None
+    password = params.pop("password", None)
+    remember_secret(None if password is None else str(password))
+    conninfo = psycopg.conninfo.make_conninfo("", **params)
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
+    name = str(dbname or os.environ.get("PGUSER") or getpass.getuser())
+
+    def produce(partial: Path, target: Path, failed: Callable[[str], BackupFailed]) -> str:
+        program = _pg_dump(conninfo, password, partial, failed)
+        address = shlex.quote(_without_password(database.url, conninfo))
+        return (
+            f"{program} --clean --if-exists --no-owner --single-transaction --dbname {address} "
+            f"{shlex.quote(str(target))}"
+        )
+
+    return _write(database, directory, name, ".dump", label, produce)
+
+
+def copy_sqlite(database: Database, directory: Path, *, label: str) -> Backup:
+    """SQLite's online backup of ``database`` into ``directory``, as
+    ``<file stem>-<UTC timestamp>-<label>.sqlite3``."""
+    if database.sqlite_path == ":memory:":
+        raise BackupFailed(
+            f"cannot back up {database.display}: an in-memory database lives only inside its "
+            "own connection; use a database file to take backups"
+        )
+    source = Path(str(database.sqlite_path)).resolve()
+
+    def produce(partial: Path, target: Path, failed: Callable[[str], BackupFailed]) -> str:
+        if not source.is_file():
+            raise failed("the database file does not exist")
+        with (
+            closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
+            closing(sqlite3.connect(partial)) as dest,
+        ):
+            src.backup(dest)  # one step: a consistent snapshot; other connections may stay open
+        live = shlex.quote(str(source))
+        # A leftover journal or WAL belongs to the old file and would be replayed onto the copy.
+        return f"rm -f {live}-journal {live}-wal {live}-shm && cp {shlex.quote(str(target))} {live}"
+
+    return _write(database, directory, source.stem, ".sqlite3", label, produce)
+
+
+def _write(
+    database: Database, directory: Path, name: str, suffix: str, label: str, produce: Producer
+) -> Backup:
+    """Create ``directory`` if missing, let ``produce`` write the backup under a temporary name,
+    flush it, then rename it to its final name: a file with a backup's name is a whole backup."""
+    started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"{_safe(name)}-{stamp}-{_safe(label)}"
     target, n = directory.resolve() / f"{base}{suffix}", 2
@@ -90,12 +126,6 @@ def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
     try:
         while target.exists():  # never overwrite a backup taken in the same second
             target, n = target.with_name(f"{base}-{n}{suffix}"), n + 1
-    except OSError as exc:
-        raise failed(f"cannot look into directory '{directory}': {exc}") from None
-
-    if database.dialect == "sqlite" and not source.is_file():
-        raise failed("the database file does not exist")
-    try:
         directory.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
         os.close(handle)
@@ -103,22 +133,7 @@ def take_backup(database: Database, directory: Path, *, label: str) -> Backup:
         raise failed(f"cannot write to directory '{directory}': {exc}") from None
     partial = Path(temporary)
     try:
-        if database.dialect == "postgresql":
-            program = _pg_dump(conninfo, password, partial, failed)
-            address = shlex.quote(_without_password(database.url, conninfo))
-            restore = (
-                f"{program} --clean --if-exists --no-owner --single-transaction --dbname {address} "
-                f"{shlex.quote(str(target))}"
-            )
-        else:
-            with (
-                closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
-                closing(sqlite3.connect(partial)) as dest,
-            ):
-                src.backup(dest)  # one step: a consistent snapshot; other connections may stay open
-            live = shlex.quote(str(source))
-            # A leftover journal or WAL belongs to the old file and would be replayed onto the copy.
-            restore = f"rm -f {live}-journal {live}-wal {live}-shm && cp {shlex.quote(str(target))} {live}"
+        restore = produce(partial, target, failed)
         digest, size = _sync_and_hash(partial)
         os.replace(partial, target)
     except BaseException as exc:

@@ -1,4 +1,6 @@
-"""The ``dbledger`` command: parse arguments, call the API, format the result. No logic here.
+"""The ``dbledger`` command: parse arguments, call the API, format the result. No logic here: each
+subcommand is one row of ``COMMANDS``, a function that calls one API function and says what to
+show; every exit code comes from the exception the API raised (``DbledgerError.exit_code``).
 
 Human output goes to stdout, progress and messages to stderr; with ``--json`` stdout carries
 exactly one JSON document (also on failure: ``{"ok": false, "error": ...}``).
@@ -9,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from dbledger import api
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, resolve
-from dbledger.errors import DbledgerError, LedgerStateError
+from dbledger.config import DEFAULT_LOCK_TIMEOUT
+from dbledger.contracts import Progress
+from dbledger.errors import DbledgerError, DriftFound
 from dbledger.redaction import redact
 
 
@@ -50,6 +54,13 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="migrations directory (default: $DBLEDGER_DIR, pyproject.toml, ./migrations)",
     )
     parser.add_argument(
+        "--ledger-table",
+        metavar="NAME",
+        default=default,
+        help="the ledger table, TABLE or SCHEMA.TABLE (default: $DBLEDGER_LEDGER_TABLE, pyproject.toml, "
+        "schema_migrations)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
@@ -67,6 +78,14 @@ def _lock_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(commands: Any, name: str, text: str, *, lock: bool = False) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=text)
+    _common(sub, suppress=True)
+    if lock:
+        _lock_timeout(sub)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dbledger",
@@ -76,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dbledger {api_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="verify, then apply pending migrations in order")
-    _common(up, suppress=True)
-    _lock_timeout(up)
+    up = _command(commands, "up", "verify, then apply pending migrations in order", lock=True)
     up.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
     up.add_argument(
         "--allow-out-of-order",
@@ -109,18 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
     )
 
-    down = commands.add_parser("down", help="roll back applied migrations with their down sections")
-    _common(down, suppress=True)
-    _lock_timeout(down)
+    down = _command(commands, "down", "roll back applied migrations with their down sections", lock=True)
     scope = down.add_mutually_exclusive_group()
     scope.add_argument("--steps", type=int, metavar="N", help="how many to roll back (default: 1)")
     scope.add_argument("--to", type=int, metavar="VERSION", help="the version to end at (0: roll back all)")
     down.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
 
-    drift = commands.add_parser(
-        "drift", help="compare the live schema with what the applied migrations produce (exit 1 on drift)"
+    drift = _command(
+        commands,
+        "drift",
+        "compare the live schema with what the applied migrations produce (exit 1 on drift)",
     )
-    _common(drift, suppress=True)
     drift.add_argument(
         "--shadow-url",
         metavar="URL",
@@ -132,41 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay the applied migrations on a scratch database instead of using the recorded schema",
     )
 
-    dump = commands.add_parser("dump", help="print the live schema as normalised SQL (or write it to FILE)")
-    _common(dump, suppress=True)
+    dump = _command(commands, "dump", "print the live schema as normalised SQL (or write it to FILE)")
     dump.add_argument("file", nargs="?", metavar="FILE", help="write here instead of stdout")
 
-    redo = commands.add_parser("redo", help="roll back the newest migration and apply it again")
-    _common(redo, suppress=True)
-    _lock_timeout(redo)
+    _command(commands, "redo", "roll back the newest migration and apply it again", lock=True)
+    _command(commands, "status", "applied / pending / failed / modified / missing migrations")
+    verify = _command(
+        commands, "verify", "check checksums, order, missing files and the history chain; change nothing"
+    )
+    verify.add_argument("--strict", action="store_true", help="also fail when a migration is pending")
 
-    for name, text in [
-        ("status", "applied / pending / failed / modified / missing migrations"),
-        ("verify", "check checksums, order and missing files; change nothing"),
-    ]:
-        sub = commands.add_parser(name, help=text)
-        _common(sub, suppress=True)
-        if name == "verify":
-            sub.add_argument("--strict", action="store_true", help="also fail when a migration is pending")
-
-    new = commands.add_parser("new", help="create the next numbered migration file")
-    _common(new, suppress=True)
+    new = _command(commands, "new", "create the next numbered migration file")
     new.add_argument("name", help="lower-case words joined by '_', e.g. add_users_email")
 
-    repair = commands.add_parser("repair", help="accept modified checksums, clear failed and dirty records")
-    _common(repair, suppress=True)
-    _lock_timeout(repair)
+    repair = _command(
+        commands, "repair", "accept modified checksums and renames, clear failed and dirty records", lock=True
+    )
     repair.add_argument(
         "--forget-missing",
         action="store_true",
         help="also drop the records of applied migrations whose files are gone",
     )
 
-    baseline = commands.add_parser(
-        "baseline", help="mark migrations up to VERSION as applied without running them"
+    baseline = _command(
+        commands, "baseline", "mark migrations up to VERSION as applied without running them", lock=True
     )
-    _common(baseline, suppress=True)
-    _lock_timeout(baseline)
     baseline.add_argument("version", type=int, metavar="VERSION")
     baseline.add_argument(
         "--shadow-url", metavar="URL", help="with --verify: replay on this empty database (left empty)"
@@ -189,187 +195,201 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _progress(event: str, name: str, ms: int | None) -> None:
-    if event == "waiting":
-        _err(f"waiting for the migration lock, held by {name} ...")
-    elif event == "start":
-        _err(f"applying {name} ...")
-    elif event == "done":
-        _err(f"applied  {name} in {ms} ms")
-    elif event == "warning":
-        _err(f"dbledger: warning: {name}")
-    elif event == "backup":
-        _err(f"backed up to {name}")
-    elif event == "rollback":
-        _err(f"rolling back {name} ...")
-    elif event == "rolled back":
-        _err(f"rolled back {name} in {ms} ms")
+_PROGRESS = {
+    "using": "dbledger: {subject}",
+    "waiting": "waiting for the migration lock, held by {subject} ...",
+    "upgrade": "dbledger: upgraded the ledger ({subject})",
+    "start": "applying {subject} ...",
+    "done": "applied  {subject} in {ms} ms",
+    "warning": "dbledger: warning: {subject}",
+    "backup": "backed up to {subject}",
+    "rollback": "rolling back {subject} ...",
+    "rolled back": "rolled back {subject} in {ms} ms",
+}
+
+
+def _progress(event: str, subject: str, ms: int | None) -> None:
+    line = _PROGRESS.get(event)
+    if line is not None:
+        _err(line.format(subject=subject, ms=ms))
+
+
+@dataclass
+class Shown:
+    """What a command has to show: its ``--json`` document, the text for stdout (human mode),
+    and lines for people (stdout, or stderr with ``--json``)."""
+
+    document: dict[str, Any]
+    text: str | None = None
+    lines: list[str] = field(default_factory=list)
+    render: Callable[[], None] | None = None  # rich output, human mode only
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"database_url": args.database_url, "directory": args.dir, "ledger_table": args.ledger_table}
+
+
+def _up(args: argparse.Namespace, progress: Progress) -> Shown:
+    options: dict[str, Any] = {
+        "to": args.to,
+        "allow_out_of_order": args.allow_out_of_order,
+        "allow_missing": args.allow_missing,
+        "allow_existing_schema": args.allow_existing_schema,
+        "atomic": args.atomic,
+    }
+    if args.dry_run:
+        return _dry_run(api.plan_migrate(**_settings(args), **options, progress=progress))
+    report = api.migrate(
+        **_settings(args),
+        **options,
+        backup_dir=args.backup,
+        lock_timeout=args.lock_timeout,
+        progress=progress,
+    )
+    if report.applied:
+        total = sum(a.execution_time_ms for a in report.applied)
+        line = f"applied {len(report.applied)} migration(s) in {total} ms"
+    else:
+        scope = f" up to version {args.to}" if args.to is not None else ""
+        line = f"nothing to do{scope}: every migration{scope} is applied"
+    return Shown(report.to_dict(), lines=[line])
+
+
+def _dry_run(run: Any) -> Shown:
+    from dbledger.dryrun import render
+
+    return Shown(run.to_dict(), text=render(run))
+
+
+def _down(args: argparse.Namespace, progress: Progress) -> Shown:
+    if args.dry_run:
+        return _dry_run(api.plan_down(**_settings(args), steps=args.steps, to=args.to, progress=progress))
+    undone = api.down(
+        **_settings(args), steps=args.steps, to=args.to, lock_timeout=args.lock_timeout, progress=progress
+    )
+    total = sum(r.execution_time_ms for r in undone)
+    line = f"rolled back {len(undone)} migration(s) in {total} ms" if undone else "nothing to roll back"
+    return Shown({"rolled_back": [vars(r) for r in undone]}, lines=[line])
+
+
+def _redo(args: argparse.Namespace, progress: Progress) -> Shown:
+    rolled, reapplied = api.redo(**_settings(args), lock_timeout=args.lock_timeout, progress=progress)
+    if rolled is None:
+        return Shown({"rolled_back": [], "applied": []}, lines=["nothing to redo: no migration is applied"])
+    document = {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
+    return Shown(document, lines=[f"redid {rolled.name}"])
+
+
+def _drift(args: argparse.Namespace, progress: Progress) -> Shown:
+    found = api.drift(**_settings(args), replay=args.replay, shadow_url=args.shadow_url, progress=progress)
+    return Shown(found.to_dict(), lines=[f"no drift: the live schema is the one {found.expected_from}"])
+
+
+def _dump(args: argparse.Namespace, progress: Progress) -> Shown:
+    text = api.dump(args.database_url, ledger_table=args.ledger_table, progress=progress)
+    if not args.file:
+        return Shown({"sql": text}, text=text.removesuffix("\n"))
+    with open(args.file, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Shown({"path": args.file}, lines=[f"wrote {args.file}"])
+
+
+def _status(args: argparse.Namespace, progress: Progress) -> Shown:
+    from dbledger.output import print_status
+
+    result = api.status(**_settings(args), check_schema=True, progress=progress)
+    return Shown(result.to_dict(), render=lambda: print_status(result))
+
+
+def _verify(args: argparse.Namespace, progress: Progress) -> Shown:
+    result = api.verify(**_settings(args), strict=args.strict, progress=progress)
+    pending = len(result.plan.pending)
+    line = f"ok: {len(result.plan.applied)} applied migration(s) match their files" + (
+        f"; {pending} pending" if pending else ""
+    )
+    if result.history and result.history.get("head"):
+        line += f"; history of {result.history['rows']} rows intact, head {result.history['head'][:16]}…"
+    return Shown(result.to_dict(), lines=[line])
+
+
+def _repair(args: argparse.Namespace, progress: Progress) -> Shown:
+    repaired = api.repair(
+        **_settings(args),
+        forget_missing=args.forget_missing,
+        lock_timeout=args.lock_timeout,
+        progress=progress,
+    )
+    lines = [f"{item.name}: {item.action} ({item.detail})" for item in repaired] or ["nothing to repair"]
+    return Shown({"repaired": [vars(item) for item in repaired]}, lines=lines)
+
+
+def _baseline(args: argparse.Namespace, progress: Progress) -> Shown:
+    marked = api.baseline(
+        args.version,
+        **_settings(args),
+        verify=args.verify,
+        shadow_url=args.shadow_url,
+        lock_timeout=args.lock_timeout,
+        progress=progress,
+    )
+    lines = [f"baseline {name}" for name in marked]
+    lines.append(f"marked {len(marked)} migration(s) as applied without running them")
+    return Shown({"baselined": marked}, lines=lines)
+
+
+def _new(args: argparse.Namespace, progress: Progress) -> Shown:
+    path = api.new(args.name, args.dir)
+    return Shown({"path": str(path)}, lines=[f"created {path}"])
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
+    "up": _up,
+    "down": _down,
+    "redo": _redo,
+    "drift": _drift,
+    "dump": _dump,
+    "status": _status,
+    "verify": _verify,
+    "repair": _repair,
+    "baseline": _baseline,
+    "new": _new,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _JSON_REQUESTED[0] = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    as_json: bool = args.json
     try:
-        document = _run(args)
+        shown = COMMANDS[args.command](args, _progress)
     except DbledgerError as exc:
-        _err(f"dbledger: error: {exc.message}")
-        if as_json:
-            found = exc.document if isinstance(exc, LedgerStateError | DriftFound) else {}
-            print(json.dumps({"ok": False, **found, "error": _error_dict(exc)}, indent=2, default=str))
+        _show_error(args.json, exc)
         return exc.exit_code
     except KeyboardInterrupt:
         _err("dbledger: interrupted")
         return 130
-    if as_json:
-        print(json.dumps({"ok": True, **document}, indent=2, default=str))
+    _show(args.json, shown)
     return 0
 
 
-def _error_dict(exc: DbledgerError) -> dict[str, Any]:
-    fields: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
-    for key in ("migration", "sqlstate", "statement", "line", "dirty", "undone", "path", "problems"):
-        if hasattr(exc, key):
-            fields[key] = getattr(exc, key)
-    return fields
+def _show(as_json: bool, shown: Shown) -> None:
+    if as_json:
+        for line in shown.lines:  # with --json, human lines still reach the user, on stderr
+            _err(line)
+        print(json.dumps({"ok": True, **shown.document}, indent=2, default=str))
+        return
+    if shown.render is not None:
+        shown.render()
+    if shown.text is not None:
+        print(shown.text)
+    for line in shown.lines:
+        print(line, flush=True)
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.command == "new":
-        path = api.new(args.name, args.dir)
-        _out(args, f"created {path}")
-        return {"path": str(path)}
-
-    settings = resolve(args.database_url, args.dir)
-    _err(
-        f"dbledger: database {settings.database.display} (from {settings.database_source}), "
-        f"migrations {settings.directory}"
-    )
-    url, folder = settings.database.url, settings.directory
-
-    if args.command == "up":
-        # What up checks and plans with, whether it then runs or only prints (--dry-run).
-        plan_options: dict[str, Any] = {
-            "to": args.to,
-            "allow_out_of_order": args.allow_out_of_order,
-            "allow_missing": args.allow_missing,
-            "allow_existing_schema": args.allow_existing_schema,
-            "atomic": args.atomic,
-        }
-    if args.command in ("up", "down") and args.dry_run:
-        if args.command == "up":
-            run = api.plan_migrate(url, folder, **plan_options)
-        else:
-            run = api.plan_down(url, folder, steps=args.steps, to=args.to)
-        if not args.json:
-            from dbledger.dryrun import render
-
-            print(render(run))
-        if run.problems:
-            raise LedgerStateError(run.problems, run.to_dict())
-        return run.to_dict()
-    if args.command == "up":
-        report = api.migrate(
-            url,
-            folder,
-            **plan_options,
-            backup_dir=args.backup,
-            lock_timeout=args.lock_timeout,
-            progress=_progress,
-        )
-        if report.applied:
-            total = sum(a.execution_time_ms for a in report.applied)
-            _out(args, f"applied {len(report.applied)} migration(s) in {total} ms")
-        else:
-            scope = f" up to version {args.to}" if args.to is not None else ""
-            _out(args, f"nothing to do{scope}: every migration{scope} is applied")
-        return report.to_dict()
-    if args.command == "down":
-        undone = api.down(
-            url, folder, steps=args.steps, to=args.to, lock_timeout=args.lock_timeout, progress=_progress
-        )
-        if undone:
-            total = sum(r.execution_time_ms for r in undone)
-            _out(args, f"rolled back {len(undone)} migration(s) in {total} ms")
-        else:
-            _out(args, "nothing to roll back")
-        return {"rolled_back": [vars(r) for r in undone]}
-    if args.command == "redo":
-        rolled, reapplied = api.redo(url, folder, lock_timeout=args.lock_timeout, progress=_progress)
-        if rolled is None:
-            _out(args, "nothing to redo: no migration is applied")
-            return {"rolled_back": [], "applied": []}
-        _out(args, f"redid {rolled.name}")
-        return {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
-    if args.command == "drift":
-        found = api.drift(url, folder, replay=args.replay, shadow_url=args.shadow_url)
-        if not args.json:
-            for difference in found.differences:
-                print(difference)
-        if found.differences:
-            raise DriftFound(found.to_dict())
-        _out(args, f"no drift: the live schema is the one {found.expected_from}")
-        return found.to_dict()
-    if args.command == "dump":
-        text = api.dump(url)
-        if args.file:
-            with open(args.file, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            _out(args, f"wrote {args.file}")
-        elif not args.json:
-            print(text, end="")
-        return {"sql": text} if not args.file else {"path": args.file}
-    if args.command == "status":
-        result = api.status(url, folder, check_schema=True)
-        if not args.json:
-            from dbledger.output import print_status
-
-            print_status(result)
-        return result.to_dict()
-    if args.command == "verify":
-        result = api.verify(url, folder, strict=args.strict)
-        pending = len(result.plan.pending)
-        _out(
-            args,
-            f"ok: {len(result.plan.applied)} applied migration(s) match their files"
-            + (f"; {pending} pending" if pending else ""),
-        )
-        return result.to_dict()
-    if args.command == "repair":
-        repaired = api.repair(url, folder, forget_missing=args.forget_missing, lock_timeout=args.lock_timeout)
-        for item in repaired:
-            _out(args, f"{item.name}: {item.action} ({item.detail})")
-        if not repaired:
-            _out(args, "nothing to repair")
-        return {"repaired": [vars(item) for item in repaired]}
-    if args.command == "baseline":
-        marked = api.baseline(
-            args.version,
-            url,
-            folder,
-            verify=args.verify,
-            shadow_url=args.shadow_url,
-            lock_timeout=args.lock_timeout,
-        )
-        for name in marked:
-            _out(args, f"baseline {name}")
-        _out(args, f"marked {len(marked)} migration(s) as applied without running them")
-        return {"baselined": marked}
-    raise AssertionError(args.command)  # argparse only accepts the commands above
-
-
-class DriftFound(DbledgerError):
-    """Exit 1: the live schema differs (the differences were printed already)."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        count = len(document["differences"])
-        super().__init__(
-            f"the live schema has {count} difference(s) from the schema the applied migrations "
-            "produce: write a migration for a change that should stay, or undo it by hand"
-        )
-
-
-def _out(args: argparse.Namespace, text: str) -> None:
-    # With --json, human lines still reach the user, on stderr.
-    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+def _show_error(as_json: bool, exc: DbledgerError) -> None:
+    if isinstance(exc, DriftFound) and not as_json:
+        for line in exc.lines:
+            print(line)
+    _err(f"dbledger: error: {exc.message}")
+    if as_json:
+        found = exc.document if isinstance(exc, DriftFound) else {}
+        print(json.dumps({"ok": False, **found, "error": exc.to_dict()}, indent=2, default=str))

@@ -1,8 +1,9 @@
-"""Resolve where the database and the migrations are, in the documented order.
+"""Resolve where the database, the migrations and the ledger are, in the documented order.
 
 First found wins: command-line options, then the environment (``DATABASE_URL``,
-``DBLEDGER_DIR``), then ``[tool.dbledger]`` in ``./pyproject.toml``, then the defaults
-(``migrations`` and the embedded SQLite file ``dbledger.sqlite3``).
+``DBLEDGER_DIR``, ``DBLEDGER_LEDGER_TABLE``), then ``[tool.dbledger]`` in ``./pyproject.toml``
+(``database_url``, ``dir``, ``ledger_table``), then the defaults (``migrations``, the embedded
+SQLite file ``dbledger.sqlite3``, ``schema_migrations``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbledger.errors import ConfigError
-from dbledger.redaction import redact, remember_secret
+from dbledger.ledger import DEFAULT_LEDGER, DEFAULT_LEDGER_TABLE, LedgerNames
+from dbledger.redaction import MASK, redact, remember_secret
 
 DEFAULT_DIRECTORY = "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///dbledger.sqlite3"
@@ -24,6 +26,8 @@ DEFAULT_DATABASE_URL = "sqlite:///dbledger.sqlite3"
 # that gives up too early fails its deploy for nothing.
 DEFAULT_LOCK_TIMEOUT = 600.0
 MAX_LOCK_TIMEOUT = 86400.0
+# The keys [tool.dbledger] may hold; any other is a usage error naming it.
+PYPROJECT_KEYS = ("database_url", "dir", "ledger_table")
 
 
 def check_lock_timeout(seconds: float) -> float:
@@ -39,6 +43,10 @@ def check_lock_timeout(seconds: float) -> float:
 Dialect = Literal["postgresql", "sqlite"]
 
 _LIBPQ_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# Characters that end the user-info part of a URL early when they are not percent-encoded.
+_RESERVED_IN_USERINFO = {"@": "%40", "#": "%23", "?": "%3F", "/": "%2F", " ": "%20"}
+# One host of a netloc: a name or an IPv4 address, or an IPv6 address in brackets, then a port.
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.%\w]*\]|[^\[\]:/]*)(?::(?P<port>[^:]*))?$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,16 @@ class Settings:
     directory: Path
     database_source: str
     directory_source: str
+    ledger: LedgerNames = DEFAULT_LEDGER
+    ledger_source: str = "default"
+
+    def describe(self) -> str:
+        """One line for stderr: which database, from where; which folder; which ledger."""
+        ledger = "" if self.ledger_source == "default" else f", ledger {self.ledger.qualified()}"
+        return (
+            f"database {self.database.display} (from {self.database_source}), "
+            f"migrations {self.directory}{ledger}"
+        )
 
 
 def parse_database_url(url: str) -> Database:
@@ -79,29 +97,54 @@ def parse_database_url(url: str) -> Database:
         return Database(url=url, dialect="postgresql", display=redact(url))
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ConfigError(
-        f"unsupported database URL {redact(url)!r} (scheme {scheme!r}): use "
+        f"unsupported database URL {_without_userinfo(url)!r} (scheme {scheme!r}): use "
         "postgresql://USER@HOST:PORT/DBNAME (password after USER and a colon), a libpq "
         "'key=value' string, or sqlite:///path/to/file.db"
     )
 
 
+def _without_userinfo(url: str) -> str:
+    """The URL with everything before its last '@' masked but the user name, built without a
+    URL parser (whose errors could quote the password): safe to print whatever the URL holds."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return redact(url)
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if any(char in user for char in _RESERVED_IN_USERINFO):
+        return f"{scheme}://{MASK}@{host}"
+    return f"{scheme}://{user}:{MASK}@{host}" if colon else f"{scheme}://{user}@{host}"
+
+
 def _parse_postgres_url(url: str) -> Database:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
-    except ValueError as exc:
-        raise ConfigError(f"malformed PostgreSQL URL {redact(url)!r}: {exc}") from None
-    if parts.netloc.count("@") > 1:
-        raise ConfigError(
-            f"malformed PostgreSQL URL {redact(url)!r}: more than one '@' before the host; "
-            "percent-encode '@' in the user name or password as %40 (and '/' as %2F)"
+    display = _without_userinfo(url)
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    unencoded = [char for char in _RESERVED_IN_USERINFO if char in userinfo]
+    if unencoded:
+        codes = ", ".join(
+            f"{'a space' if c == ' ' else repr(c)} as {_RESERVED_IN_USERINFO[c]}" for c in unencoded
         )
+        raise ConfigError(
+            f"malformed PostgreSQL URL {display!r}: the user name or password (all before the last "
+            f"'@') holds characters that end that part of a URL early; percent-encode them ({codes}), "
+            "or give a libpq key/value string (host=... user=... password=...)"
+        )
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):  # libpq accepts several hosts: h1:5432,h2:5433
+        found = _HOST_PORT.match(host)
+        port = found.group("port") if found else None
+        if found is None or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigError(
+                f"malformed PostgreSQL URL {display!r}: {host.rpartition(':')[2]!r} is not a port "
+                "number (1 to 65535)"
+            )
     if parts.password:
         remember_secret(parts.password)
         remember_secret(unquote(parts.password))
     for value in parse_qs(parts.query).get("password", []):
         remember_secret(value)
-    return Database(url=url, dialect="postgresql", display=redact(url))
+    return Database(url=url, dialect="postgresql", display=redact(display))
 
 
 def _parse_sqlite_url(url: str) -> Database:
@@ -130,13 +173,17 @@ def _pyproject_settings(cwd: Path) -> dict[str, str]:
     section = data.get("tool", {}).get("dbledger", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{pyproject}: [tool.dbledger] must be a table")
+    unknown = sorted(set(section) - set(PYPROJECT_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{pyproject}: unknown key {unknown[0]!r} in [tool.dbledger] "
+            f"(known keys: {', '.join(PYPROJECT_KEYS)})"
+        )
     settings: dict[str, str] = {}
-    for key in ("database_url", "dir"):
-        if key in section:
-            value = section[key]
-            if not isinstance(value, str):
-                raise ConfigError(f"{pyproject}: [tool.dbledger] {key} must be a string")
-            settings[key] = value
+    for key, value in section.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{pyproject}: [tool.dbledger] {key} must be a string")
+        settings[key] = value
     return settings
 
 
@@ -144,6 +191,7 @@ def resolve(
     database_url: str | None = None,
     directory: str | os.PathLike[str] | None = None,
     *,
+    ledger_table: str | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
@@ -152,33 +200,29 @@ def resolve(
     here = Path.cwd() if cwd is None else cwd
     project: dict[str, str] | None = None
 
-    def from_project(key: str) -> str | None:
+    def choose(given: str | None, option: str, variable: str, key: str, default: str) -> tuple[str, str]:
         nonlocal project
+        if given is not None:
+            return given, option
+        if variable in env and not env[variable].strip():
+            # A deploy whose secret did not arrive must not quietly fall back to the default.
+            raise ConfigError(f"{variable} is set but empty: give it a value, or unset it to use the default")
+        if env.get(variable):
+            return env[variable], variable
         if project is None:
             project = _pyproject_settings(here)
-        return project.get(key)
+        if key in project:
+            return project[key], "pyproject.toml"
+        return default, "default"
 
-    for name, given in (("DATABASE_URL", database_url), ("DBLEDGER_DIR", directory)):
-        if given is None and name in env and not env[name].strip():
-            # A deploy whose secret did not arrive must not quietly fall back to the default.
-            raise ConfigError(f"{name} is set but empty: give it a value, or unset it to use the default")
-    if database_url is not None:
-        url, url_source = database_url, "--database-url"
-    elif env.get("DATABASE_URL"):
-        url, url_source = env["DATABASE_URL"], "DATABASE_URL"
-    elif (value := from_project("database_url")) is not None:
-        url, url_source = value, "pyproject.toml"
-    else:
-        url, url_source = DEFAULT_DATABASE_URL, "default"
-
-    if directory is not None:
-        folder, dir_source = str(directory), "--dir"
-    elif env.get("DBLEDGER_DIR"):
-        folder, dir_source = env["DBLEDGER_DIR"], "DBLEDGER_DIR"
-    elif (value := from_project("dir")) is not None:
-        folder, dir_source = value, "pyproject.toml"
-    else:
-        folder, dir_source = DEFAULT_DIRECTORY, "default"
+    folder_given = None if directory is None else str(directory)
+    url, url_source = choose(
+        database_url, "--database-url", "DATABASE_URL", "database_url", DEFAULT_DATABASE_URL
+    )
+    folder, dir_source = choose(folder_given, "--dir", "DBLEDGER_DIR", "dir", DEFAULT_DIRECTORY)
+    table, table_source = choose(
+        ledger_table, "--ledger-table", "DBLEDGER_LEDGER_TABLE", "ledger_table", DEFAULT_LEDGER_TABLE
+    )
 
     database = parse_database_url(url)
     if database.sqlite_path not in (None, ":memory:") and not os.path.isabs(str(database.sqlite_path)):
@@ -196,4 +240,6 @@ def resolve(
         directory=path,
         database_source=url_source,
         directory_source=dir_source,
+        ledger=LedgerNames.parse(table),
+        ledger_source=table_source,
     )

@@ -2,54 +2,22 @@
 transaction boundaries, and on PostgreSQL the lock each statement takes, whether it rewrites or
 scans a table, the table's size and an estimated time.
 
-A dry run changes nothing at all: it reads the ledger (without creating it) and the catalog, and
-takes no migration lock. Reading a table's size opens the table, so on a live database a dry run
-waits while another session (a migration under way) holds an ACCESS EXCLUSIVE lock on it.
+The steps come from the same preflight as the real run (``dbledger.engine.prepare_up`` and
+``prepare_down``), so a dry run refuses exactly what its command would, with the same message and
+exit code. A dry run changes nothing at all: it reads the ledger (without creating it) and the
+catalog, and takes no migration lock. Reading a table's size opens the table, so on a live
+database a dry run waits while another session (a migration under way) holds an ACCESS EXCLUSIVE
+lock on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from dbledger.backends.base import Backend, Statement
-from dbledger.migrations import Migration, Section
-from dbledger.plan import Allowances, make_plan
+from dbledger.contracts import Annotation, Annotator
+from dbledger.preflight import Step, Work
 from dbledger.redaction import redact
-from dbledger.rollback import check, select
-from dbledger.runner import check_target
-
-_NO_LEDGER = (
-    "the database has tables but no ledger table schema_migrations: 'dbledger up' would refuse. "
-    "Mark what it already contains with 'dbledger baseline VERSION' (run 'dbledger up' without "
-    "--dry-run to have the version worked out), or pass --allow-existing-schema"
-)
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """What the analysis says of one statement."""
-
-    summary: str  # one line for people, e.g. "ACCESS EXCLUSIVE on t; rewrites t (10,000 rows)"
-    details: dict[str, Any]  # the same, for --json
-    estimate_ms: float | None
-    destructive: bool = False
-
-
-@dataclass(frozen=True)
-class SectionAnnotation:
-    """The analysis of one section: an annotation per statement, and notes on the whole (how
-    long each table stays locked)."""
-
-    statements: list[Annotation]
-    notes: list[str]
-
-
-class Annotator(Protocol):
-    """Analyses a database's statements (PostgreSQL: the parser and the catalog); SQLite has
-    none. Called once per section, in the order the sections would run."""
-
-    def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +51,6 @@ class DryRun:
     direction: str
     atomic: bool
     migrations: list[PlannedMigration]
-    problems: list[str] = field(default_factory=list)
 
     @property
     def estimate_ms(self) -> float | None:
@@ -98,7 +65,6 @@ class DryRun:
             "directory": self.directory,
             "direction": self.direction,
             "atomic": self.atomic,
-            "problems": self.problems,
             "estimate_ms": self.estimate_ms,
             "migrations": [
                 {
@@ -123,63 +89,27 @@ class DryRun:
         }
 
 
-def _planned(
-    backend: Backend, annotator: Annotator | None, migration: Migration, section: Section, direction: str
-) -> PlannedMigration:
-    split = backend.split(section)
+def planned(work: Work, annotator: Annotator | None) -> list[PlannedMigration]:
+    """Each step of ``work``, analysed in the order it would run (each sees the schema the ones
+    before it leave)."""
+    return [_planned(step, annotator) for step in work.steps]
+
+
+def _planned(step: Step, annotator: Annotator | None) -> PlannedMigration:
+    migration = step.migration
     if annotator is None:
-        planned = [PlannedStatement(s.sql, s.line, None) for s in split]
-        return PlannedMigration(migration.name, migration.version, direction, section.transaction, planned)
-    analysed = annotator.annotate(split, section.transaction)
-    planned = [
+        statements = [PlannedStatement(s.sql, s.line, None) for s in step.statements]
+        return PlannedMigration(
+            migration.name, migration.version, step.direction, step.transactional, statements
+        )
+    analysed = annotator.annotate(list(step.statements), step.transactional)
+    statements = [
         PlannedStatement(s.sql, s.line, annotation)
-        for s, annotation in zip(split, analysed.statements, strict=True)
+        for s, annotation in zip(step.statements, analysed.statements, strict=True)
     ]
     return PlannedMigration(
-        migration.name, migration.version, direction, section.transaction, planned, analysed.notes
+        migration.name, migration.version, step.direction, step.transactional, statements, analysed.notes
     )
-
-
-def plan_up(
-    backend: Backend,
-    migrations: list[Migration],
-    annotator: Annotator | None,
-    *,
-    target: int | None = None,
-    allow: Allowances = Allowances(),
-    allow_existing_schema: bool = False,
-    atomic: bool = False,
-) -> tuple[list[PlannedMigration], list[str]]:
-    """The migrations ``up`` would apply and the problems that would stop it."""
-    check_target(migrations, target)
-    rows = backend.read_ledger()
-    plan = make_plan(migrations, rows or [])
-    problems = plan.problems(allow)
-    if rows is None and not allow_existing_schema and backend.user_tables():
-        problems.append(_NO_LEDGER)
-    todo = plan.to_apply(target)
-    if atomic and (outside := [m.name for m in todo if not m.up.transaction]):
-        problems.append(f"--atomic would refuse: {', '.join(outside)} must run outside a transaction")
-    return [_planned(backend, annotator, m, m.up, "up") for m in todo], problems
-
-
-def plan_down(
-    backend: Backend,
-    migrations: list[Migration],
-    annotator: Annotator | None,
-    *,
-    steps: int | None = None,
-    target: int | None = None,
-) -> list[PlannedMigration]:
-    """The migrations ``down`` would roll back, newest first (LedgerStateError when it would
-    refuse)."""
-    rows = backend.read_ledger() or []
-    chosen = check(backend, select(rows, steps=steps, target=target), migrations, rows)
-    planned = []
-    for migration in chosen:
-        assert migration.down is not None  # check() made sure
-        planned.append(_planned(backend, annotator, migration, migration.down, "down"))
-    return planned
 
 
 def render(run: DryRun) -> str:
@@ -213,8 +143,6 @@ def render(run: DryRun) -> str:
     if run.migrations and total is not None:
         out.append("")
         out.append(f"-- estimated total: {_duration(total).removeprefix('; estimated ')}")
-    for problem in run.problems:
-        out.append(f"-- would refuse: {problem}")
     return "\n".join(out)
 
 

@@ -1,30 +1,40 @@
-"""The exceptions dbledger raises, one tree, with the process exit code on each class.
+"""Every exception dbledger raises, one tree, with the process exit code and the JSON form on each.
 
     DbledgerError                      exit 1: the database work or a check failed
-    ├── UsageError                     exit 2: bad usage or configuration
+    ├── UsageError                     exit 2: bad usage or configuration; nothing was touched
     │   ├── ConfigError                a malformed URL, an unreadable directory, a bad option value
     │   └── MigrationFileError         a malformed migration file or folder (names the file)
     ├── DatabaseUnavailable            the database cannot be reached or refused the login
+    ├── DatabaseError                  the database rejected a statement (SQLSTATE, statement, line)
     ├── LockTimeout                    another process held the migration lock for too long
-    ├── BackupFailed                   a backup before a risky migration failed (dbledger.backup)
+    ├── BackupFailed                   a backup before a risky migration failed; nothing was applied
     ├── LedgerStateError               the ledger and the files disagree; nothing was run
-    │   (modified, missing, out of order, dirty, no ledger on a non-empty database)
+    │   │   (modified, missing, renamed, out of order, dirty, tampered, no ledger on a used database)
+    │   ├── ForeignLedger              a table of the ledger's name belongs to another tool
+    │   └── ExistingSchema             the database has tables but no ledger (built without dbledger)
+    ├── DriftFound                     the live schema differs from the expected one
     └── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
 
 Every message is redacted before it is stored on the exception, so printing one never shows a
-password, whatever the driver put into it.
+password, whatever the driver put into it. ``to_dict()`` is the ``"error"`` object of ``--json``.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from dbledger.contracts import Statement
 from dbledger.redaction import redact
 
 __all__ = [
+    "BackupFailed",
     "ConfigError",
+    "DatabaseError",
     "DatabaseUnavailable",
     "DbledgerError",
+    "DriftFound",
+    "ExistingSchema",
+    "ForeignLedger",
     "LedgerStateError",
     "LockTimeout",
     "MigrationFailed",
@@ -37,10 +47,17 @@ class DbledgerError(Exception):
     """Root of every error dbledger raises on purpose."""
 
     exit_code: ClassVar[int] = 1
+    # Attributes that go into the JSON form besides type, message and exit code.
+    fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, message: str) -> None:
         self.message = redact(message)
         super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``"error"`` object of a ``--json`` document."""
+        found = {"type": type(self).__name__, "message": self.message, "exit_code": self.exit_code}
+        return found | {name: getattr(self, name) for name in self.fields}
 
 
 class UsageError(DbledgerError):
@@ -56,9 +73,11 @@ class ConfigError(UsageError):
 class MigrationFileError(UsageError):
     """A migration file or the folder holding them is malformed."""
 
+    fields: ClassVar[tuple[str, ...]] = ("path",)
+
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
-        self.reason = reason
+        self.reason = redact(reason)
         super().__init__(f"{path}: {reason}")
 
 
@@ -66,8 +85,27 @@ class DatabaseUnavailable(DbledgerError):
     """The database could not be reached, or refused the login."""
 
 
+class DatabaseError(DbledgerError):
+    """The database rejected a statement. Raised by the backends, which translate their driver's
+    errors into this one and keep its SQLSTATE (SQLite: its error name, e.g. ``SQLITE_ERROR``)."""
+
+    fields: ClassVar[tuple[str, ...]] = ("sqlstate", "line")
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, statement: Statement | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.statement = statement
+        self.line = statement.line if statement is not None else None
+
+
 class LockTimeout(DbledgerError):
     """The migration lock was not obtained within the allowed wait."""
+
+
+class BackupFailed(DbledgerError):
+    """A backup could not be taken; nothing that looks like a backup was left behind."""
 
 
 class LedgerStateError(DbledgerError):
@@ -76,10 +114,10 @@ class LedgerStateError(DbledgerError):
     ``problems`` holds one line per migration at fault, each already saying what to do next.
     """
 
-    def __init__(self, problems: list[str], document: dict[str, Any] | None = None) -> None:
+    fields: ClassVar[tuple[str, ...]] = ("problems",)
+
+    def __init__(self, problems: list[str]) -> None:
         self.problems = [redact(p) for p in problems]
-        # For --json: what the command found before refusing (a dry run's plan).
-        self.document = document or {}
         if len(problems) == 1:
             message = problems[0]
         else:
@@ -89,16 +127,61 @@ class LedgerStateError(DbledgerError):
         super().__init__(message)
 
 
-def foreign_ledger(table: str) -> LedgerStateError:
-    """The ledger table exists but another tool made it (dbmate, golang-migrate and Rails all use
-    the name schema_migrations)."""
-    return LedgerStateError(
-        [
-            f"table {table} exists but is not dbledger's ledger (it has no migration_name column); "
-            "another migration tool (dbmate, golang-migrate, Rails) uses that name: rename it "
-            f"(ALTER TABLE {table} RENAME TO schema_migrations_old) before running dbledger here"
-        ]
-    )
+class ForeignLedger(LedgerStateError):
+    """The table where dbledger's ledger belongs exists, but another tool made it."""
+
+    fields: ClassVar[tuple[str, ...]] = ("problems", "table", "tool")
+
+    def __init__(self, table: str, tool: str, columns: list[str]) -> None:
+        self.table = table
+        self.tool = tool
+        super().__init__(
+            [
+                f"table {table} is not dbledger's ledger: its columns ({', '.join(columns)}) are those "
+                f"of {tool}. Leave it as it is and give dbledger a ledger of its own: pass "
+                "--ledger-table NAME (or set DBLEDGER_LEDGER_TABLE, or ledger_table in "
+                "[tool.dbledger]), e.g. --ledger-table dbledger_migrations"
+            ]
+        )
+
+
+class ExistingSchema(LedgerStateError):
+    """The database has tables but no ledger: nothing records which migrations it already holds.
+    ``advice`` says which ``dbledger baseline`` matches, when a replay could tell."""
+
+    fields: ClassVar[tuple[str, ...]] = ("problems", "tables")
+
+    def __init__(self, tables: list[str], ledger: str, advice: str | None = None) -> None:
+        self.tables = tables
+        self.ledger = ledger
+        self.advice = advice
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        head = (
+            f"the database already has {len(tables)} table(s) ({shown}) but no ledger table "
+            f"{ledger}: it was built without dbledger, so nothing records which migrations it "
+            "already contains. "
+        )
+        body = advice or (
+            "Mark what it already contains with 'dbledger baseline VERSION' (VERSION = the newest "
+            "migration the database already matches)"
+        )
+        super().__init__(
+            [head + body + " (or pass --allow-existing-schema to run every migration on top of it)"]
+        )
+
+
+class DriftFound(DbledgerError):
+    """The live schema differs from the expected one: ``document`` is the comparison (as
+    ``--json`` prints it), ``lines`` each difference in words."""
+
+    def __init__(self, document: dict[str, Any], lines: list[str]) -> None:
+        self.document = document
+        self.lines = lines
+        count = len(lines)
+        super().__init__(
+            f"the live schema has {count} difference(s) from the schema the applied migrations "
+            "produce: write a migration for a change that should stay, or undo it by hand"
+        )
 
 
 class MigrationFailed(DbledgerError):
@@ -106,6 +189,8 @@ class MigrationFailed(DbledgerError):
 
     Structured fields keep what the database said, so callers need not parse the message.
     """
+
+    fields: ClassVar[tuple[str, ...]] = ("migration", "sqlstate", "statement", "line", "dirty", "undone")
 
     def __init__(
         self,
@@ -127,31 +212,30 @@ class MigrationFailed(DbledgerError):
         self.dirty = dirty
         self.undone = undone
         where = f" (line {line})" if line else ""
-        message = f"migration '{migration}' failed{where}: {self.error}"
-        if dirty and rollback:
-            message += (
-                "\nthe down section ran outside a transaction and stopped part way: finish the "
-                "rollback by hand (do what the rest of the down section does), then run "
-                "'dbledger repair', which records the migration as rolled back"
-            )
-        elif dirty:
-            message += (
-                "\nit ran outside a transaction, so part of it may have been applied; "
-                "undo or finish that work by hand, then run 'dbledger repair'"
-            )
-        elif rollback:
-            message += (
-                "\nthe rollback was undone: the migration is still applied; fix its down section "
-                "and run 'dbledger down' again"
-            )
-        else:
-            message += (
-                "\nthis migration was rolled back and left nothing behind; fix the file and run "
-                "'dbledger up' again"
-            )
+        message = f"migration '{migration}' failed{where}: {self.error}\n" + _next_step(dirty, rollback)
         if undone:
             message += (
                 f"\n--atomic: the whole deploy was rolled back, including {', '.join(undone)}, "
                 "which ran before it in the same transaction"
             )
         super().__init__(message)
+
+
+def _next_step(dirty: bool, rollback: bool) -> str:
+    if dirty and rollback:
+        return (
+            "the down section ran outside a transaction and stopped part way: finish the rollback "
+            "by hand (do what the rest of the down section does), then run 'dbledger repair', which "
+            "records the migration as rolled back"
+        )
+    if dirty:
+        return (
+            "it ran outside a transaction and statements before the failing one were committed: "
+            "undo or finish that work by hand, then run 'dbledger repair'"
+        )
+    if rollback:
+        return (
+            "the rollback was undone: the migration is still applied; fix its down section and run "
+            "'dbledger down' again"
+        )
+    return "this migration was rolled back and left nothing behind; fix the file and run 'dbledger up' again"

@@ -1,33 +1,88 @@
-"""The ledger's vocabulary: table names, row states, history actions, who is acting.
+"""The ledger's identity: where its tables live, which format version they have, who is acting.
 
-The tables themselves are created by each backend in its own SQL dialect; this module holds what
-they share, so the runner and the backends spell every state the same way.
+dbledger keeps four tables, all named after the ledger table (``schema_migrations`` unless
+``--ledger-table`` says otherwise, in the connection's current schema unless ``schema.table``):
 
-``schema_migrations`` has the incident report's columns exactly (``id``, ``migration_name``,
-``applied_at``, ``checksum``, ``execution_time_ms``, ``success``, ``error_message``), so its
-verification queries work unchanged, plus ``version``, ``state``, ``applied_by`` and
-``dbledger_version``. ``schema_migrations_history`` is append-only: one row per action.
+- ``NAME``: one row per migration, with the incident report's columns exactly (``id``,
+  ``migration_name``, ``applied_at``, ``checksum``, ``execution_time_ms``, ``success``,
+  ``error_message``) so its verification queries work unchanged, plus dbledger's own;
+- ``NAME_history``: append-only, one row per action, each chained to the one before by SHA-256;
+- ``NAME_schema``: the schema each run left (fingerprint and model), for ``drift``;
+- ``NAME_version``: one row, the format version of the four (``LEDGER_VERSION``), so a newer
+  dbledger can upgrade them in place.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
+from dataclasses import dataclass
 from functools import cache
-from typing import Literal
 
-LEDGER_TABLE = "schema_migrations"
-HISTORY_TABLE = "schema_migrations_history"
-# The schema each successful run left (fingerprint and model), for ``drift`` and ``status``.
-SCHEMA_TABLE = "schema_migrations_schema"
+from dbledger.errors import ConfigError
 
-# Current state of one migration in schema_migrations.
-State = Literal["applied", "baseline", "failed", "dirty"]
-# What the history table records.
-Action = Literal["apply", "fail", "start", "rollback", "repair", "baseline", "backup"]
+DBLEDGER_VERSION = "0.2.0"
+# The format of dbledger's own tables. 1: dbledger 0.1 (no version table). 2: applied order,
+# running migrations, structured and chained history.
+LEDGER_VERSION = 2
+DEFAULT_LEDGER_TABLE = "schema_migrations"
 
-DBLEDGER_VERSION = "0.1.0"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# PostgreSQL truncates identifiers at 63 bytes; the longest suffix is "_history".
+_MAX_TABLE = 63 - len("_history")
+
+
+@dataclass(frozen=True)
+class LedgerNames:
+    """Where the ledger lives: ``table`` in ``schema``, or in the connection's current schema when
+    ``schema`` is None. The other three tables take the same name plus a suffix."""
+
+    table: str = DEFAULT_LEDGER_TABLE
+    schema: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LedgerNames:
+        """``table`` or ``schema.table``; ConfigError naming the value otherwise."""
+        parts = text.strip().split(".")
+        if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ConfigError(
+                f"invalid ledger table {text!r}: give TABLE or SCHEMA.TABLE, each lower-case letters, "
+                "digits and '_' starting with a letter or '_' (e.g. dbledger_migrations or "
+                "ops.schema_migrations)"
+            )
+        if len(parts[-1]) > _MAX_TABLE:
+            raise ConfigError(
+                f"invalid ledger table {text!r}: the table name may have at most {_MAX_TABLE} "
+                "characters, so that its _history table still fits PostgreSQL's 63"
+            )
+        return cls(table=parts[-1], schema=parts[0] if len(parts) == 2 else None)
+
+    @property
+    def history(self) -> str:
+        return f"{self.table}_history"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.table}_schema"
+
+    @property
+    def version(self) -> str:
+        return f"{self.table}_version"
+
+    @property
+    def tables(self) -> tuple[str, str, str, str]:
+        """The four table names, ledger first."""
+        return (self.table, self.history, self.snapshots, self.version)
+
+    def qualified(self, schema: str | None = None) -> str:
+        """``schema.table`` for messages, with the schema the connection resolved when given."""
+        where = self.schema or schema
+        return f"{where}.{self.table}" if where else self.table
+
+
+DEFAULT_LEDGER = LedgerNames()
 
 
 @cache

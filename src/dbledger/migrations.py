@@ -14,7 +14,9 @@ marker line::
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +175,11 @@ def _options(path: Path, line: int, text: str) -> dict[str, bool]:
 
 
 def discover(directory: Path) -> list[Migration]:
-    """Parse every ``*.sql`` file of ``directory``, sorted by version. Each file is read once."""
+    """Parse every ``*.sql`` file of ``directory``, sorted by version. Each file is read once.
+
+    A file that is a symbolic link leading out of the folder, or that is not a regular file (a
+    FIFO, a device, a directory), is refused before anything is read from it: a link to
+    ``../credentials`` must not end up in a dry run's output or in the ledger's error text."""
     if not directory.is_dir():
         if directory.exists():
             raise ConfigError(f"migrations directory {str(directory)!r} is not a directory")
@@ -186,13 +192,10 @@ def discover(directory: Path) -> list[Migration]:
     except OSError as exc:
         raise ConfigError(f"cannot read migrations directory {str(directory)!r}: {exc.strerror}") from None
 
+    root = os.path.realpath(directory)
     found: dict[int, Migration] = {}
     for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
-        migration = parse(path, raw)
+        migration = parse(path, _read_regular_file(path, root))
         clash = found.get(migration.version)
         if clash is not None:
             raise MigrationFileError(
@@ -202,3 +205,39 @@ def discover(directory: Path) -> list[Migration]:
             )
         found[migration.version] = migration
     return [found[v] for v in sorted(found)]
+
+
+def _read_regular_file(path: Path, root: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file inside ``root`` (after links)."""
+    target = os.path.realpath(path)
+    if os.path.commonpath([root, target]) != root:
+        raise MigrationFileError(
+            str(path),
+            f"is a symbolic link to {target}, outside the migrations folder: copy the file into "
+            "the folder, or point --dir at the folder it belongs to",
+        )
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what it is.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise MigrationFileError(
+                str(path), f"is {kind}, not a regular file: a migration must be a plain SQL file"
+            )
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFSOCK: "a socket",
+}

@@ -15,7 +15,10 @@ def print_status(result: Status) -> None:
     # Piped output keeps whole names instead of rich's 80-column default.
     console = Console(highlight=False, width=None if probe.is_terminal else 160)
     table = Table(title=escape(f"{result.database}  ({result.directory})"), title_justify="left")
+    # The applied order is shown when it is not the version order (--allow-out-of-order).
+    columns = [("order", "right")] if plan.order_differs else []
     for column, justify in [
+        *columns,
         ("version", "right"),
         ("migration", "left"),
         ("state", "left"),
@@ -27,6 +30,9 @@ def print_status(result: Status) -> None:
 
     modified = {row.name for _, row in plan.modified}
     missing = {row.name for row in plan.missing}
+    renamed = {name for m, row in plan.renamed for name in (m.name, row.name)}
+    reused = {name for m, row in plan.reused for name in (m.name, row.name)}
+    running = {row.name for row in plan.running}
     late = {m.name for m in plan.out_of_order}
     styles = {
         "applied": "green",
@@ -36,6 +42,9 @@ def print_status(result: Status) -> None:
         "dirty": "red",
         "modified": "red",
         "missing": "red",
+        "renamed": "red",
+        "version reused": "red",
+        "running": "yellow",
         "out of order": "red",
     }
     names = {m.name for m in plan.migrations} | set(plan.rows)
@@ -47,11 +56,19 @@ def print_status(result: Status) -> None:
             state = "modified"
         elif name in missing:
             state = "missing"
+        elif name in renamed:
+            state = "renamed"
+        elif name in reused:
+            state = "version reused"
+        elif name in running:
+            state = "running"
         elif name in late:
             state = "out of order"
         elif row is not None and row.state == "failed":
             state = "failed"
+        order = [str(row.applied_order or "") if row else ""] if plan.order_differs else []
         table.add_row(
+            *order,
             str(versions[name]),
             escape(name),
             f"[{styles[state]}]{state}[/]",
@@ -64,6 +81,7 @@ def print_status(result: Status) -> None:
     console.print(
         f"version {result.version if result.version is not None else '-'}: "
         f"{applied} applied, {pending} pending, {len(plan.failed)} failed"
+        + (f", {len(plan.running)} running" if plan.running else "")
         + ("" if result.ledger_exists else " (no ledger table yet)")
     )
     for problem in result.problems:

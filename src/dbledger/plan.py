@@ -1,5 +1,6 @@
-"""Compare the migration files with the ledger's rows: what is applied, pending, failed, modified,
-missing, out of order or dirty, and which of those make running anything unsafe.
+"""Compare the migration files with the ledger's rows: what is applied (and in which order),
+pending, failed, running, dirty, modified, missing, renamed or out of order, and which of those
+make running anything unsafe.
 
 Pure functions over plain data: no I/O, so every case is a table-driven test.
 """
@@ -8,23 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dbledger.contracts import APPLIED_STATES, LedgerRow
 from dbledger.migrations import Migration
 
-APPLIED_STATES = frozenset({"applied", "baseline"})
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One row of ``schema_migrations`` as the backends read it."""
-
-    name: str
-    version: int
-    state: str  # "applied", "baseline", "failed" or "dirty"
-    checksum: str | None
-    applied_at: str | None
-    execution_time_ms: int | None
-    success: bool
-    error_message: str | None
+__all__ = ["APPLIED_STATES", "Allowances", "LedgerRow", "Plan", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +25,8 @@ class Allowances:
 
 @dataclass
 class Plan:
-    """The files and the ledger side by side. Lists keep version order."""
+    """The files and the ledger side by side. ``applied`` is in the order the migrations were
+    applied; the other lists keep version order."""
 
     migrations: list[Migration]
     rows: dict[str, LedgerRow]
@@ -46,29 +35,49 @@ class Plan:
     failed: list[LedgerRow] = field(default_factory=list)
     modified: list[tuple[Migration, LedgerRow]] = field(default_factory=list)
     missing: list[LedgerRow] = field(default_factory=list)
+    # A file whose version was applied under another name: same checksum (renamed), or not.
+    renamed: list[tuple[Migration, LedgerRow]] = field(default_factory=list)
+    reused: list[tuple[Migration, LedgerRow]] = field(default_factory=list)
     out_of_order: list[Migration] = field(default_factory=list)
     dirty: list[LedgerRow] = field(default_factory=list)
+    # Dirty rows whose runner still holds the migration lock: a transaction:false migration at work.
+    running: list[LedgerRow] = field(default_factory=list)
 
     @property
     def current_version(self) -> int | None:
         """The newest applied version, or None when nothing is applied."""
         return max((row.version for row in self.applied), default=None)
 
+    @property
+    def next_order(self) -> int:
+        """The applied order the next migration to be applied gets."""
+        return max((row.applied_order or 0 for row in self.applied), default=0) + 1
+
+    @property
+    def order_differs(self) -> bool:
+        """True when the migrations were applied in another order than their versions'."""
+        versions = [row.version for row in self.applied]
+        return versions != sorted(versions)
+
     def problems(self, allow: Allowances = Allowances()) -> list[str]:
         """Why running ``up`` now would be unsafe, one actionable line per migration."""
-        lines: list[str] = []
-        for row in self.dirty:
-            lines.append(
-                f"migration '{row.name}' ran outside a transaction and did not finish "
-                f"(started {row.applied_at}{_reason(row)}): it may have left partial work, such as "
-                "an INVALID index from CREATE INDEX CONCURRENTLY; undo or finish that work by hand, "
-                "then run 'dbledger repair'"
-            )
+        lines = [_dirty(row) for row in self.dirty]
         for migration, row in self.modified:
             lines.append(
                 f"migration '{row.name}' was modified after it was applied (checksum "
                 f"{_short(row.checksum)} recorded, {_short(migration.checksum)} on disk): "
                 "restore the file, or run 'dbledger repair' to accept the new checksum"
+            )
+        for migration, row in self.renamed:
+            lines.append(
+                f"migration '{row.name}' was renamed to '{migration.name}' (same version {row.version}, "
+                "same checksum): run 'dbledger repair' to record the new name, or restore the old one"
+            )
+        for migration, row in self.reused:
+            lines.append(
+                f"version {row.version} was applied as '{row.name}', whose file is gone, and "
+                f"'{migration.name}' has the same version but other content: a version is applied "
+                f"once; give {migration.path.name} a new version, or restore {row.name}.sql"
             )
         if not allow.missing:
             for row in self.missing:
@@ -95,34 +104,53 @@ def _short(checksum: str | None) -> str:
     return f"{checksum[:12]}…" if checksum else "none"
 
 
-def _reason(row: LedgerRow) -> str:
-    return f"; error: {row.error_message}" if row.error_message else ""
+def _dirty(row: LedgerRow) -> str:
+    reason = f"; error: {row.error_message}" if row.error_message else ""
+    return (
+        f"migration '{row.name}' ran outside a transaction and did not finish (started "
+        f"{row.applied_at}{reason}): it may have left partial work, such as an INVALID index from "
+        "CREATE INDEX CONCURRENTLY; undo or finish that work by hand, then run 'dbledger repair'"
+    )
 
 
-def make_plan(migrations: list[Migration], rows: list[LedgerRow]) -> Plan:
-    """Classify every file and every ledger row."""
+def make_plan(
+    migrations: list[Migration],
+    rows: list[LedgerRow] | tuple[LedgerRow, ...],
+    running: frozenset[str] = frozenset(),
+) -> Plan:
+    """Classify every file and every ledger row. ``rows`` come in applied order; ``running`` holds
+    the lock holders of this moment, so a dirty row whose runner is among them is running."""
     by_name = {row.name: row for row in rows}
     plan = Plan(migrations=migrations, rows=by_name)
     files = {m.name: m for m in migrations}
+    by_version = {m.version: m for m in migrations}
 
-    for row in sorted(rows, key=lambda r: (r.version, r.name)):
+    for row in sorted(rows, key=lambda r: (r.applied_order is None, r.applied_order or 0)):
         migration = files.get(row.name)
-        if row.state in APPLIED_STATES:
-            plan.applied.append(row)
-            if migration is None:
-                plan.missing.append(row)
-            elif row.checksum != migration.checksum:
-                plan.modified.append((migration, row))
-        elif row.state == "dirty":
-            plan.dirty.append(row)
-        else:
+        if row.state == "dirty":
+            (plan.running if row.runner is not None and row.runner in running else plan.dirty).append(row)
+            continue
+        if row.state not in APPLIED_STATES:
             plan.failed.append(row)
+            continue
+        plan.applied.append(row)
+        if migration is not None:
+            if row.checksum != migration.checksum:
+                plan.modified.append((migration, row))
+            continue
+        other = by_version.get(row.version)
+        if other is not None and other.name not in by_name:  # the same version under a new name
+            (plan.renamed if other.checksum == row.checksum else plan.reused).append((other, row))
+        else:
+            plan.missing.append(row)
 
+    taken = {migration.name for migration, _ in plan.renamed + plan.reused}
     newest = plan.current_version
     for migration in migrations:
         found = by_name.get(migration.name)
-        if found is None or found.state == "failed":
-            plan.pending.append(migration)
-            if newest is not None and migration.version < newest:
-                plan.out_of_order.append(migration)
+        if migration.name in taken or (found is not None and found.state != "failed"):
+            continue
+        plan.pending.append(migration)
+        if newest is not None and migration.version < newest:
+            plan.out_of_order.append(migration)
     return plan

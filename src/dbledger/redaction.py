@@ -1,18 +1,26 @@
 """Keep passwords out of every message, log line and JSON document dbledger writes.
 
-Three layers, because drivers and users put secrets in different places:
+Layers, because drivers and users put secrets in different places:
   * URLs with a password in the user-info part: ``postgresql://app:***@host/db``;
-  * libpq key/value strings and URL query parameters: ``password=***``;
+  * URL query parameters: ``?password=***&sslmode=require`` (the value ends at ``&``);
+  * libpq key/value strings: ``password=***`` (the value ends at white space, as libpq reads it,
+    so ``password=k3y,val;ue&pw`` is masked whole), or a quoted value with backslash escapes;
   * ``PASSWORD '...'`` in SQL (``CREATE ROLE app LOGIN PASSWORD '...'`` in a failing migration);
-  * in a driver's connection error only (``redact(text, secrets=True)``), any password dbledger
-    has seen while parsing a database URL, as a whole token: a driver may echo part of a
+  * in a driver's connection error only (``redact(text, secrets=True)``): any password dbledger
+    has seen while parsing a database URL, the one in ``PGPASSWORD``, and those in the password
+    file (``PGPASSFILE`` or ``~/.pgpass``), each as a whole token: libpq may echo part of a
     connection string in its own words. Not everywhere: with the common ``postgres:postgres``,
     masking the value would also mask the user, the database and every "postgres" in a message.
+
+A URL that does not parse never reaches a message whole: ``dbledger.config`` shows it without
+its user-info.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 MASK = "***"
 
@@ -20,8 +28,12 @@ MASK = "***"
 # contains an unescaped '@' is still masked whole (over-masking is the safe failure).
 _URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s]*@")
 _SQL_PASSWORD = re.compile(r"(?P<key>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
+_KEYS = r"(?:password|passwd|pwd|sslpassword)"
+# In a URL's query string the value ends at '&', '#' or white space.
+_QUERY_VALUE = re.compile(rf"(?P<key>(?<=[?&]){_KEYS}=)[^&#\s]*", re.IGNORECASE)
+# Elsewhere, as libpq reads a key/value string: a quoted value, or everything up to white space.
 _KEY_VALUE = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|sslpassword)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&;,]+)",
+    rf"(?P<key>(?<![?&\w]){_KEYS}\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S+)",
     re.IGNORECASE,
 )
 
@@ -35,18 +47,42 @@ _TOKEN_EDGE = "A-Za-z0-9_"  # noqa: S105 -- a character class, not a password
 
 
 def remember_secret(secret: str | None) -> None:
-    """Mask ``secret`` wherever it appears in later messages."""
+    """Mask ``secret`` wherever it appears in later connection errors."""
     if secret and len(secret) >= _MIN_REMEMBERED:
         _remembered.add(secret)
 
 
+def _password_file_secrets() -> set[str]:
+    """The passwords of libpq's password file: ``host:port:database:user:password`` lines, with
+    ``\\:`` and ``\\\\`` escapes. Read only when a connection error is being redacted."""
+    path = Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        fields = re.split(r"(?<!\\):", line, maxsplit=4)
+        if len(fields) == 5:
+            found.add(fields[4].replace("\\:", ":").replace("\\\\", "\\"))
+    return found
+
+
+def _known_secrets() -> list[str]:
+    secrets = set(_remembered) | {os.environ.get("PGPASSWORD", "")} | _password_file_secrets()
+    return sorted((s for s in secrets if len(s) >= _MIN_REMEMBERED), key=len, reverse=True)
+
+
 def redact(text: str, *, secrets: bool = False) -> str:
     """Return ``text`` with every password it may contain replaced by ``***``; with ``secrets``
-    also every password remembered from a parsed URL (for a driver's connection errors)."""
+    also every password dbledger knows of by value (for a driver's connection errors)."""
     text = _URL_USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+    text = _QUERY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
     text = _SQL_PASSWORD.sub(lambda m: f"{m.group('key')}'{MASK}'", text)
-    for secret in sorted(_remembered, key=len, reverse=True) if secrets else ():
+    for secret in _known_secrets() if secrets else ():
         if secret in text:
             pattern = f"(?<![{_TOKEN_EDGE}]){re.escape(secret)}(?![{_TOKEN_EDGE}])"
             text = re.sub(pattern, MASK, text)

@@ -1,21 +1,29 @@
-"""Database backends. Each lives in its own module and is imported only when used, so a command
-against SQLite never pays for importing psycopg."""
+"""Database backends, one module each, found by dialect in one registry and imported only when
+used, so a command against SQLite never pays for importing psycopg. A third database is one
+module (a ``Backend`` subclass and its dialect) plus an entry here."""
 
 from __future__ import annotations
 
+import importlib
+
 from dbledger.backends.base import Backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.ledger import DEFAULT_LEDGER, LedgerNames
+
+# dialect -> (module, class)
+REGISTRY = {
+    "postgresql": ("dbledger.backends.postgres", "PostgresBackend"),
+    "sqlite": ("dbledger.backends.sqlite", "SqliteBackend"),
+}
 
 
-def open_backend(database: Database, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Backend:
-    """Connect to ``database`` with the backend for its dialect."""
-    if database.dialect == "postgresql":
-        from dbledger.backends.postgres import PostgresBackend
-
-        return PostgresBackend(database)
-    from dbledger.backends.sqlite import SqliteBackend
-
-    return SqliteBackend(database, busy_timeout=lock_timeout)
+def open_backend(
+    database: Database, names: LedgerNames = DEFAULT_LEDGER, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+) -> Backend:
+    """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``."""
+    module, name = REGISTRY[database.dialect]
+    backend: type[Backend] = getattr(importlib.import_module(module), name)
+    return backend(database, names, lock_timeout=lock_timeout)
 
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["REGISTRY", "Backend", "open_backend"]

@@ -1,79 +1,231 @@
-"""The contract every database backend fulfils. The core never imports a driver; it talks to
-one of these. Each method's docstring says when the core calls it.
+"""The contract every database backend fulfils, and what all of them share.
+
+The ``Backend`` base class owns the ledger: reading it (and recognising an older format or
+another tool's table), writing each change together with its chained history row, creating and
+upgrading its tables, the lock-polling loop and the transaction wrapper. A backend supplies its
+dialect, its SQL (``LedgerSQL``), and a few hooks: connect, run a query, begin/commit/roll back,
+try the lock, run a migration statement, translate its driver's errors, introspect, make a
+scratch database, back up. Each hook's docstring says when the core calls it. The core never
+imports a driver.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dbledger import chain
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.contracts import (
+    APPLIED_STATES,
+    COMMIT_STATEMENT,
+    Annotator,
+    HistoryRow,
+    LedgerEvent,
+    LedgerRow,
+    LedgerSnapshot,
+    Statement,
+)
+from dbledger.dialects import Dialect
+from dbledger.errors import DatabaseError, ForeignLedger, LedgerStateError, LockTimeout
+from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 
 if TYPE_CHECKING:
-    from dbledger.dryrun import Annotator
+    from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
-from dbledger.ledger import Action, State
-from dbledger.migrations import Section
-from dbledger.plan import LedgerRow
+# A query in the backend's own form (psycopg's composed SQL, or a string for sqlite3).
+Query = Any
+Params = dict[str, Any] | Sequence[Any] | None
 
 
 @dataclass(frozen=True)
-class Statement:
-    """One SQL statement of a section, with the file line it starts on."""
+class LedgerSQL:
+    """The statements the base class runs, in the backend's dialect and parameter style, with the
+    ledger's table names already in them. Named parameters are those ``_row_params`` and
+    ``_history_params`` produce."""
 
-    sql: str
-    line: int
+    read: Query  # version, then the ledger row columns of LEDGER_COLUMNS, ordered by id
+    read_v1: Query  # the LEDGER_COLUMNS of a version 1 ledger (no applied_order, runner)
+    read_version: Query  # the format version alone
+    create: tuple[Query, ...]
+    upgrade_from_v1: tuple[Query, ...]
+    upsert_row: Query  # the row whole, by _row_params; an existing row of the name keeps its id
+    delete_row: Query  # :name
+    update_checksum: Query  # :name, :checksum
+    rename_row: Query  # :name, :new_name
+    update_row: Query  # :name, :state, :success, :error, :applied_order, :runner
+    set_applied_order: Query  # :name, :applied_order
+    insert_history: Query
+    history_head: Query  # the newest history row's hash
+    history_rows: Query  # HISTORY_COLUMNS, oldest first
+    legacy_history: Query  # id, action, migration_name, detail of every history row (format 1)
+    set_history_estimate: Query  # :id, :estimate_ms (upgrade)
+    set_history_hash: Query  # :id, :prev_hash, :hash (upgrade)
+    save_schema: Query  # :action, :name, :fingerprint, :model
+    latest_schema: Query
 
 
-# Stands for the end of a migration's transaction in errors raised at COMMIT (line 0: not a line
-# of the file).
-COMMIT_STATEMENT = Statement(sql="COMMIT", line=0)
+# The columns the read queries return, in order.
+LEDGER_COLUMNS = (
+    "migration_name, version, state, checksum, applied_at, execution_time_ms, success, "
+    "error_message, applied_order, runner"
+)
+HISTORY_COLUMNS = (
+    "id, at, action, migration_name, version, state, checksum, execution_time_ms, estimate_ms, "
+    "applied_order, error_message, detail, actor, dbledger_version, prev_hash, hash"
+)
+_ESTIMATE_V1 = re.compile(r"^estimate_ms=(\d+)$")  # how dbledger 0.1 kept the estimate
 
 
-_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
-
-
-def statement_at(text: str, start: int, end: int, first_line: int) -> Statement | None:
-    """The statement in ``text[start:end]`` without leading whitespace and comments, with the
-    file line of its first token (``text`` starts on ``first_line``); None if it is all comments."""
-    body = text[start:end]
-    skip = _LEADING_NOISE.match(body)
-    offset = skip.end() if skip else 0
-    sql = body[offset:].strip().rstrip(";").rstrip()  # one form for every backend: no terminator
-    if not sql:
-        return None
-    return Statement(sql=sql, line=first_line + text.count("\n", 0, start + offset))
-
-
-class StatementError(Exception):
-    """Raised by ``execute`` when the database rejects a statement; the runner records it."""
-
-    def __init__(self, message: str, *, sqlstate: str | None, statement: Statement) -> None:
-        super().__init__(message)
-        self.message = message
-        self.sqlstate = sqlstate
-        self.statement = statement
+def _known_tools(columns: frozenset[str]) -> str:
+    """Which migration tool a table with ``columns`` belongs to, by the columns it creates."""
+    rules: list[tuple[set[str], str]] = [
+        ({"installed_rank", "script"}, "Flyway (flyway_schema_history)"),
+        ({"version", "dirty"}, "golang-migrate"),
+        ({"version", "run_on"}, "Diesel (__diesel_schema_migrations)"),
+        ({"version", "description", "installed_on", "execution_time"}, "sqlx (_sqlx_migrations)"),
+        ({"version_num"}, "Alembic (alembic_version)"),
+        ({"migration_hash", "migration_id"}, "yoyo-migrations (_yoyo_migration)"),
+        ({"name", "batch", "migration_time"}, "Knex (knex_migrations)"),
+        ({"migration", "batch"}, "Laravel (migrations)"),
+        ({"name", "run_on"}, "node-pg-migrate (pgmigrations)"),
+        ({"migration_name", "checksum", "success"}, "a runner that keeps the incident report's own ledger"),
+    ]
+    for needed, tool in rules:
+        if needed <= columns:
+            return tool
+    if columns == {"version"}:
+        return "dbmate or Rails (one version column)"
+    return "another tool"
 
 
 class Backend(ABC):
     """One open connection to one database, and everything dbledger asks of it."""
 
-    dialect: ClassVar[str]
+    dialect: ClassVar[Dialect]
+
+    def __init__(
+        self,
+        database: Database,
+        names: LedgerNames = DEFAULT_LEDGER,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        """Connect. ``lock_timeout``: how long a run may wait for the migration lock (SQLite also
+        waits this long for the database's own write lock)."""
+        self.database = database
+        self.names = names
+        self.lock_timeout = lock_timeout
+        self._head: str | None = None  # the newest history hash, known while the lock is held
+
+    # -- hooks: connection and SQL ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def sql(self) -> LedgerSQL:
+        """The ledger statements for this connection (the schema resolved, names quoted)."""
+
+    @property
+    @abstractmethod
+    def ledger_schema(self) -> str | None:
+        """The schema the ledger lives in, as the connection resolved it (SQLite: ``main``)."""
+
+    @property
+    @abstractmethod
+    def default_schema(self) -> str | None:
+        """Where a migration's unqualified table names go (PostgreSQL: ``current_schema()``)."""
 
     @abstractmethod
-    def read_ledger(self) -> list[LedgerRow] | None:
-        """Called by every command, first and possibly before any lock, and again inside the
-        migration's transaction: the ledger's rows, or None when the ledger table does not exist
-        yet. Must not create anything, and must leave an open transaction usable."""
+    def _fetch(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        """Run one ledger query and return its rows; DatabaseError on failure."""
 
     @abstractmethod
-    def ensure_ledger(self) -> None:
-        """Called under the migration lock, inside a transaction, before the first write:
-        create the ledger tables when they are missing. Idempotent."""
+    def _run(self, query: Query, params: Params = None) -> None:
+        """Run one ledger statement; DatabaseError on failure."""
 
+    def _run_many(self, query: Query, rows: list[dict[str, Any]]) -> None:
+        """Run one statement for each parameter set (the ledger upgrade)."""
+        for params in rows:
+            self._run(query, params)
+
+    @abstractmethod
+    def _ledger_layout(self) -> dict[str, frozenset[str]]:
+        """Called when the fast ledger read failed: which of the ledger's four tables exist in
+        the ledger's schema, each with its column names. Reads the catalog only."""
+
+    @abstractmethod
+    def _timestamp_text(self, value: Any) -> str:
+        """A stored history timestamp as the exact text its hash covers."""
+
+    @abstractmethod
+    def _applied_at_text(self, value: Any) -> str | None:
+        """A ledger row's ``applied_at`` as text for people and JSON."""
+
+    # -- hooks: transactions and statements ------------------------------------------------
+    @abstractmethod
+    def _begin(self) -> None:
+        """Open a transaction (SQLite: one that takes the write lock at once)."""
+
+    @abstractmethod
+    def _commit(self) -> None:
+        """Commit; a database error (a deferred constraint) raises DatabaseError."""
+
+    @abstractmethod
+    def _rollback(self) -> None:
+        """Roll back the open transaction; never raises for a connection that is gone."""
+
+    @abstractmethod
+    def in_transaction(self) -> bool:
+        """Called after a ``transaction:false`` statement: is a transaction (one the migration
+        opened itself) still open?"""
+
+    @abstractmethod
+    def execute(self, statement: Statement) -> None:
+        """Run one migration statement in the current transaction, or on its own outside any
+        (``transaction:false``). Raises DatabaseError with the database's words and SQLSTATE."""
+
+    @abstractmethod
+    def reset_session(self) -> None:
+        """Called before each migration but the first of a run: undo whatever the previous one
+        changed in the session (settings, role, temporary tables), keeping the migration lock,
+        so each migration runs as if it ran alone."""
+
+    def check_deferred(self) -> None:  # noqa: B027 -- an optional hook: most backends cannot check
+        """Called under ``--atomic`` after each migration: check the deferred constraints it
+        left, so a violation is blamed on the migration that caused it, not on the last one.
+        Raises DatabaseError. Backends that cannot check do nothing."""
+
+    # -- hooks: the lock ---------------------------------------------------------------------
+    @abstractmethod
+    def _try_lock(self) -> bool:
+        """One attempt at the migration lock, without waiting."""
+
+    @abstractmethod
+    def _unlock(self) -> None:
+        """Release the lock (a dead connection has released it already)."""
+
+    @property
+    @abstractmethod
+    def lock_token(self) -> str:
+        """How this session appears among ``lock_holders()``; stored with a running migration."""
+
+    @abstractmethod
+    def lock_holders(self) -> frozenset[str]:
+        """Called by readers (``status``) when a row is dirty: who holds the lock right now, as
+        tokens, without taking it. A dirty row whose runner holds the lock is running."""
+
+    @abstractmethod
+    def describe_holder(self) -> str:
+        """The lock holder in words, for the waiting and timeout messages."""
+
+    # -- hooks: the database as a whole ----------------------------------------------------
     @abstractmethod
     def user_tables(self) -> list[str]:
         """Called when the ledger table is missing, before the first migration: the tables that
@@ -81,101 +233,27 @@ class Backend(ABC):
 
     @abstractmethod
     def schema_signature(self) -> frozenset[tuple[str, str, str]]:
-        """Called when a database without a ledger must be matched against the migrations:
-        ``(kind, name, definition)`` for every user object (columns with types, constraints,
-        indexes, functions, triggers, views), dbledger's own tables left out. Two databases with
-        equal signatures have the same schema for the purpose of ``baseline``."""
+        """``(kind, name, definition)`` for every user object, dbledger's own tables left out: two
+        databases with equal signatures have the same schema for the purpose of ``baseline``."""
 
     @abstractmethod
     def scratch(self) -> AbstractContextManager[Backend]:
-        """An empty database of the same kind (a temporary database on the same server, or an
-        in-memory SQLite database) for replaying migrations; dropped on exit. Raises
+        """An empty database of the same kind for replaying migrations, dropped on exit. Raises
         DbledgerError when it cannot be created (e.g. no CREATEDB privilege)."""
 
     @abstractmethod
-    def migration_lock(
-        self, timeout: float, on_wait: Callable[[str], None] | None = None
-    ) -> AbstractContextManager[None]:
-        """Held around a whole run that writes (``up``, ``repair``, ``baseline``). Waits at most
-        ``timeout`` seconds, then raises LockTimeout naming the holder where it can. When the
-        lock is busy at the first try, calls ``on_wait`` once with a description of the holder."""
-
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
-        """Wraps one migration together with its ledger row; also serialises writers on
-        backends without a run-level lock. Commits on exit, rolls back on an exception. A
-        database error raised by the commit itself (a deferred constraint) is raised as a
-        StatementError for ``COMMIT_STATEMENT``."""
-
-    @abstractmethod
-    def split(self, section: Section) -> list[Statement]:
-        """Called before a section runs: its statements in order, each with its file line."""
-
-    @abstractmethod
-    def execute(self, statement: Statement) -> None:
-        """Run one statement in the current transaction, or on its own outside any (for
-        ``transaction:false``). Raises StatementError with the database's words."""
-
-    @abstractmethod
-    def record(
-        self,
-        *,
-        name: str,
-        version: int,
-        state: State,
-        checksum: str | None,
-        execution_time_ms: int | None,
-        error_message: str | None,
-    ) -> None:
-        """Insert or replace the ledger row of ``name``. Called inside the migration's own
-        transaction on success, and in a fresh one after a failure rolled back."""
-
-    @abstractmethod
-    def accept_checksum(self, name: str, checksum: str) -> None:
-        """Called by ``repair``: store ``checksum`` for an applied migration whose file changed,
-        keeping when and how it was applied."""
-
-    @abstractmethod
-    def forget(self, name: str) -> None:
-        """Delete the ledger row of ``name`` (``repair`` of a failed or dirty row, ``down``)."""
-
-    @abstractmethod
-    def log(
-        self,
-        action: Action,
-        name: str | None,
-        *,
-        checksum: str | None = None,
-        execution_time_ms: int | None = None,
-        error_message: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        """Append one row to the history table, in the same transaction as the change it
-        describes."""
-
-    @abstractmethod
-    def history(self) -> list[dict[str, object]]:
-        """Every history row, oldest first (for ``status --history`` and tests)."""
-
-    @abstractmethod
-    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
-        """Called inside a transaction after a successful ``up``, ``down`` or ``baseline``:
-        remember the schema the run left (creating the table on first use)."""
-
-    @abstractmethod
-    def latest_schema(self) -> tuple[str, str] | None:
-        """The fingerprint and stored model of the newest recorded schema, or None."""
-
-    @abstractmethod
     def introspect(self) -> SchemaModel:
-        """Called by ``drift`` and ``dump``: the live schema as a normalised model, dbledger's own
-        tables left out. Reads only."""
+        """Called by ``drift``, ``dump`` and after each run: the live schema as a normalised
+        model, dbledger's own tables left out. Reads only."""
+
+    @abstractmethod
+    def take_backup(self, directory: Path, label: str) -> Backup:
+        """Called before a risky deploy's first change with ``up --backup DIR``."""
 
     def annotator(self, *, calibrate: bool = False) -> Annotator | None:
         """Called by dry runs, and before each migration runs to record its estimate: what
-        analyses this database's statements (locks, rewrites, sizes, estimates), or None when the
-        backend has no analysis. ``calibrate``: scale estimates by how earlier migrations on this
-        database compared with theirs."""
+        analyses this database's statements, or None. ``calibrate``: scale estimates by how
+        earlier migrations on this database compared with theirs."""
         return None
 
     @abstractmethod
@@ -187,6 +265,303 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- the ledger, shared ----------------------------------------------------------------
+    def read_ledger(self) -> LedgerSnapshot | None:
+        """Called by every command first, possibly before any lock, and again under it (never
+        inside a transaction): the ledger, or None when its table does not exist. Creates
+        nothing. One query when the ledger has the current format."""
+        try:
+            found = self._fetch(self.sql.read)
+        except DatabaseError as first:
+            return self._read_other_format(first)
+        return self._snapshot(found)
+
+    def _snapshot(self, found: list[tuple[Any, ...]]) -> LedgerSnapshot:
+        if not found or found[0][0] is None:  # the version table is there but empty
+            raise LedgerStateError(
+                [f"{self._qualified(self.names.version)} has no row: restore it (version {LEDGER_VERSION})"]
+            )
+        version = int(found[0][0])
+        if version > LEDGER_VERSION:
+            raise self._newer(version)
+        rows = [self._ledger_row(raw[1:]) for raw in found if raw[1] is not None]
+        return LedgerSnapshot(version, _in_applied_order(rows))
+
+    def _read_other_format(self, first: DatabaseError) -> LedgerSnapshot | None:
+        layout = self._ledger_layout()
+        columns = layout.get(self.names.table)
+        if columns is None:
+            return None
+        if self.names.version in layout:
+            # Another runner created it since the first read, or a newer dbledger changed it.
+            try:
+                return self._snapshot(self._fetch(self.sql.read))
+            except DatabaseError:
+                version = self._fetch(self.sql.read_version)
+                if version and version[0][0] is not None and int(version[0][0]) > LEDGER_VERSION:
+                    raise self._newer(int(version[0][0])) from None
+                raise first from None  # still unreadable: say what the database said
+        if {"migration_name", "version", "state"} <= columns:  # dbledger 0.1
+            rows = [self._ledger_row((*raw, None, None)) for raw in self._fetch(self.sql.read_v1)]
+            order = _order_from_history(self._fetch(self.sql.legacy_history), rows)
+            rows = [replace(r, applied_order=order.get(r.name)) for r in rows]
+            return LedgerSnapshot(1, _in_applied_order(rows))
+        raise ForeignLedger(self._qualified(self.names.table), _known_tools(columns), sorted(columns))
+
+    def _newer(self, version: int) -> LedgerStateError:
+        return LedgerStateError(
+            [
+                f"the ledger {self._qualified(self.names.table)} has format version {version}, written "
+                f"by a newer dbledger; this one ({DBLEDGER_VERSION}) knows up to version {LEDGER_VERSION}: "
+                "upgrade dbledger"
+            ]
+        )
+
+    def _qualified(self, table: str) -> str:
+        schema = self.ledger_schema
+        return f"{schema}.{table}" if schema and schema != "main" else table
+
+    def _ledger_row(self, raw: Sequence[Any]) -> LedgerRow:
+        name, version, state, checksum, applied_at, ms, success, error, order, runner = raw
+        return LedgerRow(
+            name=name,
+            version=int(version),
+            state=state,
+            checksum=checksum,
+            applied_at=self._applied_at_text(applied_at),
+            execution_time_ms=ms,
+            success=bool(success),
+            error_message=error,
+            applied_order=order,
+            runner=runner,
+        )
+
+    def create_ledger(self) -> None:
+        """Called under the lock, inside a transaction, when the ledger does not exist yet:
+        create its four tables at the current format."""
+        for statement in self.sql.create:
+            self._run(statement)
+        self.write(
+            LedgerEvent(
+                "create",
+                None,
+                "none",
+                detail=f"ledger format version {LEDGER_VERSION}, {self.names.qualified()}",
+            )
+        )
+
+    def upgrade_ledger(self, snapshot: LedgerSnapshot) -> None:
+        """Called under the lock, inside a transaction, when the ledger has an older format:
+        upgrade it in place, losing nothing, and record the upgrade in the history."""
+        if snapshot.version == 1:
+            self._upgrade_from_v1(snapshot)
+        self.write(
+            LedgerEvent(
+                "upgrade",
+                None,
+                "none",
+                detail=f"ledger format version {snapshot.version} -> {LEDGER_VERSION} "
+                f"by dbledger {DBLEDGER_VERSION}",
+            )
+        )
+
+    def _upgrade_from_v1(self, snapshot: LedgerSnapshot) -> None:
+        for statement in self.sql.upgrade_from_v1:
+            self._run(statement)
+        # 0.1 kept the time estimate as text in detail; it gets its own column.
+        moves = []
+        for history_id, _, _, detail in self._fetch(self.sql.legacy_history):
+            found = _ESTIMATE_V1.match(detail or "")
+            if found:
+                moves.append({"id": history_id, "estimate_ms": int(found.group(1))})
+        self._run_many(self.sql.set_history_estimate, moves)
+        # The applied order as read (from the history: 0.1's row ids get a retried failure wrong).
+        order = {row.name: row.applied_order for row in snapshot.rows if row.applied_order is not None}
+        self._run_many(
+            self.sql.set_applied_order, [{"name": n, "applied_order": i} for n, i in order.items()]
+        )
+        links, previous = [], ""
+        for event in self.history():
+            digest = chain.link(previous, chain.row_content(event))
+            links.append({"id": event.id, "prev_hash": previous, "hash": digest})
+            previous = digest
+        self._run_many(self.sql.set_history_hash, links)
+        self._head = previous
+        for row in snapshot.rows:  # each row's state, as the chain's ledger check will expect it
+            self.write(
+                LedgerEvent(
+                    "upgrade",
+                    row.name,
+                    "none",
+                    state=row.state,
+                    version=row.version,
+                    checksum=row.checksum,
+                    applied_order=order.get(row.name),
+                    detail="state at the ledger upgrade",
+                )
+            )
+
+    def write(self, event: LedgerEvent) -> None:
+        """Called inside a transaction, under the lock: apply ``event`` to the ledger table and
+        append its history row, chained to the one before."""
+        params = self._row_params(event)
+        if event.change == "upsert":
+            self._run(self.sql.upsert_row, params)
+        elif event.change == "delete":
+            self._run(self.sql.delete_row, {"name": event.name})
+        elif event.change == "update":
+            self._run(self.sql.update_row, params)
+        elif event.change == "checksum":
+            self._run(self.sql.update_checksum, {"name": event.name, "checksum": event.checksum})
+        elif event.change == "rename":
+            self._run(self.sql.rename_row, {"name": event.name, "new_name": event.new_name})
+        self._append_history(event)
+
+    def _row_params(self, event: LedgerEvent) -> dict[str, Any]:
+        return {
+            "name": event.name,
+            "version": None if event.version is None else str(event.version),
+            "state": event.state,
+            "checksum": event.checksum,
+            "ms": event.execution_time_ms,
+            "success": event.state in APPLIED_STATES,
+            "error": event.error_message,
+            "actor": actor(),
+            "tool": DBLEDGER_VERSION,
+            "applied_order": event.applied_order,
+            "runner": event.runner,
+        }
+
+    def _append_history(self, event: LedgerEvent) -> None:
+        if self._head is None:
+            found = self._fetch(self.sql.history_head)
+            self._head = (found[0][0] or "") if found else ""
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        fields: dict[str, Any] = {
+            "at": at,
+            "action": event.action,
+            "migration_name": event.name,
+            "version": None if event.version is None else str(event.version),
+            "state": event.state,
+            "checksum": event.checksum,
+            "execution_time_ms": event.execution_time_ms,
+            "estimate_ms": event.estimate_ms,
+            "applied_order": event.applied_order,
+            "error_message": event.error_message,
+            "detail": event.detail,
+            "actor": actor(),
+            "dbledger_version": DBLEDGER_VERSION,
+        }
+        digest = chain.link(self._head, chain.content(**fields))
+        self._run(self.sql.insert_history, {**fields, "prev_hash": self._head, "hash": digest})
+        self._head = digest
+
+    def history(self) -> list[HistoryRow]:
+        """Every history row, oldest first; empty when there is no history table."""
+        try:
+            raw = self._fetch(self.sql.history_rows)
+        except DatabaseError:
+            if self.names.history not in self._ledger_layout():
+                return []
+            raise
+        return [self._history_row(row) for row in raw]
+
+    def _history_row(self, raw: Sequence[Any]) -> HistoryRow:
+        values = list(raw)
+        values[1] = self._timestamp_text(values[1])
+        return HistoryRow(*values)
+
+    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
+        """Called inside a transaction after a run that changed something: remember the schema
+        it left, for ``drift`` and ``status``."""
+        self._run(
+            self.sql.save_schema, {"action": action, "name": name, "fingerprint": fingerprint, "model": model}
+        )
+
+    def latest_schema(self) -> tuple[str, str] | None:
+        """The fingerprint and stored model of the newest recorded schema, or None."""
+        try:
+            row = self._fetch(self.sql.latest_schema)
+        except DatabaseError:
+            if self.names.snapshots not in self._ledger_layout():
+                return None
+            raise
+        return (str(row[0][0]), str(row[0][1])) if row else None
+
+    # -- locking and transactions, shared --------------------------------------------------
+    @contextmanager
+    def migration_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held around a whole run that writes. Polls ``_try_lock`` with a back-off, at most
+        ``timeout`` seconds, then raises LockTimeout naming the holder. When the lock is busy at
+        the first try, calls ``on_wait`` once with a description of the holder."""
+        deadline = time.monotonic() + timeout
+        intervals = poll_intervals()
+        while not self._try_lock():
+            if on_wait is not None:
+                on_wait(self.describe_holder())
+                on_wait = None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(
+                    f"gave up after waiting {timeout:g} s for the migration lock on "
+                    f"{self.database.display}, held by {self.describe_holder()}: wait for it to "
+                    "finish, or raise --lock-timeout"
+                )
+            time.sleep(min(next(intervals), remaining))
+        self._head = None  # others may have written while we did not hold the lock
+        try:
+            yield
+        finally:
+            self._unlock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Wraps one migration together with its ledger rows. Commits on exit, rolls back on an
+        exception. An error raised by the commit itself (a deferred constraint) is a
+        DatabaseError for ``COMMIT_STATEMENT``."""
+        self._begin()
+        head = self._head
+        try:
+            yield
+        except BaseException:
+            self._head = head
+            self._rollback()
+            raise
+        try:
+            self._commit()
+        except DatabaseError as exc:
+            self._head = head
+            with suppress(DatabaseError):
+                if self.in_transaction():
+                    self._rollback()
+            raise DatabaseError(exc.message, sqlstate=exc.sqlstate, statement=COMMIT_STATEMENT) from exc
+
+    def roll_back_open(self) -> None:
+        """Called after a ``transaction:false`` statement failed: roll back a transaction the
+        migration opened itself, so the failure can be recorded."""
+        if self.in_transaction():
+            self._rollback()
+
+
+def _in_applied_order(rows: list[LedgerRow]) -> tuple[LedgerRow, ...]:
+    """Applied rows by applied order, then failed and dirty rows as they came."""
+    return tuple(sorted(rows, key=lambda r: (r.applied_order is None, r.applied_order or 0)))
+
+
+def _order_from_history(history: Sequence[tuple[Any, ...]], rows: Sequence[LedgerRow]) -> dict[str, int]:
+    """1, 2, 3... for each applied row of a format 1 ledger, in the order of its newest apply or
+    baseline action in ``history`` (``(id, action, migration_name, ...)`` rows): dbledger 0.1
+    ordered by row id, which a failure retried later gets wrong. Rows the history does not
+    explain follow in their ledger order."""
+    last: dict[str, int] = {}
+    for history_id, action, name, *_ in history:
+        if action in ("apply", "baseline") and name:
+            last[name] = history_id
+    applied = [row.name for row in rows if row.state in APPLIED_STATES]
+    explained = sorted((n for n in applied if n in last), key=lambda n: last[n])
+    rest = [n for n in applied if n not in last]
+    return {name: position for position, name in enumerate(explained + rest, start=1)}
 
 
 def poll_intervals(start: float = 0.05, cap: float = 1.0) -> Iterator[float]:

@@ -13,21 +13,18 @@ from typing import Any
 import psycopg
 
 from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
-from dbledger.backends.base import Statement
-from dbledger.dryrun import Annotation, SectionAnnotation
+from dbledger.contracts import Annotation, HistoryRow, SectionAnnotation, Statement
 from dbledger.redaction import redact
-from dbledger.runner import ESTIMATE_PREFIX
 
 
-def learned_scale(history: list[dict[str, object]]) -> float:
+def learned_scale(history: list[HistoryRow]) -> float:
     """How this database's migrations compared with their estimates: the history's ``apply`` rows
-    carry the estimate made just before each ran (``estimate_ms=N``) next to the time it took."""
-    pairs = []
-    for row in history:
-        detail, actual = row.get("detail"), row.get("execution_time_ms")
-        recorded = isinstance(detail, str) and detail.startswith(ESTIMATE_PREFIX)
-        if row.get("action") == "apply" and recorded and isinstance(actual, int):
-            pairs.append((float(str(detail).removeprefix(ESTIMATE_PREFIX)), float(actual)))
+    carry the estimate made just before each ran next to the time it took."""
+    pairs = [
+        (float(row.estimate_ms), float(row.execution_time_ms))
+        for row in history
+        if row.action == "apply" and row.estimate_ms is not None and row.execution_time_ms is not None
+    ]
     return history_scale(pairs)
 
 

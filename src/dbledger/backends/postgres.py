@@ -7,37 +7,38 @@ inside ``pg_advisory_lock`` is a running statement with an open snapshot, and th
 ``CREATE INDEX CONCURRENTLY`` waits for every such snapshot to end while the waiter waits for the
 holder: a deadlock (the bug known from golang-migrate and older Flyway). A poll from autocommit
 holds nothing between tries.
+
+Server-side prepared statements are off (``prepare_threshold=None``): resetting the session
+between migrations runs ``DEALLOCATE ALL``, which would pull psycopg's own out from under it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, LiteralString
 
 import psycopg
 from psycopg import pq, sql
 
-from dbledger.backends.base import COMMIT_STATEMENT, Backend, Statement, StatementError, poll_intervals
-from dbledger.config import Database
-from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
-from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
-from dbledger.migrations import Section
-from dbledger.plan import APPLIED_STATES, LedgerRow
+from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
+from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.contracts import COMMIT_STATEMENT, Annotator, Statement
+from dbledger.dialects.postgres import PostgresDialect
+from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError
+from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames
 from dbledger.redaction import redact
 
-# Statement templates; {ledger} and {history} become schema-qualified names at connect time, so a
-# migration that changes search_path cannot send the ledger writes to another schema.
-
 if TYPE_CHECKING:
-    from dbledger.dryrun import Annotator
+    from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
-_CREATE_LEDGER = sql.SQL("""
-CREATE TABLE IF NOT EXISTS {ledger} (
+_LEDGER = """
+CREATE TABLE {ledger} (
     id SERIAL PRIMARY KEY,
     migration_name VARCHAR(255) UNIQUE NOT NULL,
     applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
@@ -49,9 +50,12 @@ CREATE TABLE IF NOT EXISTS {ledger} (
     state TEXT NOT NULL DEFAULT 'applied'
         CHECK (state IN ('applied', 'baseline', 'failed', 'dirty')),
     applied_by TEXT,
-    dbledger_version TEXT
-);
-CREATE TABLE IF NOT EXISTS {history} (
+    dbledger_version TEXT,
+    applied_order INTEGER,
+    runner TEXT
+)"""
+_HISTORY = """
+CREATE TABLE {history} (
     id BIGSERIAL PRIMARY KEY,
     at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     action TEXT NOT NULL,
@@ -61,36 +65,15 @@ CREATE TABLE IF NOT EXISTS {history} (
     error_message TEXT,
     detail TEXT,
     actor TEXT,
-    dbledger_version TEXT
-);
-""")
-
-_READ_LEDGER = sql.SQL(
-    "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
-    " error_message FROM {ledger} ORDER BY id"
-)
-
-_RECORD = sql.SQL("""
-INSERT INTO {ledger} AS l (migration_name, version, state, checksum, execution_time_ms, success,
-                     error_message, applied_by, dbledger_version)
-VALUES (%(name)s, %(version)s, %(state)s, %(checksum)s, %(ms)s, %(success)s, %(error)s,
-        %(actor)s, %(tool)s)
-ON CONFLICT (migration_name) DO UPDATE SET
-    version = excluded.version, state = excluded.state, checksum = excluded.checksum,
-    execution_time_ms = excluded.execution_time_ms, success = excluded.success,
-    error_message = excluded.error_message, applied_by = excluded.applied_by,
-    dbledger_version = excluded.dbledger_version, applied_at = NOW()
-""")
-
-_LOG = sql.SQL("""
-INSERT INTO {history} (action, migration_name, checksum, execution_time_ms, error_message, detail,
-                actor, dbledger_version)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-""")
-_ACCEPT_CHECKSUM = sql.SQL("UPDATE {ledger} SET checksum = %s WHERE migration_name = %s")
-_FORGET = sql.SQL("DELETE FROM {ledger} WHERE migration_name = %s")
-_HISTORY_ROWS = sql.SQL("SELECT * FROM {history} ORDER BY id")
-_CREATE_SCHEMA_TABLE = sql.SQL("""
+    dbledger_version TEXT,
+    version TEXT,
+    state TEXT,
+    applied_order INTEGER,
+    estimate_ms INTEGER,
+    prev_hash VARCHAR(64),
+    hash VARCHAR(64)
+)"""
+_SNAPSHOTS = """
 CREATE TABLE IF NOT EXISTS {snapshots} (
     id BIGSERIAL PRIMARY KEY,
     at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
@@ -98,19 +81,81 @@ CREATE TABLE IF NOT EXISTS {snapshots} (
     migration_name VARCHAR(255),
     fingerprint VARCHAR(64) NOT NULL,
     model TEXT NOT NULL
-)""")
-_SAVE_SCHEMA = sql.SQL(
-    "INSERT INTO {snapshots} (action, migration_name, fingerprint, model) VALUES (%s, %s, %s, %s)"
+)"""
+_VERSION = """
+CREATE TABLE {version} (
+    version INTEGER NOT NULL,
+    upgraded_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    dbledger_version TEXT NOT NULL
+)"""
+_SET_VERSION = "INSERT INTO {version} (version, dbledger_version) VALUES ({format}, {tool})"
+_ORDER_INDEX = "CREATE UNIQUE INDEX {order_index} ON {ledger} (applied_order)"
+_UPGRADE_FROM_V1: tuple[LiteralString, ...] = (
+    "ALTER TABLE {ledger} ADD COLUMN applied_order INTEGER, ADD COLUMN runner TEXT",
+    _ORDER_INDEX,
+    "ALTER TABLE {history} ADD COLUMN version TEXT, ADD COLUMN state TEXT,"
+    " ADD COLUMN applied_order INTEGER, ADD COLUMN estimate_ms INTEGER,"
+    " ADD COLUMN prev_hash VARCHAR(64), ADD COLUMN hash VARCHAR(64)",
+    _SNAPSHOTS,
+    _VERSION,
+    _SET_VERSION,
 )
-_LATEST_SCHEMA = sql.SQL("SELECT fingerprint, model FROM {snapshots} ORDER BY id DESC LIMIT 1")
+_STATEMENTS: dict[str, LiteralString] = {
+    # One round trip on the path every replica takes: the format version and every row.
+    "read": "SELECT (SELECT max(version) FROM {version}), l.migration_name, l.version, l.state,"
+    " l.checksum, l.applied_at, l.execution_time_ms, l.success, l.error_message, l.applied_order,"
+    " l.runner FROM (SELECT 1) AS one LEFT JOIN {ledger} AS l ON true ORDER BY l.id",
+    "read_v1": "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
+    " error_message FROM {ledger} ORDER BY id",
+    "read_version": "SELECT max(version) FROM {version}",
+    "upsert_row": "INSERT INTO {ledger} AS l (migration_name, version, state, checksum,"
+    " execution_time_ms, success, error_message, applied_by, dbledger_version, applied_order, runner)"
+    " VALUES (%(name)s, %(version)s, %(state)s, %(checksum)s, %(ms)s, %(success)s, %(error)s,"
+    " %(actor)s, %(tool)s, %(applied_order)s, %(runner)s)"
+    " ON CONFLICT (migration_name) DO UPDATE SET version = excluded.version, state = excluded.state,"
+    " checksum = excluded.checksum, execution_time_ms = excluded.execution_time_ms,"
+    " success = excluded.success, error_message = excluded.error_message,"
+    " applied_by = excluded.applied_by, dbledger_version = excluded.dbledger_version,"
+    " applied_order = excluded.applied_order, runner = excluded.runner, applied_at = NOW()",
+    "delete_row": "DELETE FROM {ledger} WHERE migration_name = %(name)s",
+    "update_checksum": "UPDATE {ledger} SET checksum = %(checksum)s WHERE migration_name = %(name)s",
+    "rename_row": "UPDATE {ledger} SET migration_name = %(new_name)s WHERE migration_name = %(name)s",
+    "update_row": "UPDATE {ledger} SET state = %(state)s, success = %(success)s, error_message = %(error)s,"
+    " applied_order = %(applied_order)s, runner = %(runner)s WHERE migration_name = %(name)s",
+    "set_applied_order": "UPDATE {ledger} SET applied_order = %(applied_order)s"
+    " WHERE migration_name = %(name)s",
+    "insert_history": "INSERT INTO {history} (at, action, migration_name, version, state, checksum,"
+    " execution_time_ms, estimate_ms, applied_order, error_message, detail, actor, dbledger_version,"
+    " prev_hash, hash) VALUES (%(at)s, %(action)s, %(migration_name)s, %(version)s, %(state)s,"
+    " %(checksum)s, %(execution_time_ms)s, %(estimate_ms)s, %(applied_order)s, %(error_message)s,"
+    " %(detail)s, %(actor)s, %(dbledger_version)s, %(prev_hash)s, %(hash)s)",
+    "history_head": "SELECT hash FROM {history} ORDER BY id DESC LIMIT 1",
+    "history_rows": f"SELECT {HISTORY_COLUMNS} FROM {{history}} ORDER BY id",
+    "legacy_history": "SELECT id, action, migration_name, detail FROM {history} ORDER BY id",
+    "set_history_estimate": "UPDATE {history} SET estimate_ms = %(estimate_ms)s, detail = NULL"
+    " WHERE id = %(id)s",
+    "set_history_hash": "UPDATE {history} SET prev_hash = %(prev_hash)s, hash = %(hash)s WHERE id = %(id)s",
+    "save_schema": "INSERT INTO {snapshots} (action, migration_name, fingerprint, model)"
+    " VALUES (%(action)s, %(name)s, %(fingerprint)s, %(model)s)",
+    "latest_schema": "SELECT fingerprint, model FROM {snapshots} ORDER BY id DESC LIMIT 1",
+}
 
-# Every user object with a definition that changes when a migration changes it. Objects that
-# belong to an extension are left out (they come with CREATE EXTENSION, not with a migration).
+_LAYOUT = """
+SELECT c.relname, array_agg(a.attname::text)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'f')
+GROUP BY c.relname
+"""
+
+# Every user object with a definition that changes when a migration changes it, for matching a
+# database built without dbledger against the files. Objects that belong to an extension are
+# left out (they come with CREATE EXTENSION, not with a migration); the marker becomes the
+# condition that leaves dbledger's own tables out.
 _USER_SCHEMA = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema')"
     " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
 )
-_NOT_LEDGER = f"NOT IN ('{LEDGER_TABLE}', '{HISTORY_TABLE}', '{SCHEMA_TABLE}')"
 _SIGNATURE = f"""
 SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
        format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
@@ -119,18 +164,18 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
-  AND {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+  AND {_USER_SCHEMA} AND /*not-ledger*/
 UNION ALL
 SELECT 'constraint', n.nspname || '.' || c.relname || '.' || co.conname, pg_get_constraintdef(co.oid)
 FROM pg_constraint co
 JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+WHERE {_USER_SCHEMA} AND /*not-ledger*/
 UNION ALL
 SELECT 'index', n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
 JOIN pg_namespace n ON n.oid = i.relnamespace
-WHERE {_USER_SCHEMA} AND c.relname {_NOT_LEDGER}
+WHERE {_USER_SCHEMA} AND /*not-ledger*/
 UNION ALL
 SELECT 'view', n.nspname || '.' || c.relname, pg_get_viewdef(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -150,248 +195,153 @@ WHERE NOT t.tgisinternal AND {_USER_SCHEMA}
 
 # Who holds a bigint advisory lock: pg_locks splits the key into classid (high 32 bits) and
 # objid (low 32 bits), with objsubid = 1 for the single-bigint form.
-_LOCK_HOLDER = """
+_LOCK_HOLDERS = """
 SELECT a.pid, a.application_name, a.usename, host(a.client_addr), a.backend_start, a.state
 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
 """
 
+# What DISCARD ALL does, but for releasing advisory locks (the migration lock is one).
+_RESET_SESSION = (
+    b"SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; DEALLOCATE ALL; CLOSE ALL; "
+    b"UNLISTEN *; DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP"
+)
+# If this process dies mid-migration, the server notices within a second and rolls back,
+# releasing the advisory lock, instead of finishing a long statement for nobody (14+). Set when
+# the lock is first tried, not at connect: the no-op path never takes the lock.
+_CHECK_CLIENT = b"SET client_connection_check_interval = 1000"
+
 
 class PostgresBackend(Backend):
-    dialect = "postgresql"
+    dialect: ClassVar[PostgresDialect] = PostgresDialect()
 
-    def __init__(self, database: Database, *, connect_timeout: int = 10) -> None:
-        self.database = database
+    def __init__(
+        self,
+        database: Database,
+        names: LedgerNames = DEFAULT_LEDGER,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        connect_timeout: int = 10,
+    ) -> None:
+        super().__init__(database, names, lock_timeout=lock_timeout)
         try:
             self.conn = psycopg.connect(
                 database.url,
                 autocommit=True,
                 connect_timeout=connect_timeout,
                 application_name="dbledger",
+                prepare_threshold=None,
             )
         except psycopg.Error as exc:
             hint = "; check the user name and password" if "password" in str(exc) else ""
             raise DatabaseUnavailable(
                 f"cannot connect to {database.display}: {_first_line(exc)}{hint}"
             ) from None
-        row = self.conn.execute("SELECT current_schema(), current_database()").fetchone()
-        if row is None or row[0] is None:
+        row = self.conn.execute("SELECT current_schema(), current_database(), pg_backend_pid()").fetchone()
+        assert row is not None
+        current, self.dbname, self.pid = row
+        if current is None and names.schema is None:
             self.conn.close()
             raise ConfigError(
                 f"{database.display}: search_path names no existing schema to keep the ledger in: "
-                "create the schema, or set search_path for this user"
+                "create the schema, set search_path for this user, or give --ledger-table SCHEMA.TABLE"
             )
-        self.schema, self.dbname = str(row[0]), str(row[1])
+        self._default_schema: str | None = current
+        self._schema: str = names.schema or str(current)
+        self._statements = self._compose()
+        self._checks_client = False
+
+    def _compose(self) -> LedgerSQL:
+        """Every ledger statement with the schema-qualified names in it: a migration that changes
+        search_path (every pg_dump output does) cannot send the ledger's writes elsewhere."""
         names = {
-            "ledger": sql.Identifier(self.schema, LEDGER_TABLE),
-            "history": sql.Identifier(self.schema, HISTORY_TABLE),
-            "snapshots": sql.Identifier(self.schema, SCHEMA_TABLE),
+            "ledger": sql.Identifier(self._schema, self.names.table),
+            "history": sql.Identifier(self._schema, self.names.history),
+            "snapshots": sql.Identifier(self._schema, self.names.snapshots),
+            "version": sql.Identifier(self._schema, self.names.version),
+            "order_index": sql.Identifier(f"{self.names.table}_applied_order"),
+            "format": sql.Literal(LEDGER_VERSION),
+            "tool": sql.Literal(DBLEDGER_VERSION),
         }
-        self._create_ledger = _CREATE_LEDGER.format(**names)
-        self._read_ledger = _READ_LEDGER.format(**names)
-        self._record = _RECORD.format(**names)
-        self._log = _LOG.format(**names)
-        self._accept_checksum = _ACCEPT_CHECKSUM.format(**names)
-        self._forget = _FORGET.format(**names)
-        self._history_rows = _HISTORY_ROWS.format(**names)
-        self._create_schema_table = _CREATE_SCHEMA_TABLE.format(**names)
-        self._save_schema = _SAVE_SCHEMA.format(**names)
-        self._latest_schema = _LATEST_SCHEMA.format(**names)
 
-    # -- ledger ---------------------------------------------------------------------------
-    def read_ledger(self) -> list[LedgerRow] | None:
-        # Inside a transaction a missing table would abort it: read under a savepoint there.
-        # Outside one (the cheap path) a plain autocommit query costs a single round trip.
-        in_transaction = self.conn.info.transaction_status != pq.TransactionStatus.IDLE
-        try:
-            with self.conn.transaction() if in_transaction else nullcontext():
-                rows = self.conn.execute(self._read_ledger).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return None
-        except psycopg.errors.UndefinedColumn:
-            raise foreign_ledger(f"{self.schema}.{LEDGER_TABLE}") from None
-        except psycopg.Error as exc:
-            raise DbledgerError(f"cannot read the ledger table {LEDGER_TABLE}: {exc}") from exc
-        return [
-            LedgerRow(
-                name=name,
-                version=int(version),
-                state=state,
-                checksum=checksum,
-                applied_at=applied_at.isoformat(timespec="milliseconds") if applied_at else None,
-                execution_time_ms=ms,
-                success=success,
-                error_message=error,
-            )
-            for name, version, state, checksum, applied_at, ms, success, error in rows
+        def compose(text: LiteralString) -> sql.Composed:
+            return sql.SQL(text).format(**names)
+
+        create = [
+            compose(text) for text in (_LEDGER, _ORDER_INDEX, _HISTORY, _SNAPSHOTS, _VERSION, _SET_VERSION)
         ]
-
-    def ensure_ledger(self) -> None:
-        self.conn.execute(self._create_ledger)
-
-    def user_tables(self) -> list[str]:
-        rows = self.conn.execute(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
-            " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
-            " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
-            " AND c.relname NOT IN (%s, %s, %s)"
-            # tables that come with an extension (pg_stat_statements, postgis) are not the user's
-            " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = c.oid AND e.deptype = 'e')"
-            " ORDER BY 1",
-            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
-        ).fetchall()
-        return [name for (name,) in rows]
-
-    def record(
-        self,
-        *,
-        name: str,
-        version: int,
-        state: State,
-        checksum: str | None,
-        execution_time_ms: int | None,
-        error_message: str | None,
-    ) -> None:
-        self.conn.execute(
-            self._record,
-            {
-                "name": name,
-                "version": str(version),
-                "state": state,
-                "checksum": checksum,
-                "ms": execution_time_ms,
-                "success": state in APPLIED_STATES,
-                "error": error_message,
-                "actor": actor(),
-                "tool": DBLEDGER_VERSION,
-            },
+        if self.names.schema is not None:
+            create.insert(0, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema)))
+        return LedgerSQL(
+            create=tuple(create),
+            upgrade_from_v1=tuple(compose(text) for text in _UPGRADE_FROM_V1),
+            **{key: compose(text) for key, text in _STATEMENTS.items()},
         )
 
-    def accept_checksum(self, name: str, checksum: str) -> None:
-        self.conn.execute(self._accept_checksum, (checksum, name))
+    @property
+    def sql(self) -> LedgerSQL:
+        return self._statements
 
-    def forget(self, name: str) -> None:
-        self.conn.execute(self._forget, (name,))
+    @property
+    def ledger_schema(self) -> str:
+        return self._schema
 
-    def log(
-        self,
-        action: Action,
-        name: str | None,
-        *,
-        checksum: str | None = None,
-        execution_time_ms: int | None = None,
-        error_message: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.conn.execute(
-            self._log,
-            (action, name, checksum, execution_time_ms, error_message, detail, actor(), DBLEDGER_VERSION),
-        )
+    @property
+    def default_schema(self) -> str | None:
+        return self._default_schema
 
-    def history(self) -> list[dict[str, object]]:
-        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+    # -- queries ---------------------------------------------------------------------------
+    def _fetch(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         try:
-            return list(cur.execute(self._history_rows))
-        except psycopg.errors.UndefinedTable:
-            return []
-
-    def schema_signature(self) -> frozenset[tuple[str, str, str]]:
-        rows = self.conn.execute(_SIGNATURE.encode()).fetchall()
-        return frozenset((kind, name, definition or "") for kind, name, definition in rows)
-
-    @contextmanager
-    def scratch(self) -> Iterator[Backend]:
-        name = f"dbledger_scratch_{secrets.token_hex(6)}"
-        try:
-            self.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return self.conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
-            raise DbledgerError(f"cannot create a scratch database: {_first_line(exc)}") from None
-        try:
-            url = psycopg.conninfo.make_conninfo(self.database.url, dbname=name)
-            with PostgresBackend(
-                Database(url=url, dialect="postgresql", display=f"scratch database {name}")
-            ) as other:
-                yield other
-        finally:
-            force = sql.SQL(" WITH (FORCE)") if self.conn.info.server_version >= 130000 else sql.SQL("")
-            with suppress(psycopg.Error):
-                self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
+            raise _database_error(exc) from exc
 
-    # -- locking and transactions ---------------------------------------------------------
-    def _lock_key(self) -> int:
-        """A signed 64-bit key from database + schema + ledger table, so two ledgers in one
-        cluster (other database, other schema) never wait on each other."""
-        digest = hashlib.sha256(f"dbledger:{self.dbname}.{self.schema}.{LEDGER_TABLE}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
-
-    @contextmanager
-    def migration_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        if self.conn.info.server_version >= 140000:
-            # If this process dies mid-migration, the server notices within a second and rolls
-            # back, releasing the advisory lock, instead of finishing a long statement for nobody.
-            # Set here, not at connect: the no-op path never takes the lock and skips the trip.
-            self.conn.execute("SET client_connection_check_interval = 1000")
-        key = self._lock_key()
-        deadline = time.monotonic() + timeout
-        intervals = poll_intervals()
-        while True:
-            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if got is not None and got[0]:
-                break
-            if on_wait is not None:
-                on_wait(self._holder(key))
-                on_wait = None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LockTimeout(
-                    f"gave up after waiting {timeout:g} s for the migration lock on "
-                    f"{self.database.display}, held by {self._holder(key)}: wait for it to finish, "
-                    "or raise --lock-timeout"
-                )
-            time.sleep(min(next(intervals), remaining))
+    def _run(self, query: Query, params: Params = None) -> None:
         try:
-            yield
-        finally:
-            # A broken connection has released the lock with the session already.
-            with suppress(psycopg.Error):
-                self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            self.conn.execute(query, params)
+        except psycopg.Error as exc:
+            raise _database_error(exc) from exc
 
-    def _holder(self, key: int) -> str:
-        unsigned = key & 0xFFFFFFFFFFFFFFFF
-        row = self.conn.execute(_LOCK_HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchone()
-        if row is None:
-            return "a session that has just released it"
-        pid, app, user, addr, started, state = row
-        where = f" from {addr}" if addr else ""
-        return (
-            f"backend pid {pid} ({app or 'no application_name'}, user {user}{where}, connected "
-            f"{started:%Y-%m-%d %H:%M:%S %Z}, {state})"
-        )
+    def _run_many(self, query: Query, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(query, rows)
+        except psycopg.Error as exc:
+            raise _database_error(exc) from exc
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        # Explicit BEGIN/COMMIT on the autocommit connection, so an error raised by COMMIT itself
-        # (a deferred constraint) is told apart from one raised inside.
-        self.conn.execute("BEGIN")
+    def _ledger_layout(self) -> dict[str, frozenset[str]]:
+        found = self._fetch(_LAYOUT, (self._schema, list(self.names.tables)))
+        return {name: frozenset(columns) for name, columns in found}
+
+    def _timestamp_text(self, value: Any) -> str:
+        when: datetime = value
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def _applied_at_text(self, value: Any) -> str | None:
+        return None if value is None else str(value.isoformat(timespec="milliseconds"))
+
+    # -- transactions and statements -------------------------------------------------------
+    def _begin(self) -> None:
+        self._run(b"BEGIN")
+
+    def _commit(self) -> None:
+        # Explicit COMMIT on the autocommit connection, so an error raised by COMMIT itself (a
+        # deferred constraint) is told apart from one raised inside.
         try:
-            yield
-        except BaseException:
-            with suppress(psycopg.Error):  # a dead connection has rolled back already
-                self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
+            self.conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             raise _statement_error(exc, COMMIT_STATEMENT) from exc
 
-    # -- running SQL ----------------------------------------------------------------------
-    def split(self, section: Section) -> list[Statement]:
-        from dbledger.backends.pgsplit import split_statements
+    def _rollback(self) -> None:
+        with suppress(psycopg.Error):  # a dead connection has rolled back already
+            self.conn.execute(b"ROLLBACK")
 
-        return split_statements(section.sql, section.line)
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, statement: Statement) -> None:
         try:
@@ -400,21 +350,113 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
 
-    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
-        self.conn.execute(self._create_schema_table)
-        self.conn.execute(self._save_schema, (action, name, fingerprint, model))
+    def reset_session(self) -> None:
+        self._run(_RESET_SESSION)
+        if self._checks_client:
+            self._run(_CHECK_CLIENT)
 
-    def latest_schema(self) -> tuple[str, str] | None:
+    def check_deferred(self) -> None:
+        # IMMEDIATE checks what is outstanding now (the docs: "retroactively"); DEFERRED then
+        # lets the next migration defer as its own transaction would have.
+        self._run(b"SET CONSTRAINTS ALL IMMEDIATE")
+        self._run(b"SET CONSTRAINTS ALL DEFERRED")
+
+    # -- the lock --------------------------------------------------------------------------
+    def _lock_key(self) -> int:
+        """A signed 64-bit key from database + schema + ledger table, so two ledgers in one
+        cluster (other database, other schema, other name) never wait on each other."""
+        digest = hashlib.sha256(f"dbledger:{self.dbname}.{self._schema}.{self.names.table}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def _key_parts(self) -> tuple[int, int]:
+        unsigned = self._lock_key() & 0xFFFFFFFFFFFFFFFF
+        return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+    def _try_lock(self) -> bool:
+        if not self._checks_client and self.conn.info.server_version >= 140000:
+            self._run(_CHECK_CLIENT)
+            self._checks_client = True
+        got = self._fetch("SELECT pg_try_advisory_lock(%s)", (self._lock_key(),))
+        return bool(got and got[0][0])
+
+    def _unlock(self) -> None:
+        with suppress(psycopg.Error):  # a broken connection has released the lock with the session
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key(),))
+
+    @property
+    def lock_token(self) -> str:
+        return f"backend {self.pid}"
+
+    def lock_holders(self) -> frozenset[str]:
+        return frozenset(f"backend {row[0]}" for row in self._fetch(_LOCK_HOLDERS, self._key_parts()))
+
+    def describe_holder(self) -> str:
+        found = self._fetch(_LOCK_HOLDERS, self._key_parts())
+        if not found:
+            return "a session that has just released it"
+        pid, app, user, addr, started, state = found[0]
+        where = f" from {addr}" if addr else ""
+        return (
+            f"backend pid {pid} ({app or 'no application_name'}, user {user}{where}, connected "
+            f"{started:%Y-%m-%d %H:%M:%S %Z}, {state})"
+        )
+
+    # -- the database as a whole -----------------------------------------------------------
+    def user_tables(self) -> list[str]:
+        found = self._fetch(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'v', 'm')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
+            " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
+            " AND NOT (n.nspname = %s AND c.relname = ANY(%s))"
+            # tables that come with an extension (pg_stat_statements, postgis) are not the user's
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = c.oid AND e.deptype = 'e')"
+            " ORDER BY 1",
+            (self._schema, list(self.names.tables)),
+        )
+        return [name for (name,) in found]
+
+    def schema_signature(self) -> frozenset[tuple[str, str, str]]:
+        from dbledger.schema.introspect_postgres import ledger_condition
+
+        condition = ledger_condition(self.conn, self._schema, self.names.tables)
+        found = self._fetch(_SIGNATURE.replace("/*not-ledger*/", condition).encode())
+        return frozenset((kind, name, definition or "") for kind, name, definition in found)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Backend]:
+        name = f"dbledger_scratch_{secrets.token_hex(6)}"
         try:
-            row = self.conn.execute(self._latest_schema).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return None
-        return None if row is None else (str(row[0]), str(row[1]))
+            self.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise DbledgerError(
+                f"cannot create a scratch database: {_first_line(exc)}: comparing with the migrations "
+                "replays them on a temporary database; grant this user CREATEDB (ALTER ROLE ... "
+                "CREATEDB), or give an empty database with --shadow-url"
+            ) from None
+        try:
+            url = psycopg.conninfo.make_conninfo(self.database.url, dbname=name)
+            scratch = Database(url=url, dialect="postgresql", display=f"scratch database {name}")
+            with PostgresBackend(scratch, self.names) as other:
+                yield other
+        finally:
+            force = sql.SQL(" WITH (FORCE)") if self.conn.info.server_version >= 130000 else sql.SQL("")
+            with suppress(psycopg.Error):
+                self.conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
 
     def introspect(self) -> SchemaModel:
         from dbledger.schema.introspect_postgres import introspect_postgres
 
-        return introspect_postgres(self.conn)
+        try:
+            return introspect_postgres(self.conn, self._schema, self.names.tables)
+        except psycopg.Error as exc:
+            raise _database_error(exc) from exc
+
+    def take_backup(self, directory: Path, label: str) -> Backup:
+        from dbledger.backup import dump_postgres
+
+        return dump_postgres(self.database, directory, label=label)
 
     def annotator(self, *, calibrate: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily
@@ -430,7 +472,14 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0] if text else type(exc).__name__, secrets=True)
 
 
-def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError:
+def _database_error(exc: psycopg.Error) -> DbledgerError:
+    """A driver error on one of dbledger's own queries. A connection that broke is unavailable."""
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return DatabaseUnavailable(f"lost the connection to the database: {_first_line(exc)}")
+    return DatabaseError(_first_line(exc), sqlstate=exc.sqlstate)
+
+
+def _statement_error(exc: psycopg.Error, statement: Statement) -> DatabaseError:
     diag: Any = exc.diag
     primary = diag.message_primary or _first_line(exc)
     line = statement.line
@@ -451,7 +500,7 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> StatementError
     else:
         at = f"line {statement.line}" + (f", error at line {line}" if line != statement.line else "")
         parts.append(f"statement at {at}: {_abbreviate(statement.sql)}")
-    return StatementError(
+    return DatabaseError(
         redact("\n".join(parts)),
         sqlstate=exc.sqlstate,
         statement=Statement(statement.sql, line),

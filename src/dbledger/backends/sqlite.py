@@ -4,44 +4,76 @@ Two locks. A run that writes holds an exclusive ``flock`` on ``<database>.dbledg
 has no advisory locks; the file also says who holds it), so a second runner waits instead of
 finding a ``transaction:false`` migration half-done. Each migration then runs in ``BEGIN
 IMMEDIATE``, which takes the database's write lock at once (waiting up to the busy timeout) against
-the application's own writers, and the runner re-reads the ledger inside that transaction. SQLite
-has transactional DDL, so a migration and its ledger row commit or roll back together.
+the application's own writers. SQLite has transactional DDL, so a migration and its ledger rows
+commit or roll back together.
 
-The connection is opened in autocommit mode (``isolation_level=None``): the sqlite3 module's implicit
-transactions would otherwise commit before DDL on some versions and hide our ``BEGIN``.
+The connection is opened in autocommit mode (``isolation_level=None``): the sqlite3 module's
+implicit transactions would otherwise commit before DDL on some versions and hide our ``BEGIN``.
+It is opened on first use, so reading the ledger of a file that does not exist creates nothing,
+and opened afresh before each migration but the first, so no migration inherits another's
+``PRAGMA`` settings, temporary tables or attached databases.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from typing import TYPE_CHECKING
+from io import TextIOWrapper
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from dbledger.backends.base import (
-    COMMIT_STATEMENT,
-    Backend,
-    Statement,
-    StatementError,
-    poll_intervals,
-    statement_at,
-)
+from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
-from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError, LockTimeout, foreign_ledger
-from dbledger.ledger import DBLEDGER_VERSION, HISTORY_TABLE, LEDGER_TABLE, SCHEMA_TABLE, Action, State, actor
-from dbledger.migrations import Section
-from dbledger.plan import APPLIED_STATES, LedgerRow
+from dbledger.contracts import HistoryRow, LedgerSnapshot, Statement
+from dbledger.dialects.sqlite import SqliteDialect
+from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
+from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 
 if TYPE_CHECKING:
+    from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+# sqlite3 error codes that mean "another connection holds the lock" (SQLITE_BUSY, SQLITE_LOCKED).
+_BUSY_CODES = frozenset({5, 6})
 
-_CREATE_LEDGER = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+
+def _quote(name: str) -> str:
+    """The one quoting function for SQLite identifiers (ledger names are validated already)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _statements(names: LedgerNames) -> LedgerSQL:
+    ledger, history = _quote(names.table), _quote(names.history)
+    snapshots, version = _quote(names.snapshots), _quote(names.version)
+    order_index = _quote(f"{names.table}_applied_order")
+    snapshots_table = (
+        f"CREATE TABLE IF NOT EXISTS {snapshots} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        f" at TEXT NOT NULL DEFAULT ({_NOW}), action TEXT NOT NULL, migration_name VARCHAR(255),"
+        " fingerprint VARCHAR(64) NOT NULL, model TEXT NOT NULL)"
+    )
+    version_table = (
+        f"CREATE TABLE {version} (version INTEGER NOT NULL, upgraded_at TEXT NOT NULL DEFAULT ({_NOW}),"
+        " dbledger_version TEXT NOT NULL)"
+    )
+    set_version = (
+        f"INSERT INTO {version} (version, dbledger_version) VALUES ({LEDGER_VERSION}, '{DBLEDGER_VERSION}')"
+    )
+    create_order_index = f"CREATE UNIQUE INDEX {order_index} ON {ledger} (applied_order)"
+    return LedgerSQL(
+        read=f"SELECT (SELECT max(version) FROM {version}), l.migration_name, l.version, l.state,"
+        " l.checksum, l.applied_at, l.execution_time_ms, l.success, l.error_message, l.applied_order,"
+        f" l.runner FROM (SELECT 1) AS one LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        read_v1="SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
+        f" error_message FROM {ledger} ORDER BY id",
+        read_version=f"SELECT max(version) FROM {version}",
+        create=(
+            f"""CREATE TABLE {ledger} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     migration_name VARCHAR(255) UNIQUE NOT NULL,
     applied_at TEXT NOT NULL DEFAULT ({_NOW}),
@@ -53,9 +85,12 @@ CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     state TEXT NOT NULL DEFAULT 'applied'
         CHECK (state IN ('applied', 'baseline', 'failed', 'dirty')),
     applied_by TEXT,
-    dbledger_version TEXT
-);
-CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    dbledger_version TEXT,
+    applied_order INTEGER,
+    runner TEXT
+)""",
+            create_order_index,
+            f"""CREATE TABLE {history} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL DEFAULT ({_NOW}),
     action TEXT NOT NULL,
@@ -65,35 +100,92 @@ CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
     error_message TEXT,
     detail TEXT,
     actor TEXT,
-    dbledger_version TEXT
-);
-"""
-
-_RECORD = f"""
-INSERT INTO {LEDGER_TABLE} (migration_name, version, state, checksum, execution_time_ms, success,
-                            error_message, applied_by, dbledger_version)
-VALUES (:name, :version, :state, :checksum, :ms, :success, :error, :actor, :tool)
-ON CONFLICT (migration_name) DO UPDATE SET
-    version = excluded.version, state = excluded.state, checksum = excluded.checksum,
-    execution_time_ms = excluded.execution_time_ms, success = excluded.success,
-    error_message = excluded.error_message, applied_by = excluded.applied_by,
-    dbledger_version = excluded.dbledger_version, applied_at = {_NOW}
-"""
+    dbledger_version TEXT,
+    version TEXT,
+    state TEXT,
+    applied_order INTEGER,
+    estimate_ms INTEGER,
+    prev_hash VARCHAR(64),
+    hash VARCHAR(64)
+)""",
+            snapshots_table,
+            version_table,
+            set_version,
+        ),
+        upgrade_from_v1=(
+            f"ALTER TABLE {ledger} ADD COLUMN applied_order INTEGER",
+            f"ALTER TABLE {ledger} ADD COLUMN runner TEXT",
+            create_order_index,
+            *(
+                f"ALTER TABLE {history} ADD COLUMN {column}"
+                for column in (
+                    "version TEXT",
+                    "state TEXT",
+                    "applied_order INTEGER",
+                    "estimate_ms INTEGER",
+                    "prev_hash VARCHAR(64)",
+                    "hash VARCHAR(64)",
+                )
+            ),
+            snapshots_table,
+            version_table,
+            set_version,
+        ),
+        upsert_row=f"INSERT INTO {ledger} (migration_name, version, state, checksum, execution_time_ms,"
+        " success, error_message, applied_by, dbledger_version, applied_order, runner)"
+        " VALUES (:name, :version, :state, :checksum, :ms, :success, :error, :actor, :tool,"
+        " :applied_order, :runner)"
+        " ON CONFLICT (migration_name) DO UPDATE SET version = excluded.version, state = excluded.state,"
+        " checksum = excluded.checksum, execution_time_ms = excluded.execution_time_ms,"
+        " success = excluded.success, error_message = excluded.error_message,"
+        " applied_by = excluded.applied_by, dbledger_version = excluded.dbledger_version,"
+        f" applied_order = excluded.applied_order, runner = excluded.runner, applied_at = {_NOW}",
+        delete_row=f"DELETE FROM {ledger} WHERE migration_name = :name",
+        update_checksum=f"UPDATE {ledger} SET checksum = :checksum WHERE migration_name = :name",
+        rename_row=f"UPDATE {ledger} SET migration_name = :new_name WHERE migration_name = :name",
+        update_row=f"UPDATE {ledger} SET state = :state, success = :success, error_message = :error,"
+        " applied_order = :applied_order, runner = :runner WHERE migration_name = :name",
+        set_applied_order=f"UPDATE {ledger} SET applied_order = :applied_order WHERE migration_name = :name",
+        insert_history=f"INSERT INTO {history} (at, action, migration_name, version, state, checksum,"
+        " execution_time_ms, estimate_ms, applied_order, error_message, detail, actor,"
+        " dbledger_version, prev_hash, hash) VALUES (:at, :action, :migration_name, :version, :state,"
+        " :checksum, :execution_time_ms, :estimate_ms, :applied_order, :error_message, :detail,"
+        " :actor, :dbledger_version, :prev_hash, :hash)",
+        history_head=f"SELECT hash FROM {history} ORDER BY id DESC LIMIT 1",
+        history_rows=f"SELECT {HISTORY_COLUMNS} FROM {history} ORDER BY id",
+        legacy_history=f"SELECT id, action, migration_name, detail FROM {history} ORDER BY id",
+        set_history_estimate=f"UPDATE {history} SET estimate_ms = :estimate_ms, detail = NULL WHERE id = :id",
+        set_history_hash=f"UPDATE {history} SET prev_hash = :prev_hash, hash = :hash WHERE id = :id",
+        save_schema=f"INSERT INTO {snapshots} (action, migration_name, fingerprint, model)"
+        " VALUES (:action, :name, :fingerprint, :model)",
+        latest_schema=f"SELECT fingerprint, model FROM {snapshots} ORDER BY id DESC LIMIT 1",
+    )
 
 
 class SqliteBackend(Backend):
-    dialect = "sqlite"
+    dialect: ClassVar[SqliteDialect] = SqliteDialect()
 
-    def __init__(self, database: Database, *, busy_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self,
+        database: Database,
+        names: LedgerNames = DEFAULT_LEDGER,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        super().__init__(database, names, lock_timeout=lock_timeout)
+        if names.schema not in (None, "main"):
+            raise ConfigError(
+                f"invalid ledger table {names.qualified()!r} for SQLite: a SQLite database has no "
+                "schemas (only 'main'); give the table name alone"
+            )
         assert database.sqlite_path is not None
-        self.database = database
         self.path = database.sqlite_path
-        self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._statements = _statements(names)
+        self._lock_file: TextIOWrapper | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """Opened on first use, so reading the ledger of a file that does not exist creates nothing."""
         if self._conn is None:
             parent = os.path.dirname(self.path)
             if self.path != ":memory:" and parent and not os.path.isdir(parent):
@@ -102,7 +194,7 @@ class SqliteBackend(Backend):
                     "create it, or fix the path in the URL"
                 )
             try:
-                self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+                self._conn = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
             except sqlite3.Error as exc:
                 raise DatabaseUnavailable(f"cannot open {self.database.display}: {exc}") from None
         return self._conn
@@ -110,143 +202,173 @@ class SqliteBackend(Backend):
     def _exists(self) -> bool:
         return self._conn is not None or self.path == ":memory:" or os.path.exists(self.path)
 
-    # -- ledger ---------------------------------------------------------------------------
-    def read_ledger(self) -> list[LedgerRow] | None:
-        if not self._exists():
-            return None
+    @property
+    def sql(self) -> LedgerSQL:
+        return self._statements
+
+    @property
+    def ledger_schema(self) -> str:
+        return "main"
+
+    @property
+    def default_schema(self) -> str:
+        return "main"
+
+    # -- queries ---------------------------------------------------------------------------
+    def _fetch(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         try:
-            rows = self.conn.execute(
-                "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms,"
-                f" success, error_message FROM {LEDGER_TABLE} ORDER BY id"
-            ).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return None
-            if "no such column" in str(exc):
-                raise foreign_ledger(LEDGER_TABLE) from None
-            raise _translate(exc, self.database.display) from exc
-        except sqlite3.DatabaseError as exc:
-            raise DbledgerError(f"cannot read {self.database.display}: {exc}") from None
-        return [
-            LedgerRow(
-                name=name,
-                version=int(version),
-                state=state,
-                checksum=checksum,
-                applied_at=applied_at,
-                execution_time_ms=ms,
-                success=bool(success),
-                error_message=error,
+            return self.conn.execute(query, params or ()).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _run(self, query: Query, params: Params = None) -> None:
+        try:
+            self.conn.execute(query, params or ())
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error, statement: Statement | None = None) -> DbledgerError:
+        if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+            return LockTimeout(
+                f"{self.database.display} is locked by another connection after waiting "
+                f"{self.lock_timeout:g} s: wait for it to finish, or raise --lock-timeout"
             )
-            for name, version, state, checksum, applied_at, ms, success, error in rows
-        ]
+        code = getattr(exc, "sqlite_errorname", None)
+        text = f"{code}: {exc}" if code else str(exc)
+        if statement is not None:
+            text += f"\nstatement at line {statement.line}: {' '.join(statement.sql.split())[:300]}"
+        return DatabaseError(text, sqlstate=code, statement=statement)
 
-    def ensure_ledger(self) -> None:
-        for statement in _CREATE_LEDGER.split(";"):
-            if statement.strip():
-                self.conn.execute(statement)
+    def _ledger_layout(self) -> dict[str, frozenset[str]]:
+        if not self._exists():
+            return {}
+        layout = {}
+        for table in self.names.tables:
+            columns = self._fetch("SELECT name FROM pragma_table_info(?)", (table,))
+            if columns:
+                layout[table] = frozenset(name for (name,) in columns)
+        return layout
 
+    def _timestamp_text(self, value: Any) -> str:
+        return str(value)
+
+    def _applied_at_text(self, value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def read_ledger(self) -> LedgerSnapshot | None:
+        return super().read_ledger() if self._exists() else None  # reading must not create the file
+
+    def history(self) -> list[HistoryRow]:
+        return super().history() if self._exists() else []
+
+    def latest_schema(self) -> tuple[str, str] | None:
+        return super().latest_schema() if self._exists() else None
+
+    # -- transactions and statements -------------------------------------------------------
+    def _begin(self) -> None:
+        self._run("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self._run("COMMIT")  # deferred foreign keys are checked here
+
+    def _rollback(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def in_transaction(self) -> bool:
+        return self._conn is not None and self._conn.in_transaction
+
+    def execute(self, statement: Statement) -> None:
+        try:
+            self.conn.execute(statement.sql)
+        except sqlite3.Error as exc:
+            raise self._error(exc, statement) from exc
+
+    def reset_session(self) -> None:
+        if self.path == ":memory:":  # the database lives in this connection: keep it
+            return
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- the lock --------------------------------------------------------------------------
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.path}.dbledger-lock"
+
+    def _try_lock(self) -> bool:
+        if self.path == ":memory:":  # private to this connection: nobody to wait for
+            return True
+        if self._lock_file is None:
+            try:
+                self._lock_file = open(self._lock_path, "a+")  # noqa: SIM115 -- held for the whole run
+            except OSError as exc:
+                raise DatabaseUnavailable(
+                    f"cannot open the lock file {self._lock_path!r}: {exc.strerror}"
+                ) from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{self.lock_token}\n")
+        self._lock_file.flush()
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.truncate(0)
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    @property
+    def lock_token(self) -> str:
+        return actor()
+
+    def lock_holders(self) -> frozenset[str]:
+        """The holder written in the lock file, while somebody holds the lock on it."""
+        try:
+            handle = open(self._lock_path)  # noqa: SIM115 -- closed below
+        except OSError:
+            return frozenset()
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = handle.read().strip()
+                return frozenset({holder}) if holder else frozenset()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return frozenset()
+
+    def describe_holder(self) -> str:
+        holders = sorted(self.lock_holders())
+        return f"{holders[0]} (dbledger)" if holders else "another process"
+
+    # -- the database as a whole -----------------------------------------------------------
     def user_tables(self) -> list[str]:
         if not self._exists():
             return []
-        rows = self.conn.execute(
+        own = ", ".join("?" for _ in self.names.tables)
+        found = self._fetch(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-            " AND name NOT LIKE 'sqlite_%' AND name NOT IN (?, ?, ?) ORDER BY name",
-            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
-        ).fetchall()
-        return [name for (name,) in rows]
-
-    def record(
-        self,
-        *,
-        name: str,
-        version: int,
-        state: State,
-        checksum: str | None,
-        execution_time_ms: int | None,
-        error_message: str | None,
-    ) -> None:
-        self.conn.execute(
-            _RECORD,
-            {
-                "name": name,
-                "version": str(version),
-                "state": state,
-                "checksum": checksum,
-                "ms": execution_time_ms,
-                "success": state in APPLIED_STATES,
-                "error": error_message,
-                "actor": actor(),
-                "tool": DBLEDGER_VERSION,
-            },
+            f" AND name NOT LIKE 'sqlite_%' AND name NOT IN ({own}) ORDER BY name",
+            self.names.tables,
         )
-
-    def accept_checksum(self, name: str, checksum: str) -> None:
-        self.conn.execute(
-            f"UPDATE {LEDGER_TABLE} SET checksum = ? WHERE migration_name = ?", (checksum, name)
-        )
-
-    def forget(self, name: str) -> None:
-        self.conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE migration_name = ?", (name,))
-
-    def log(
-        self,
-        action: Action,
-        name: str | None,
-        *,
-        checksum: str | None = None,
-        execution_time_ms: int | None = None,
-        error_message: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.conn.execute(
-            f"INSERT INTO {HISTORY_TABLE} (action, migration_name, checksum, execution_time_ms,"
-            " error_message, detail, actor, dbledger_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (action, name, checksum, execution_time_ms, error_message, detail, actor(), DBLEDGER_VERSION),
-        )
-
-    def history(self) -> list[dict[str, object]]:
-        if not self._exists():
-            return []
-        try:
-            cursor = self.conn.execute(f"SELECT * FROM {HISTORY_TABLE} ORDER BY id")
-        except sqlite3.OperationalError:
-            return []
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        return [name for (name,) in found]
 
     def schema_signature(self) -> frozenset[tuple[str, str, str]]:
         if not self._exists():
             return frozenset()
-        rows = self.conn.execute(
-            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            " AND tbl_name NOT IN (?, ?, ?)",
-            (LEDGER_TABLE, HISTORY_TABLE, SCHEMA_TABLE),
-        ).fetchall()
+        own = ", ".join("?" for _ in self.names.tables)
+        found = self._fetch(
+            "SELECT type, name, sql FROM sqlite_master"
+            f" WHERE name NOT LIKE 'sqlite_%' AND tbl_name NOT IN ({own})",
+            self.names.tables,
+        )
         # sqlite_master keeps each CREATE statement as written: compare it modulo whitespace.
-        return frozenset((kind, name, " ".join((text or "").split())) for kind, name, text in rows)
-
-    def save_schema(self, action: str, name: str | None, fingerprint: str, model: str) -> None:
-        self.conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            f" at TEXT NOT NULL DEFAULT ({_NOW}), action TEXT NOT NULL, migration_name VARCHAR(255),"
-            " fingerprint VARCHAR(64) NOT NULL, model TEXT NOT NULL)"
-        )
-        self.conn.execute(
-            f"INSERT INTO {SCHEMA_TABLE} (action, migration_name, fingerprint, model) VALUES (?, ?, ?, ?)",
-            (action, name, fingerprint, model),
-        )
-
-    def latest_schema(self) -> tuple[str, str] | None:
-        if not self._exists():
-            return None
-        try:
-            row = self.conn.execute(
-                f"SELECT fingerprint, model FROM {SCHEMA_TABLE} ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        except sqlite3.OperationalError:
-            return None
-        return None if row is None else (str(row[0]), str(row[1]))
+        return frozenset((kind, name, " ".join((text or "").split())) for kind, name, text in found)
 
     def introspect(self) -> SchemaModel:
         from dbledger.schema import introspect_sqlite
@@ -254,128 +376,32 @@ class SqliteBackend(Backend):
         if not self._exists():  # reading must not create the file
             with closing(sqlite3.connect(":memory:")) as empty:
                 return introspect_sqlite(empty)
-        return introspect_sqlite(self.conn)
+        try:
+            return introspect_sqlite(self.conn, self.names.tables)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     @contextmanager
     def scratch(self) -> Iterator[Backend]:
-        memory = Database(
-            url="sqlite:///:memory:",
-            dialect="sqlite",
-            display="scratch in-memory database",
-            sqlite_path=":memory:",
+        # A file, not ":memory:": each migration of a replay gets a fresh connection, as here.
+        folder = tempfile.mkdtemp(prefix="dbledger-scratch-")
+        path = os.path.join(folder, "scratch.sqlite3")
+        scratch = Database(
+            url=f"sqlite:///{path}", dialect="sqlite", display="scratch database", sqlite_path=path
         )
-        with SqliteBackend(memory) as other:
-            yield other
+        try:
+            with SqliteBackend(scratch, self.names) as other:
+                yield other
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
-    # -- locking and transactions ---------------------------------------------------------
-    @contextmanager
-    def migration_lock(self, timeout: float, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        if self.path == ":memory:":  # private to this connection: nobody to wait for
-            yield
-            return
-        lock_path = f"{self.path}.dbledger-lock"
-        try:
-            handle = open(lock_path, "a+")  # noqa: SIM115 -- held open for the whole run
-        except OSError as exc:
-            raise DatabaseUnavailable(f"cannot open the lock file {lock_path!r}: {exc.strerror}") from None
-        with handle:
-            deadline = time.monotonic() + timeout
-            intervals = poll_intervals()
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    if on_wait is not None:
-                        on_wait(holder)
-                        on_wait = None
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise LockTimeout(
-                            f"gave up after waiting {timeout:g} s for the migration lock on "
-                            f"{self.database.display}, held by {holder}: wait for it to finish, "
-                            "or raise --lock-timeout"
-                        ) from None
-                    time.sleep(min(next(intervals), remaining))
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{actor()} (dbledger)\n")
-            handle.flush()
-            try:
-                yield
-            finally:
-                handle.truncate(0)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def take_backup(self, directory: Path, label: str) -> Backup:
+        from dbledger.backup import copy_sqlite
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _translate(exc, self.database.display, self.busy_timeout) from exc
-        try:
-            yield
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # deferred foreign keys are checked here
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise StatementError(
-                f"{exc}\nraised at COMMIT, the end of the migration's transaction",
-                sqlstate=getattr(exc, "sqlite_errorname", None),
-                statement=COMMIT_STATEMENT,
-            ) from exc
-
-    # -- running SQL ----------------------------------------------------------------------
-    def split(self, section: Section) -> list[Statement]:
-        return split_statements(section.sql, section.line)
-
-    def execute(self, statement: Statement) -> None:
-        try:
-            self.conn.execute(statement.sql)
-        except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorname", None)
-            text = f"{code}: {exc}" if code else str(exc)
-            raise StatementError(
-                f"{text}\nstatement at line {statement.line}: {' '.join(statement.sql.split())[:300]}",
-                sqlstate=code,
-                statement=statement,
-            ) from exc
+        return copy_sqlite(self.database, directory, label=label)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def split_statements(text: str, first_line: int) -> list[Statement]:
-    """Statements of ``text`` with their file lines, cut where SQLite's own tokenizer says a
-    statement is complete (``sqlite3.complete_statement`` knows strings, comments and trigger
-    bodies)."""
-    bounds: list[tuple[int, int]] = []
-    start = 0
-    position = text.find(";")
-    while position != -1:
-        if sqlite3.complete_statement(text[start : position + 1]):
-            bounds.append((start, position + 1))
-            start = position + 1
-        position = text.find(";", position + 1)
-    bounds.append((start, len(text)))
-    found = (statement_at(text, begin, end, first_line) for begin, end in bounds)
-    return [statement for statement in found if statement is not None]
-
-
-def _translate(exc: sqlite3.OperationalError, display: str, timeout: float | None = None) -> DbledgerError:
-    if "locked" in str(exc) or "busy" in str(exc):
-        waited = f" after waiting {timeout:g} s" if timeout is not None else ""
-        return LockTimeout(
-            f"{display} is locked by another connection{waited}: wait for it to finish, "
-            "or raise --lock-timeout"
-        )
-    return DbledgerError(f"{display}: {exc}")
+        self._unlock()

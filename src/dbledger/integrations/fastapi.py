@@ -44,20 +44,22 @@ def ledger_router(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    ledger_table: str | None = None,
     version_path: str = "/api/db/version",
     health_path: str = "/health",
 ) -> APIRouter:
-    """A router with the version and health endpoints for one database and migrations folder."""
+    """A router with the version and health endpoints for one database and migrations folder
+    (and ledger table, default as the command line resolves it)."""
     router = APIRouter()
 
     @router.get(version_path, tags=["database"])
     def db_version() -> dict[str, Any]:
-        return status(database_url, directory, check_schema=True).to_dict()
+        return status(database_url, directory, check_schema=True, ledger_table=ledger_table).to_dict()
 
     @router.get(health_path, tags=["database"])
     def health() -> JSONResponse:
         try:
-            state = status(database_url, directory, check_schema=True)
+            state = status(database_url, directory, check_schema=True, ledger_table=ledger_table)
         except DbledgerError as exc:
             return JSONResponse({"status": "unavailable", "reasons": [exc.message]}, status_code=503)
         reasons = health_reasons(state)
@@ -75,6 +77,7 @@ def migrating_lifespan(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan for ``FastAPI(lifespan=...)`` that migrates at startup. A failure raises, and
@@ -83,7 +86,9 @@ def migrating_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        await run_in_threadpool(migrate, database_url, directory, lock_timeout=lock_timeout)
+        await run_in_threadpool(
+            migrate, database_url, directory, ledger_table=ledger_table, lock_timeout=lock_timeout
+        )
         yield
 
     return lifespan

@@ -26,6 +26,7 @@ def migrate_or_exit(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    ledger_table: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     log: logging.Logger = logger,
 ) -> Report:
@@ -35,9 +36,13 @@ def migrate_or_exit(
     def progress(event: str, name: str, ms: int | None) -> None:
         if event == "done":
             log.info("applied migration %s in %d ms", name, ms or 0)
+        elif event in ("waiting", "upgrade", "backup", "warning"):
+            log.info("%s: %s", event, name)
 
     try:
-        report = migrate(database_url, directory, lock_timeout=lock_timeout, progress=progress)
+        report = migrate(
+            database_url, directory, ledger_table=ledger_table, lock_timeout=lock_timeout, progress=progress
+        )
     except DbledgerError as exc:
         _exit(log, exc)
     if report.applied:

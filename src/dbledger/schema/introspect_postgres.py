@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from dbledger.schema.model import (
     Column,
@@ -55,12 +56,12 @@ def _not_extension_member(catalog: str, oid: str) -> str:
     )
 
 
+# Stands for the condition that leaves dbledger's own tables out; filled in at each call, since
+# where the ledger lives is a setting.
+_NOT_LEDGER = "/*not-ledger*/"
 # A relation of the user's: not in a system schema, not dbledger's, not an extension's.
 _USER_RELATION = (
-    _USER_SCHEMA.format(n="n")
-    + " AND c.relname NOT IN ('schema_migrations', 'schema_migrations_history')"
-    + " AND c.relname NOT LIKE 'schema\\_migrations\\_%' AND "
-    + _not_extension_member("pg_class", "c.oid")
+    _USER_SCHEMA.format(n="n") + f" AND {_NOT_LEDGER} AND " + _not_extension_member("pg_class", "c.oid")
 )
 _FROM_RELATION = "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 
@@ -94,7 +95,9 @@ WHERE t.typtype = 'd' AND {_USER_SCHEMA.format(n="n")} AND {_not_extension_membe
 GROUP BY t.oid, n.nspname, t.typname
 """
 
-# Identity columns' sequences (deptype 'i') are part of the column, not objects of their own.
+# Identity columns' sequences (deptype 'i') are part of the column, not objects of their own;
+# the sequences of dbledger's serial ids belong to its tables.
+_NOT_LEDGER_OWNED = "/*not-ledger-owned*/"
 _SEQUENCES = f"""
 SELECT {_qname("n", "c.relname")}, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
        s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
@@ -108,6 +111,10 @@ FROM pg_sequence s JOIN {_FROM_RELATION} ON c.oid = s.seqrelid
 WHERE {_USER_RELATION}
   AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_class'::regclass
                   AND i.objid = c.oid AND i.deptype = 'i')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend o JOIN pg_class t ON t.oid = o.refobjid
+                  JOIN pg_namespace tn ON tn.oid = t.relnamespace
+                  WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid AND o.deptype = 'a'
+                    AND NOT {_NOT_LEDGER_OWNED})
 """
 
 _TABLES = f"""
@@ -179,15 +186,31 @@ _VOLATILITY = {"i": "IMMUTABLE", "s": "STABLE", "v": "VOLATILE"}
 _ENABLED = {"O": "ORIGIN", "D": "DISABLED", "R": "REPLICA", "A": "ALWAYS"}
 
 
-def introspect_postgres(conn: psycopg.Connection[Any]) -> SchemaModel:
+def ledger_condition(
+    conn: psycopg.Connection[Any], schema: str | None, tables: tuple[str, ...], n: str = "n", c: str = "c"
+) -> str:
+    """SQL true for a relation ``c`` in namespace ``n`` that is not one of dbledger's ``tables``
+    in ``schema`` (values quoted by psycopg)."""
+    if schema is None:
+        return "true"
+    names = ", ".join(sql.Literal(table).as_string(conn) for table in tables)
+    return f"NOT ({n}.nspname = {sql.Literal(schema).as_string(conn)} AND {c}.relname IN ({names}))"
+
+
+def introspect_postgres(
+    conn: psycopg.Connection[Any], ledger_schema: str | None = None, ledger_tables: tuple[str, ...] = ()
+) -> SchemaModel:
     """The user schema of the database behind ``conn``: every schema but the system ones,
-    dbledger's tables and extensions' objects left out. Runs in a transaction of its own (a
-    savepoint when one is open) and changes nothing."""
+    dbledger's tables (``ledger_tables`` in ``ledger_schema``) and extensions' objects left out.
+    Runs in a transaction of its own (a savepoint when one is open) and changes nothing."""
+    not_ledger = ledger_condition(conn, ledger_schema, ledger_tables)
+    not_owned = ledger_condition(conn, ledger_schema, ledger_tables, n="tn", c="t")
     with conn.transaction():
         conn.execute(b"SET LOCAL search_path = pg_catalog, public")
 
         def rows(query: str) -> list[tuple[Any, ...]]:
-            return conn.execute(query.encode()).fetchall()
+            text = query.replace(_NOT_LEDGER, not_ledger).replace(_NOT_LEDGER_OWNED, not_owned)
+            return conn.execute(text.encode()).fetchall()
 
         columns: dict[int, list[Column]] = defaultdict(list)
         for relid, name, type_, nullable, default, identity, generated, position in rows(_COLUMNS):

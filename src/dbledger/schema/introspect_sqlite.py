@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from dbledger.schema.model import Column, Constraint, Index, SchemaModel, Table, Trigger, View, sorted_by_key
-from dbledger.schema.normalise import is_dbledger_table, normalise_space, quote_identifier
+from dbledger.schema.normalise import normalise_space, quote_identifier
 
 _OBJECTS = (
     "SELECT type, name, tbl_name, sql FROM sqlite_master"
@@ -23,14 +23,15 @@ _OBJECTS = (
 _GENERATED = {2: "VIRTUAL", 3: "STORED"}
 
 
-def introspect_sqlite(conn: sqlite3.Connection) -> SchemaModel:
-    """The schema of the ``main`` database behind ``conn``, dbledger's own tables left out."""
+def introspect_sqlite(conn: sqlite3.Connection, ledger_tables: tuple[str, ...] = ()) -> SchemaModel:
+    """The schema of the ``main`` database behind ``conn``, dbledger's ``ledger_tables`` left out."""
+    own = {table.lower() for table in ledger_tables}
     tables: list[Table] = []
     indexes: list[Index] = []
     views: list[View] = []
     triggers: list[Trigger] = []
     for kind, name, table, text in conn.execute(_OBJECTS).fetchall():
-        if is_dbledger_table(table):
+        if table.lower() in own:
             continue
         if kind == "table":
             tables.append(_table(conn, name))

@@ -32,9 +32,9 @@ What is significant, and why:
   rare change of the number of spaces inside a string literal is therefore not seen.
 * **Not significant**: OIDs, owners, grants, comments, tablespaces, statistics, storage
   parameters, the current value of sequences, extension versions (they follow the server's
-  packages, not the migrations), and dbledger's own tables (``schema_migrations``,
-  ``schema_migrations_history`` and any ``schema_migrations_*``). Objects that belong to an
-  extension come with ``CREATE EXTENSION`` and are left out.
+  packages, not the migrations), and dbledger's own four tables (``schema_migrations`` and its
+  ``_history``, ``_schema`` and ``_version``, or wherever ``--ledger-table`` put them). Objects
+  that belong to an extension come with ``CREATE EXTENSION`` and are left out.
 
 Names are schema-qualified except in ``public`` (``platform_connections``, ``audit.events``) and
 quoted only where SQL needs it, so they read like the migrations that created them.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from dbledger.ledger import HISTORY_TABLE, LEDGER_TABLE
-
 _BLANKS = re.compile(r"[ \t\f\v]+")
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
 
@@ -20,11 +18,6 @@ def normalise_body(text: str) -> str:
 def normalise_space(text: str) -> str:
     """All whitespace runs collapsed to one space: for single-statement definitions."""
     return " ".join(text.split())
-
-
-def is_dbledger_table(name: str) -> bool:
-    """dbledger's own tables, which drift leaves out."""
-    return name in (LEDGER_TABLE, HISTORY_TABLE) or name.startswith(f"{LEDGER_TABLE}_")
 
 
 def quote_identifier(name: str) -> str:

@@ -1,0 +1,164 @@
+"""Tamper evidence for the ledger: each history row carries a SHA-256 of its content and of the
+row before it, and every ledger row must be what its history says.
+
+    row.hash = sha256(row.prev_hash + canonical(row))        prev_hash of the first row: ""
+
+``problems(history, rows)`` reports, naming each row:
+- a history row edited after it was written (its hash no longer matches its content);
+- a history row deleted, or rows reordered (a row's ``prev_hash`` is not the hash of the row
+  before it);
+- a ledger row inserted, deleted or edited outside dbledger (its state, checksum, version or
+  applied order differs from what the newest history row about it recorded).
+
+What the chain cannot prove: anyone who can write the tables can also recompute every hash, so
+the chain shows edits made by hand or by other tools, not by an attacker who knows this format;
+and deleting the newest history rows leaves a shorter chain that is still whole (the ledger
+check catches it when those rows changed a migration). Keep the head hash (``verify --json``
+reports it) somewhere the migrating role cannot write, and let that role only insert into the
+history (docs/design.md shows the grants).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+
+from dbledger.contracts import REMOVED, HistoryRow, LedgerRow
+
+
+def content(
+    *,
+    at: str,
+    action: str,
+    migration_name: str | None,
+    version: str | None,
+    state: str | None,
+    checksum: str | None,
+    execution_time_ms: int | None,
+    estimate_ms: int | None,
+    applied_order: int | None,
+    error_message: str | None,
+    detail: str | None,
+    actor: str | None,
+    dbledger_version: str | None,
+) -> str:
+    """The canonical text of one history row's content: what its hash covers."""
+    return json.dumps(
+        [
+            at,
+            action,
+            migration_name,
+            version,
+            state,
+            checksum,
+            execution_time_ms,
+            estimate_ms,
+            applied_order,
+            error_message,
+            detail,
+            actor,
+            dbledger_version,
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def link(prev_hash: str, text: str) -> str:
+    """The hash of a row whose canonical content is ``text`` and whose predecessor is ``prev_hash``."""
+    return hashlib.sha256(f"{prev_hash}\n{text}".encode()).hexdigest()
+
+
+def row_content(row: HistoryRow) -> str:
+    return content(
+        at=row.at,
+        action=row.action,
+        migration_name=row.migration_name,
+        version=row.version,
+        state=row.state,
+        checksum=row.checksum,
+        execution_time_ms=row.execution_time_ms,
+        estimate_ms=row.estimate_ms,
+        applied_order=row.applied_order,
+        error_message=row.error_message,
+        detail=row.detail,
+        actor=row.actor,
+        dbledger_version=row.dbledger_version,
+    )
+
+
+def head(history: Sequence[HistoryRow]) -> str:
+    """The hash of the newest history row ("" for an empty history): keep it to detect later
+    deletions at the end of the chain."""
+    return (history[-1].hash or "") if history else ""
+
+
+def _describe(row: HistoryRow) -> str:
+    about = f" {row.migration_name}" if row.migration_name else ""
+    return f"history row {row.id} ({row.action}{about}, {row.at})"
+
+
+def chain_problems(history: Sequence[HistoryRow]) -> list[str]:
+    """Breaks in the chain, oldest first: edited rows, deleted rows, reordered rows."""
+    problems: list[str] = []
+    later = {row.hash: row for row in history if row.hash}
+    expected_prev = ""
+    for row in history:
+        prev = row.prev_hash
+        if row.hash is None or prev is None:
+            problems.append(f"{_describe(row)} has no hash: it was written outside dbledger")
+            expected_prev = row.hash or ""
+            continue
+        if link(prev, row_content(row)) != row.hash:
+            problems.append(f"{_describe(row)} was edited after it was written: its hash no longer matches")
+        if prev != expected_prev:
+            moved = later.get(prev)
+            if moved is not None and moved.id > row.id:
+                problems.append(f"{_describe(row)} was moved: it was written after history row {moved.id}")
+            else:
+                problems.append(
+                    f"the history row written before {_describe(row)} was deleted: the chain is broken there"
+                )
+        expected_prev = row.hash
+    return problems
+
+
+def expected_rows(history: Iterable[HistoryRow]) -> dict[str, HistoryRow]:
+    """For each migration, the newest history row that recorded its ledger row's state."""
+    newest: dict[str, HistoryRow] = {}
+    for row in history:
+        if row.migration_name is not None and row.state is not None:
+            newest[row.migration_name] = row
+    return newest
+
+
+def ledger_problems(history: Iterable[HistoryRow], rows: Iterable[LedgerRow]) -> list[str]:
+    """Ledger rows that are not what their history says."""
+    expected = {name: row for name, row in expected_rows(history).items() if row.state != REMOVED}
+    problems = []
+    actual = {row.name: row for row in rows}
+    for name, row in actual.items():
+        event = expected.pop(name, None)
+        if event is None:
+            problems.append(
+                f"ledger row '{name}' has no history row that explains it: it was written outside dbledger"
+            )
+            continue
+        for label, found, recorded in [
+            ("state", row.state, event.state),
+            ("checksum", row.checksum, event.checksum),
+            ("version", str(row.version), event.version),
+            ("applied order", row.applied_order, event.applied_order),
+        ]:
+            if found != recorded:
+                problems.append(
+                    f"ledger row '{name}' was edited outside dbledger: its {label} is {found}, but "
+                    f"{_describe(event)} recorded {recorded}"
+                )
+    for name, event in expected.items():
+        problems.append(
+            f"ledger row '{name}' was deleted outside dbledger: {_describe(event)} recorded it "
+            f"as {event.state}"
+        )
+    return problems

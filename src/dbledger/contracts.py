@@ -1,0 +1,156 @@
+"""The records every layer of dbledger passes around, at the bottom of the house: no dbledger module
+is imported here, and each of the others may import this one.
+
+- ``Statement``: one SQL statement of a migration section, with the file line it starts on.
+- ``LedgerRow``: one row of the ledger table as a backend read it; ``LedgerSnapshot``: all of them.
+- ``LedgerEvent``: one change the engine asks a backend to write (a ledger row and its history row).
+- ``HistoryRow``: one row of the append-only history, as read back.
+- ``Annotation``, ``SectionAnnotation``, ``Annotator``: what a database's statement analysis
+  (locks, rewrites, sizes, estimates) says; the dry run prints it, the runner records estimates.
+- ``Progress``: the callback through which commands report what they do while they do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+# The state of one migration in the ledger table.
+State = Literal["applied", "baseline", "failed", "dirty"]
+APPLIED_STATES: frozenset[str] = frozenset({"applied", "baseline"})
+# In a history row: the ledger row was deleted by this action (rollback, repair, rename).
+REMOVED = "removed"
+
+# What a history row records.
+Action = Literal[
+    "apply", "fail", "start", "rollback", "repair", "rename", "baseline", "backup", "create", "upgrade"
+]
+
+# How a ledger event changes the ledger table: write the row whole (inserted, or the existing row
+# of that name overwritten, keeping its id, as a failed migration's row becomes a success);
+# update its state in place (keeping its times); delete it; accept a new checksum; rename it;
+# or leave the table alone (the history row only).
+RowChange = Literal["upsert", "update", "delete", "checksum", "rename", "none"]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a section, without its terminator, and the file line it starts on."""
+
+    sql: str
+    line: int
+
+
+# Stands for the end of a migration's transaction in errors raised at COMMIT (line 0: no line of
+# the file).
+COMMIT_STATEMENT = Statement(sql="COMMIT", line=0)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One row of the ledger table."""
+
+    name: str
+    version: int
+    state: str  # one of State; kept as text so a row written by a newer dbledger still reads
+    checksum: str | None
+    applied_at: str | None
+    execution_time_ms: int | None
+    success: bool
+    error_message: str | None
+    # 1, 2, 3... in the order migrations were applied; None while failed or dirty.
+    applied_order: int | None = None
+    # The lock holder running a transaction:false migration (state dirty) while it runs.
+    runner: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """The whole ledger as read at one moment: its format version and its rows, in applied order
+    (failed and dirty rows last)."""
+
+    version: int
+    rows: tuple[LedgerRow, ...]
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One change to the ledger: how the ledger row changes (``change``) and the history row that
+    records it. ``state`` is the row's state afterwards, ``REMOVED`` when the row is deleted, or
+    None when no row is involved (a backup, an upgrade)."""
+
+    action: Action
+    name: str | None
+    change: RowChange
+    state: str | None = None
+    version: int | None = None
+    checksum: str | None = None
+    execution_time_ms: int | None = None
+    error_message: str | None = None
+    detail: str | None = None
+    estimate_ms: int | None = None
+    applied_order: int | None = None
+    runner: str | None = None
+    new_name: str | None = None  # change == "rename": the row's name afterwards
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of the history table, oldest first by ``id``. ``prev_hash`` and ``hash`` chain it
+    to the row before (see ``dbledger.chain``)."""
+
+    id: int
+    at: str
+    action: str
+    migration_name: str | None
+    version: str | None
+    state: str | None
+    checksum: str | None
+    execution_time_ms: int | None
+    estimate_ms: int | None
+    applied_order: int | None
+    error_message: str | None
+    detail: str | None
+    actor: str | None
+    dbledger_version: str | None
+    prev_hash: str | None
+    hash: str | None
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What the analysis says of one statement."""
+
+    summary: str  # one line for people, e.g. "ALTER TABLE; ACCESS EXCLUSIVE on t; rewrite"
+    details: dict[str, Any]  # the same, for --json
+    estimate_ms: float | None
+    destructive: bool = False
+
+
+@dataclass(frozen=True)
+class SectionAnnotation:
+    """The analysis of one section: an annotation per statement, and notes on the whole (how long
+    each table stays locked)."""
+
+    statements: list[Annotation]
+    notes: list[str]
+
+
+class Annotator(Protocol):
+    """Analyses one database's statements (PostgreSQL: the parser and the live catalog). Called
+    once per section, in the order the sections would run, so each sees the schema the ones
+    before it leave."""
+
+    def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation: ...
+
+
+# progress(event, subject, elapsed ms or None). Events: "using" (subject: the database and the
+# migrations folder), "waiting" (who holds the lock), "upgrade" (the ledger's old and new
+# version), "backup" (where it went), "start" and "done" (a migration), "rollback" and
+# "rolled back" (a migration), "warning" (what went wrong, the run goes on).
+Progress = Callable[[str, str, int | None], None]
+
+
+def no_progress(event: str, subject: str, ms: int | None) -> None:
+    """The default progress callback: report nothing."""

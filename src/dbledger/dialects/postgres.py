@@ -1,0 +1,180 @@
+"""PostgreSQL's SQL, read with the PostgreSQL parser itself (pglast), so dollar-quoted bodies,
+``BEGIN ATOMIC`` blocks and semicolons inside strings are never cut, and a statement's kind is
+decided from its parse tree, not from its text.
+
+pglast costs ~60 ms to import: it is loaded only when a section must be split, which the no-op
+path never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dbledger.contracts import Statement
+from dbledger.dialects import Dialect, first_word, statements_at
+from dbledger.errors import MigrationFileError
+
+# Statement kinds (pglast node names) worth parsing for each question, by first keyword: parsing
+# every statement of a 500,000-row data file to find none would be wasted work.
+_TRANSACTION_WORDS = frozenset({"BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE"})
+_OUTSIDE_WORDS = frozenset({"CREATE", "DROP", "REINDEX", "VACUUM", "ALTER", "CLUSTER", "DISCARD"})
+# TransactionStmt kinds that open or close a transaction (savepoints do neither).
+_ENDS_TRANSACTION = {
+    "TRANS_STMT_BEGIN": "BEGIN",
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_COMMIT": "COMMIT",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK",
+    "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+}
+
+
+class PostgresDialect(Dialect):
+    name: ClassVar[str] = "postgresql"
+
+    def split(self, sql: str, first_line: int, path: Path) -> list[Statement]:
+        """Cut by the parser; a section it rejects (a syntax error the server will report, or
+        grammar newer than pglast's) is cut at the scanner's top-level semicolons instead, so
+        every statement still reaches the server. Text the scanner cannot read (an unterminated
+        string or dollar quote) is refused, naming its line."""
+        from pglast import parser
+
+        try:
+            slices = parser.split(sql, with_parser=True, only_slices=True)
+            bounds = [(part.start, part.stop) for part in slices]
+        except parser.ParseError:
+            bounds = list(_scanner_bounds(sql, path, first_line))
+        return statements_at(sql, bounds, first_line)
+
+    def transaction_control(self, statement: Statement) -> str | None:
+        if first_word(statement) not in _TRANSACTION_WORDS:
+            return None
+        node = _parse(statement)
+        if type(node).__name__ != "TransactionStmt":
+            return None
+        return _ENDS_TRANSACTION.get(node.kind.name)
+
+    def outside_transaction_only(self, statement: Statement) -> str | None:
+        word = first_word(statement)
+        if word == "COMMIT" or word == "ROLLBACK":
+            node = _parse(statement)  # COMMIT PREPARED / ROLLBACK PREPARED
+            kind = node.kind.name if type(node).__name__ == "TransactionStmt" else ""
+            return _ENDS_TRANSACTION[kind] if kind.endswith("_PREPARED") else None
+        if word not in _OUTSIDE_WORDS:
+            return None
+        node = _parse(statement)
+        return None if node is None else _outside_only(node)
+
+    def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
+        lowered = statement.sql.lower()
+        if not any(table in lowered for table in tables):  # the common case: no parse at all
+            return []
+        node = _parse(statement)
+        if node is None:
+            return []
+        return [(schema, name) for schema, name in _relation_names(node) if name in tables]
+
+
+def _parse(statement: Statement) -> Any:
+    """The statement's parse tree, or None when pglast cannot parse it (the server decides)."""
+    from pglast import parse_sql, parser
+
+    try:
+        parsed = parse_sql(statement.sql)
+    except parser.ParseError:
+        return None
+    return parsed[0].stmt if len(parsed) == 1 else None
+
+
+def _outside_only(node: Any) -> str | None:
+    """The command when ``node`` cannot run inside a transaction block (SQLSTATE 25001)."""
+    kind = type(node).__name__
+    if kind == "IndexStmt" and node.concurrent:
+        return "CREATE INDEX CONCURRENTLY"
+    if kind == "DropStmt" and node.concurrent:
+        return "DROP INDEX CONCURRENTLY"
+    if kind == "ReindexStmt":
+        if any(option.defname == "concurrently" for option in node.params or ()):
+            return "REINDEX CONCURRENTLY"
+        if node.kind.name in ("REINDEX_OBJECT_SYSTEM", "REINDEX_OBJECT_DATABASE"):
+            return f"REINDEX {node.kind.name.removeprefix('REINDEX_OBJECT_')}"
+        return None
+    if kind == "AlterTableStmt":
+        for command in node.cmds or ():
+            if command.subtype.name == "AT_DetachPartition" and getattr(command.def_, "concurrent", False):
+                return "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY"
+        return None
+    if kind == "AlterDatabaseStmt":
+        moves = any(option.defname == "tablespace" for option in node.options or ())
+        return "ALTER DATABASE ... SET TABLESPACE" if moves else None
+    if kind == "VacuumStmt":
+        return "VACUUM" if node.is_vacuumcmd else None
+    if kind == "ClusterStmt":
+        return "CLUSTER without a table" if node.relation is None else None
+    if kind == "DiscardStmt":
+        return "DISCARD ALL" if node.target.name == "DISCARD_ALL" else None
+    return {
+        "CreatedbStmt": "CREATE DATABASE",
+        "DropdbStmt": "DROP DATABASE",
+        "CreateTableSpaceStmt": "CREATE TABLESPACE",
+        "DropTableSpaceStmt": "DROP TABLESPACE",
+        "AlterSystemStmt": "ALTER SYSTEM",
+        "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
+    }.get(kind)
+
+
+def _relation_names(node: Any) -> Iterator[tuple[str | None, str]]:
+    """``(schema, name)`` of every relation ``node`` names: RangeVar nodes (CREATE, ALTER,
+    INSERT, SELECT, TRUNCATE, ...), the new name of a RENAME and the name lists of DROP."""
+    from pglast import ast
+    from pglast.visitors import Visitor
+
+    found: list[tuple[str | None, str]] = []
+
+    class Relations(Visitor):
+        def visit_RangeVar(self, ancestors: Any, range_var: Any) -> None:
+            found.append((range_var.schemaname, range_var.relname))
+
+        def visit_RenameStmt(self, ancestors: Any, rename: Any) -> None:
+            if rename.newname and rename.relation is not None:  # ALTER TABLE x RENAME TO ledger
+                found.append((rename.relation.schemaname, rename.newname))
+
+        def visit_DropStmt(self, ancestors: Any, drop: Any) -> None:
+            for names in drop.objects or ():
+                parts: list[str] = []
+                if isinstance(names, tuple):
+                    parts = [str(part.sval) for part in names if isinstance(part, ast.String)]
+                if parts:
+                    found.append((parts[-2] if len(parts) > 1 else None, parts[-1]))
+
+    Relations()(node)
+    return iter(found)
+
+
+def _scanner_bounds(sql: str, path: Path, first_line: int) -> Iterator[tuple[int, int]]:
+    """Statement bounds at top-level semicolons, by the scanner's tokens: ``BEGIN ATOMIC`` and
+    ``CASE`` open a block that ``END`` closes, and semicolons inside one do not cut."""
+    from pglast import parser
+
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError as exc:
+        offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+        line = first_line + sql.count("\n", 0, offset)
+        raise MigrationFileError(
+            str(path), f"line {line}: {exc.args[0]}: close it, or the rest of the file is part of it"
+        ) from None
+    start, depth, previous = 0, 0, ""
+    for token in tokens:
+        if (token.name == "ATOMIC" and previous == "BEGIN_P") or token.name == "CASE":
+            depth += 1
+        elif token.name == "END_P" and depth:
+            depth -= 1
+        elif token.name == "ASCII_59" and not depth:
+            yield start, token.end + 1
+            start = token.end + 1
+        previous = token.name
+    yield start, len(sql)

@@ -1,0 +1,449 @@
+"""Run a command that writes, under the migration lock: read the ledger afresh, run the preflight
+(every refusal, before any change), create or upgrade the ledger, back up, execute the steps,
+and record the schema the run left.
+
+The order of work is the point of this module:
+  1. a cheap read of the ledger, before any lock, may only conclude "nothing to do";
+  2. under the lock, the ledger is read again and the preflight decides every refusal on that
+     fresh read, for every step of the run, before the ledger is even created;
+  3. each step commits with its ledger rows (``dbledger.executor``);
+  4. the schema is recorded after every run that committed something, also one that then failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbledger import preflight
+from dbledger.backends.base import Backend
+from dbledger.config import Database
+from dbledger.contracts import (
+    APPLIED_STATES,
+    REMOVED,
+    LedgerEvent,
+    LedgerRow,
+    LedgerSnapshot,
+    Progress,
+    no_progress,
+)
+from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError
+from dbledger.executor import Applied, Executor, RolledBack
+from dbledger.ledger import LEDGER_VERSION
+from dbledger.migrations import Migration
+from dbledger.plan import Allowances, make_plan
+from dbledger.redaction import redact
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``up`` applies and what it lets pass."""
+
+    target: int | None = None
+    allow: Allowances = field(default_factory=Allowances)
+    allow_existing_schema: bool = False
+    atomic: bool = False
+
+
+@dataclass(frozen=True)
+class Backup:
+    """The backup a deploy took before its first change."""
+
+    path: str
+    sha256: str
+    restore_command: str
+
+
+@dataclass
+class UpResult:
+    applied: list[Applied] = field(default_factory=list)
+    backup: Backup | None = None
+
+
+def ledger_view(backend: Backend, snapshot: LedgerSnapshot | None) -> preflight.Ledger:
+    """What the preflight needs to know of the database (its tables only when it has no ledger)."""
+    existing = tuple(backend.user_tables()) if snapshot is None else ()
+    return preflight.Ledger(snapshot, backend.names, backend.ledger_schema, backend.default_schema, existing)
+
+
+def prepare_up(
+    backend: Backend, migrations: list[Migration], options: UpOptions, snapshot: LedgerSnapshot | None
+) -> preflight.Work:
+    """The preflight of ``up`` against the ledger as just read; ``up`` under its lock and
+    ``up --dry-run`` without one. A database built without dbledger is refused with the exact
+    ``dbledger baseline V`` its schema matches, worked out by replaying the files."""
+    view = ledger_view(backend, snapshot)
+    try:
+        return preflight.up(
+            migrations,
+            view,
+            backend.dialect,
+            target=options.target,
+            allow=options.allow,
+            allow_existing_schema=options.allow_existing_schema,
+            atomic=options.atomic,
+        )
+    except ExistingSchema as refusal:
+        from dbledger.replay import baseline_advice  # a scratch database: only on this refusal
+
+        raise ExistingSchema(refusal.tables, refusal.ledger, baseline_advice(backend, migrations)) from None
+
+
+def prepare_down(
+    backend: Backend,
+    migrations: list[Migration],
+    snapshot: LedgerSnapshot | None,
+    *,
+    steps: int | None,
+    target: int | None,
+) -> preflight.Work:
+    """The preflight of ``down`` against the ledger as just read."""
+    return preflight.down(
+        migrations, ledger_view(backend, snapshot), backend.dialect, steps=steps, target=target
+    )
+
+
+@contextmanager
+def _locked(backend: Backend, progress: Progress) -> Iterator[None]:
+    with backend.migration_lock(backend.lock_timeout, lambda holder: progress("waiting", holder, None)):
+        yield
+
+
+def _make_current(backend: Backend, snapshot: LedgerSnapshot | None, progress: Progress) -> None:
+    """Create the ledger, or upgrade an older one in place; under the lock, after the preflight."""
+    if snapshot is not None and snapshot.version == LEDGER_VERSION:
+        return
+    with backend.transaction():
+        if snapshot is None:
+            backend.create_ledger()
+        else:
+            backend.upgrade_ledger(snapshot)
+    if snapshot is not None:
+        progress("upgrade", f"ledger format {snapshot.version} -> {LEDGER_VERSION}", None)
+
+
+def up(
+    backend: Backend,
+    migrations: list[Migration],
+    options: UpOptions = UpOptions(),
+    *,
+    backup_dir: Path | None = None,
+    progress: Progress = no_progress,
+) -> UpResult:
+    """Apply pending migrations in version order, each exactly once across concurrent runners.
+    With ``options.atomic``, all of them in one transaction. With ``backup_dir``, a backup is
+    taken before the run's first change when a pending migration is risky."""
+    preflight.check_target(migrations, options.target)
+    snapshot = backend.read_ledger()
+    if snapshot is None and not migrations:
+        return UpResult()
+    if snapshot is not None and snapshot.version == LEDGER_VERSION:
+        plan = make_plan(migrations, snapshot.rows)
+        if not plan.to_apply(options.target) and not plan.problems(options.allow):
+            return UpResult()  # the path every replica takes at every start: one read, no lock
+    result = UpResult()
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        work = prepare_up(backend, migrations, options, snapshot)
+        if snapshot is None and work.nothing_to_do:
+            return result
+        _make_current(backend, snapshot, progress)
+        if backup_dir is not None and work.steps:
+            result.backup = _back_up_if_risky(backend, work, backup_dir, progress)
+        executor = Executor(backend, progress=progress)
+        if work.atomic and work.steps:
+            result.applied = executor.apply_atomically(work.steps, work.plan.next_order)
+            record_schema(backend, "up", result.applied[-1].name, progress)
+        else:
+            _apply_each(backend, executor, work, result.applied, progress)
+    return result
+
+
+def _apply_each(
+    backend: Backend, executor: Executor, work: preflight.Work, applied: list[Applied], progress: Progress
+) -> None:
+    """Apply the steps one by one. The schema is recorded after the run, also when a step failed
+    after others committed, and before a ``transaction:false`` step (whose failure could leave
+    partial work that must not become the expected schema)."""
+    recorded = 0
+    try:
+        for order, step in enumerate(work.steps, start=work.plan.next_order):
+            if not step.transactional and len(applied) > recorded:
+                record_schema(backend, "up", applied[-1].name, progress)
+                recorded = len(applied)
+            applied.append(executor.apply(step, order))
+    finally:
+        if len(applied) > recorded:
+            record_schema(backend, "up", applied[-1].name, progress)
+
+
+def record_schema(backend: Backend, action: str, name: str | None, progress: Progress) -> None:
+    """Remember the schema the run left, for ``drift`` and ``status``. A failure here is reported,
+    never turned into a failed run: the migrations are committed."""
+    from dbledger.schema import fingerprint  # only after real work: introspection costs 10-250 ms
+    from dbledger.schema.storage import dumps
+
+    try:
+        model = backend.introspect()
+        with backend.transaction():
+            backend.save_schema(action, name, fingerprint(model), dumps(model))
+    except Exception as exc:
+        progress("warning", redact(f"the schema could not be recorded for drift checks: {exc}"), None)
+
+
+def _back_up_if_risky(
+    backend: Backend, work: preflight.Work, directory: Path, progress: Progress
+) -> Backup | None:
+    """Back up before the deploy's first change when a step is marked ``backup:true`` or the
+    backend's analysis finds it destructive (DROP, a rewriting type change, TRUNCATE, DELETE
+    without WHERE). The backup then holds the database as it was before this deploy."""
+    risky = next((step for step in work.steps if _is_risky(backend, step)), None)
+    if risky is None:
+        return None
+    try:
+        done = backend.take_backup(directory, risky.name)
+    except BackupFailed as exc:
+        raise BackupFailed(
+            f"{exc.message}\nnothing was applied: fix the backup directory (or pg_dump), or run "
+            "without --backup"
+        ) from exc
+    with backend.transaction():
+        backend.write(
+            LedgerEvent(
+                "backup",
+                risky.name,
+                "none",
+                checksum=risky.migration.checksum,
+                detail=f"{done.path} sha256:{done.sha256}",
+            )
+        )
+    progress(
+        "backup", f"{done.path} (sha256 {done.sha256[:12]}…); restore with: {done.restore_command}", None
+    )
+    return Backup(str(done.path), done.sha256, done.restore_command)
+
+
+def _is_risky(backend: Backend, step: preflight.Step) -> bool:
+    if step.section.backup:
+        return True
+    annotator = backend.annotator()
+    if annotator is None:
+        return False
+    try:
+        analysed = annotator.annotate(list(step.statements), step.transactional)
+    except Exception:  # an analysis gap: back up rather than guess that it is safe
+        return True
+    return any(annotation.destructive for annotation in analysed.statements)
+
+
+def down(
+    backend: Backend,
+    migrations: list[Migration],
+    *,
+    steps: int | None = None,
+    target: int | None = None,
+    progress: Progress = no_progress,
+) -> list[RolledBack]:
+    """Roll back the newest ``steps`` applied migrations (default 1), or all above ``target``."""
+    if backend.read_ledger() is None:
+        prepare_down(backend, migrations, None, steps=steps, target=target)  # bad arguments are still refused
+        return []
+    undone: list[RolledBack] = []
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        work = prepare_down(backend, migrations, snapshot, steps=steps, target=target)
+        _make_current(backend, snapshot, progress)
+        rows = work.plan.rows
+        executor = Executor(backend, progress=progress)
+        try:
+            for step in work.steps:
+                undone.append(executor.roll_back(step, rows[step.name]))
+        finally:
+            if undone:
+                record_schema(backend, "down", undone[-1].name, progress)
+    return undone
+
+
+def redo(
+    backend: Backend, migrations: list[Migration], *, progress: Progress = no_progress
+) -> tuple[RolledBack | None, list[Applied]]:
+    """Roll back the newest applied migration and apply it again: the loop while writing one.
+    Everything ``up`` would refuse is refused first; both halves run under one lock."""
+    if backend.read_ledger() is None:
+        return None, []
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        work = preflight.redo(migrations, ledger_view(backend, snapshot), backend.dialect)
+        if work.nothing_to_do:
+            return None, []
+        _make_current(backend, snapshot, progress)
+        back, again = work.steps
+        rows = work.plan.rows
+        executor = Executor(backend, progress=progress)
+        undone = executor.roll_back(back, rows[back.name])
+        others = [row.applied_order or 0 for row in work.plan.applied if row.name != back.name]
+        applied = [executor.apply(again, max(others, default=0) + 1)]
+        record_schema(backend, "redo", back.name, progress)
+        return undone, applied
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """One ledger row ``repair`` changed, and how."""
+
+    name: str
+    # "checksum accepted", "renamed", "failed record removed", "dirty record removed",
+    # "missing record removed"
+    action: str
+    detail: str
+
+
+def repair(
+    backend: Backend,
+    migrations: list[Migration],
+    *,
+    forget_missing: bool = False,
+    progress: Progress = no_progress,
+) -> list[Repaired]:
+    """Accept the checksums of modified files, record renamed files under their new names, and
+    clear failed and dirty rows, so the next ``up`` runs those again; with ``forget_missing``,
+    also drop the records of applied migrations whose files are gone (kept by default: restoring
+    such a file later would make it look pending and run it twice). Every change goes into the
+    history."""
+    if backend.read_ledger() is None:
+        return []
+    done: list[Repaired] = []
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        if snapshot is None:  # dropped since the first read
+            return []
+        _make_current(backend, snapshot, progress)
+        plan = make_plan(migrations, snapshot.rows)
+        with backend.transaction():
+            for migration, row in plan.modified:
+                detail = f"checksum {row.checksum} -> {migration.checksum}"
+                backend.write(
+                    LedgerEvent(
+                        "repair",
+                        row.name,
+                        "checksum",
+                        state=row.state,
+                        version=row.version,
+                        checksum=migration.checksum,
+                        applied_order=row.applied_order,
+                        detail=detail,
+                    )
+                )
+                done.append(Repaired(row.name, "checksum accepted", detail))
+            for migration, row in plan.renamed:
+                _rename(backend, row.name, migration.name, row)
+                done.append(Repaired(row.name, "renamed", f"{row.name} -> {migration.name}"))
+            removals = [(r, "failed") for r in plan.failed] + [(r, "dirty") for r in plan.dirty]
+            removals += [(r, "missing") for r in plan.missing if forget_missing]
+            for row, what in removals:
+                detail = f"state was {row.state}, checksum {(row.checksum or 'none')[:12]}"
+                if row.error_message:
+                    detail += f"; its error: {row.error_message.splitlines()[0]}"
+                backend.write(
+                    LedgerEvent(
+                        "repair",
+                        row.name,
+                        "delete",
+                        state=REMOVED,
+                        version=row.version,
+                        checksum=row.checksum,
+                        error_message=row.error_message,
+                        detail=detail,
+                    )
+                )
+                done.append(Repaired(row.name, f"{what} record removed", detail))
+    return done
+
+
+def _rename(backend: Backend, old: str, new: str, row: LedgerRow) -> None:
+    """The row moves to the new name, keeping its id, times and order: two history rows, one
+    saying the old name is gone and one giving the new name its state."""
+    backend.write(
+        LedgerEvent(
+            "rename",
+            old,
+            "rename",
+            state=REMOVED,
+            version=row.version,
+            checksum=row.checksum,
+            new_name=new,
+            detail=f"renamed to {new}",
+        )
+    )
+    backend.write(
+        LedgerEvent(
+            "rename",
+            new,
+            "none",
+            state=row.state,
+            version=row.version,
+            checksum=row.checksum,
+            applied_order=row.applied_order,
+            detail=f"renamed from {old}",
+        )
+    )
+
+
+def baseline(
+    backend: Backend,
+    migrations: list[Migration],
+    version: int,
+    *,
+    verify: bool = False,
+    shadow: Database | None = None,
+    progress: Progress = no_progress,
+) -> list[str]:
+    """Mark every migration up to ``version`` as applied without running it (for a database that
+    was built before the ledger existed). With ``verify``, first compare the live schema with what
+    the files up to ``version`` produce on a scratch database, and refuse with the differences.
+    Returns the names marked."""
+    preflight.check_target(migrations, version, "baseline VERSION")
+    marked: list[str] = []
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        if verify:
+            from dbledger.replay import replayed_model  # a scratch database: only when asked
+            from dbledger.schema import diff
+
+            upto = [m for m in migrations if m.version <= version]
+            differences = diff(replayed_model(backend, upto, shadow), backend.introspect())
+            if differences:
+                raise LedgerStateError(
+                    [f"the database is not what migrations up to version {version} produce:"]
+                    + [str(d) for d in differences]
+                    + ["nothing was marked: find the version it really matches, or fix it by hand"]
+                )
+        _make_current(backend, snapshot, progress)
+        plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
+        order = plan.next_order
+        with backend.transaction():
+            for migration in migrations:
+                if migration.version > version:
+                    break
+                row = plan.rows.get(migration.name)
+                if row is not None and row.state in APPLIED_STATES:
+                    continue
+                backend.write(
+                    LedgerEvent(
+                        "baseline",
+                        migration.name,
+                        "upsert",
+                        state="baseline",
+                        version=migration.version,
+                        checksum=migration.checksum,
+                        applied_order=order,
+                        detail=f"baseline {version}",
+                    )
+                )
+                order += 1
+                marked.append(migration.name)
+        if marked:
+            record_schema(backend, "baseline", marked[-1], progress)
+    return marked

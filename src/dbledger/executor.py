@@ -1,0 +1,375 @@
+"""Run the steps a preflight decided: each section's statements, in a transaction or on their own,
+together with its ledger row and history row, and its failure recorded when it fails.
+
+One executor serves ``up``, ``down``, ``redo``, ``--atomic`` and every replay, so a migration runs
+the same way whichever command runs it:
+
+- each migration but the first of a run starts from a clean session (``Backend.reset_session``):
+  a ``search_path`` or role one migration set does not leak into the next;
+- a transactional section commits together with its ledger row, or leaves nothing;
+- a ``transaction:false`` section is marked dirty before it starts and applied after it ends; when
+  it fails, a transaction it opened itself is rolled back, and the row stays dirty only if some
+  of its work may have been committed;
+- a failure is recorded after the failed transaction rolled back, in a transaction of its own.
+
+Called under the migration lock, except for replays on a scratch database (no ledger there).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dbledger.backends.base import Backend
+from dbledger.contracts import (
+    COMMIT_STATEMENT,
+    REMOVED,
+    Action,
+    LedgerEvent,
+    LedgerRow,
+    Progress,
+    no_progress,
+)
+from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
+from dbledger.preflight import Step
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One migration a run applied."""
+
+    name: str
+    version: int
+    execution_time_ms: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """One migration a run rolled back."""
+
+    name: str
+    version: int
+    execution_time_ms: int
+
+
+def _elapsed_ms(start: float) -> int:
+    return round((time.perf_counter() - start) * 1000)
+
+
+class Executor:
+    """Runs steps on one backend. ``record=False`` for a replay: no ledger is written."""
+
+    def __init__(self, backend: Backend, *, progress: Progress = no_progress, record: bool = True) -> None:
+        self.backend = backend
+        self.progress = progress
+        self.record = record
+        self._fresh = True  # no migration has run on this session yet
+
+    def _clean_session(self) -> None:
+        if not self._fresh:
+            self.backend.reset_session()
+        self._fresh = False
+
+    # -- up --------------------------------------------------------------------------------
+    def apply(self, step: Step, order: int) -> Applied:
+        """Apply one up section; it becomes number ``order`` in the applied order."""
+        self._clean_session()
+        estimate = self._estimate(step)
+        if not step.transactional:
+            return self._apply_outside(step, order, estimate)
+        started = time.perf_counter()
+        try:
+            with self.backend.transaction():
+                self.progress("start", step.name, None)
+                self._run(step)
+                ms = _elapsed_ms(started)
+                self._write(self._applied(step, order, ms, estimate))
+        except DatabaseError as err:
+            raise self._failed(step, err, _elapsed_ms(started), dirty=False) from None
+        self.progress("done", step.name, ms)
+        return Applied(step.name, step.migration.version, ms, step.migration.checksum)
+
+    def _apply_outside(self, step: Step, order: int, estimate: int | None) -> Applied:
+        # Outside a transaction a crash can leave partial work: say so in the ledger first.
+        with self.backend.transaction():
+            self._write(self._started(step))
+        self.progress("start", step.name, None)
+        started = time.perf_counter()
+        if (failure := self._run_outside(step)) is not None:
+            error, dirty = failure
+            raise self._failed(step, error, _elapsed_ms(started), dirty=dirty)
+        ms = _elapsed_ms(started)
+        with self.backend.transaction():
+            self._write(self._applied(step, order, ms, estimate))
+        self.progress("done", step.name, ms)
+        return Applied(step.name, step.migration.version, ms, step.migration.checksum)
+
+    def _run_outside(self, step: Step) -> tuple[DatabaseError, bool] | None:
+        """Run a ``transaction:false`` section statement by statement. On failure, roll back a
+        transaction the section opened itself and return the error and whether some of the
+        section's work may have been committed (then the migration is dirty)."""
+        committed = False
+        for statement in step.statements:
+            inside = self.backend.in_transaction()
+            try:
+                self.backend.execute(statement)
+            except DatabaseError as err:
+                self.backend.roll_back_open()
+                # Outside a transaction, a statement that commits in phases (CREATE INDEX
+                # CONCURRENTLY) leaves its first phases behind when a later one fails.
+                phased = not inside and self.backend.dialect.outside_transaction_only(statement) is not None
+                return err, committed or phased
+            committed = committed or not self.backend.in_transaction()
+        return None
+
+    def apply_atomically(self, steps: tuple[Step, ...], first_order: int) -> list[Applied]:
+        """Every step in one transaction with its ledger rows: the deploy commits whole or leaves
+        the database exactly as it was. After each migration its deferred constraints are
+        checked, so a violation names the migration that caused it."""
+        applied: list[Applied] = []
+        current: Step | None = None
+        started = time.perf_counter()
+        try:
+            with self.backend.transaction():
+                for position, step in enumerate(steps):
+                    current = step
+                    estimate = self._estimate(step)
+                    self.progress("start", step.name, None)
+                    started = time.perf_counter()
+                    self._run(step)
+                    if len(steps) > 1:
+                        self.backend.check_deferred()
+                    ms = _elapsed_ms(started)
+                    self._write(self._applied(step, first_order + position, ms, estimate))
+                    applied.append(Applied(step.name, step.migration.version, ms, step.migration.checksum))
+        except DatabaseError as err:
+            if current is None:
+                raise
+            if err.statement is COMMIT_STATEMENT and len(steps) > 1:
+                raise self._failed_at_commit(steps, err) from None
+            undone = tuple(a.name for a in applied if a.name != current.name)
+            raise self._failed(current, err, _elapsed_ms(started), dirty=False, undone=undone) from None
+        for result in applied:
+            self.progress("done", result.name, result.execution_time_ms)
+        return applied
+
+    # -- down ------------------------------------------------------------------------------
+    def roll_back(self, step: Step, row: LedgerRow) -> RolledBack:
+        """Run one down section; the ledger row goes, the history keeps a ``rollback`` row."""
+        self._clean_session()
+        self.progress("rollback", step.name, None)
+        started = time.perf_counter()
+        if step.transactional:
+            try:
+                with self.backend.transaction():
+                    self._run(step)
+                    ms = _elapsed_ms(started)
+                    self._write(self._rolled_back(step, ms))
+            except DatabaseError as err:
+                raise self._rollback_failed(step, row, err, dirty=False) from None
+        else:
+            with self.backend.transaction():  # half a rollback must be as visible as half a migration
+                self._write(self._row_state(step, "start", "dirty", runner=self.backend.lock_token))
+            if (failure := self._run_outside(step)) is not None:
+                error, dirty = failure
+                raise self._rollback_failed(step, row, error, dirty=dirty)
+            ms = _elapsed_ms(started)
+            with self.backend.transaction():
+                self._write(self._rolled_back(step, ms))
+        self.progress("rolled back", step.name, ms)
+        return RolledBack(step.name, step.migration.version, ms)
+
+    # -- replay ----------------------------------------------------------------------------
+    def replay(self, step: Step) -> None:
+        """Run one section on a scratch database, with no ledger. Raises DatabaseError."""
+        self._clean_session()
+        if step.transactional:
+            with self.backend.transaction():
+                self._run(step)
+            return
+        try:
+            for statement in step.statements:
+                self.backend.execute(statement)
+        except DatabaseError:
+            self.backend.roll_back_open()
+            raise
+
+    # -- the pieces ------------------------------------------------------------------------
+    def _run(self, step: Step) -> None:
+        for statement in step.statements:
+            self.backend.execute(statement)
+
+    def _write(self, event: LedgerEvent) -> None:
+        if self.record:
+            self.backend.write(event)
+
+    def _estimate(self, step: Step) -> int | None:
+        """The analysis's time estimate for a migration about to run, recorded with its actual
+        time so later dry runs can correct their estimates for this database. Never fails a
+        migration."""
+        annotator = self.backend.annotator() if self.record else None
+        if annotator is None:
+            return None
+        try:
+            analysed = annotator.annotate(list(step.statements), step.transactional)
+        except Exception:  # an analysis gap must never stop a deploy
+            return None
+        estimates = [a.estimate_ms for a in analysed.statements]
+        return (
+            None if any(e is None for e in estimates) else round(sum(e for e in estimates if e is not None))
+        )
+
+    def _applied(self, step: Step, order: int, ms: int, estimate: int | None) -> LedgerEvent:
+        migration = step.migration
+        return LedgerEvent(
+            "apply",
+            migration.name,
+            "upsert",
+            state="applied",
+            version=migration.version,
+            checksum=migration.checksum,
+            execution_time_ms=ms,
+            estimate_ms=estimate,
+            applied_order=order,
+        )
+
+    def _started(self, step: Step) -> LedgerEvent:
+        migration = step.migration
+        return LedgerEvent(
+            "start",
+            migration.name,
+            "upsert",
+            state="dirty",
+            version=migration.version,
+            checksum=migration.checksum,
+            error_message="started outside a transaction; not finished",
+            runner=self.backend.lock_token,
+        )
+
+    def _row_state(
+        self,
+        step: Step,
+        action: Action,
+        state: str,
+        *,
+        order: int | None = None,
+        runner: str | None = None,
+        error: str | None = None,
+        detail: str = "rollback",
+    ) -> LedgerEvent:
+        """A rollback's change of the row's state in place (its id and times stay)."""
+        migration = step.migration
+        return LedgerEvent(
+            action,
+            migration.name,
+            "update",
+            state=state,
+            version=migration.version,
+            checksum=migration.checksum,
+            applied_order=order,
+            runner=runner,
+            error_message=error
+            or ("rollback started outside a transaction; not finished" if state == "dirty" else None),
+            detail=detail,
+        )
+
+    def _rolled_back(self, step: Step, ms: int) -> LedgerEvent:
+        migration = step.migration
+        return LedgerEvent(
+            "rollback",
+            migration.name,
+            "delete",
+            state=REMOVED,
+            version=migration.version,
+            checksum=migration.checksum,
+            execution_time_ms=ms,
+        )
+
+    def _failed(
+        self, step: Step, err: DatabaseError, ms: int, *, dirty: bool, undone: tuple[str, ...] = ()
+    ) -> MigrationFailed:
+        migration = step.migration
+        event = LedgerEvent(
+            "fail",
+            migration.name,
+            "upsert",
+            state="dirty" if dirty else "failed",
+            version=migration.version,
+            checksum=migration.checksum,
+            execution_time_ms=ms,
+            error_message=err.message,
+        )
+        note = self._record_failure(event)
+        return MigrationFailed(
+            migration.name,
+            err.message + note,
+            sqlstate=err.sqlstate,
+            statement=err.statement.sql if err.statement is not None else None,
+            line=err.line,
+            dirty=dirty,
+            undone=undone,
+        )
+
+    def _failed_at_commit(self, steps: tuple[Step, ...], err: DatabaseError) -> MigrationFailed:
+        """A deferred constraint failed at the deploy's COMMIT and the database could not say
+        which migration it belongs to: say so, and record it without blaming one."""
+        names = ", ".join(step.name for step in steps)
+        text = (
+            f"{err.message}\nthis database checks deferred constraints only at COMMIT, so it cannot "
+            f"tell which of {names} caused it"
+        )
+        note = self._record_failure(
+            LedgerEvent("fail", None, "none", error_message=text, detail=f"--atomic: {names}")
+        )
+        last = steps[-1]
+        return MigrationFailed(
+            last.name,
+            text + note,
+            sqlstate=err.sqlstate,
+            statement="COMMIT",
+            undone=tuple(step.name for step in steps[:-1]),
+        )
+
+    def _rollback_failed(
+        self, step: Step, row: LedgerRow, err: DatabaseError, *, dirty: bool
+    ) -> MigrationFailed:
+        """Record a failed down section: the row is dirty when part of it may have been
+        committed; otherwise the migration is still applied, as it was."""
+        if dirty:
+            event = self._row_state(step, "fail", "dirty", error=f"rollback failed: {err.message}")
+        elif step.transactional:
+            event = LedgerEvent(
+                "fail",
+                step.name,
+                "none",
+                checksum=step.migration.checksum,
+                error_message=err.message,
+                detail="rollback",
+            )
+        else:  # undo the dirty mark: nothing of the down section stayed
+            first = err.message.splitlines()[0] if err.message else ""
+            detail = f"rollback failed and left nothing behind: {first}"
+            event = self._row_state(step, "fail", row.state, order=row.applied_order, detail=detail)
+        note = self._record_failure(event)
+        return MigrationFailed(
+            step.name,
+            f"rollback failed: {err.message}{note}",
+            sqlstate=err.sqlstate,
+            statement=err.statement.sql if err.statement is not None else None,
+            line=err.line,
+            dirty=dirty,
+            rollback=True,
+        )
+
+    def _record_failure(self, event: LedgerEvent) -> str:
+        """Write a failure in a transaction of its own; a note for the message when even that
+        fails (the connection died with the migration)."""
+        if not self.record:
+            return ""
+        try:
+            with self.backend.transaction():
+                self.backend.write(event)
+        except DbledgerError as exc:
+            return f"\n(the failure could not be recorded in the ledger: {exc.message})"
+        return ""

@@ -1,0 +1,261 @@
+"""The one place where a run is decided: from the files, the ledger's rows and the options to
+the steps that will run, in order, or the refusal that stops the run before its first change.
+
+Every command that runs or previews migrations comes through here: ``up`` (also ``--atomic``),
+``down``, ``redo``, each ``--dry-run``, and the replays of ``drift --replay`` and
+``baseline --verify``. A dry run therefore refuses exactly what its command refuses, with the
+same words and exit code. The checks that need the statements (``COMMIT`` or ``CREATE INDEX
+CONCURRENTLY`` in a transactional section, a statement on dbledger's own tables) are made here
+for every section of the run, before the ledger is created.
+
+Pure: no I/O. What the database holds comes in as arguments (``Ledger``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dbledger.contracts import LedgerRow, LedgerSnapshot, Statement
+from dbledger.dialects import Dialect
+from dbledger.errors import ExistingSchema, LedgerStateError, MigrationFileError, UsageError
+from dbledger.ledger import LedgerNames
+from dbledger.migrations import Migration, Section
+from dbledger.plan import Allowances, Plan, make_plan
+
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What the preflight needs to know of the database: the ledger as read (None: no ledger
+    table yet), where it lives, the schema unqualified names resolve to, and, when there is no
+    ledger, the tables the database already has."""
+
+    snapshot: LedgerSnapshot | None
+    names: LedgerNames
+    schema: str | None  # the ledger's schema as the connection resolved it
+    default_schema: str | None  # where an unqualified table name goes
+    existing_tables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One section to run: a migration's up or down section, its statements, how it runs."""
+
+    migration: Migration
+    direction: Direction
+    section: Section
+    statements: tuple[Statement, ...]
+
+    @property
+    def name(self) -> str:
+        return self.migration.name
+
+    @property
+    def transactional(self) -> bool:
+        return self.section.transaction
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a run will do: its steps in order, and the plan they came from."""
+
+    plan: Plan
+    steps: tuple[Step, ...] = ()
+    atomic: bool = False
+    ledger_exists: bool = True
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.steps
+
+
+def check_target(migrations: list[Migration], target: int | None, what: str = "--to") -> None:
+    """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
+    "everything"."""
+    if target is not None and all(m.version != target for m in migrations):
+        known = ", ".join(str(m.version) for m in migrations[-10:]) or "none"
+        raise UsageError(
+            f"no migration file has version {target}: {what} must name the version of an existing "
+            f"file (the newest versions are: {known})"
+        )
+
+
+def plan_for(migrations: list[Migration], ledger: Ledger, running: frozenset[str] = frozenset()) -> Plan:
+    rows = () if ledger.snapshot is None else ledger.snapshot.rows
+    return make_plan(migrations, rows, running)
+
+
+def up(
+    migrations: list[Migration],
+    ledger: Ledger,
+    dialect: Dialect,
+    *,
+    target: int | None = None,
+    allow: Allowances = Allowances(),
+    allow_existing_schema: bool = False,
+    atomic: bool = False,
+) -> Work:
+    """The pending migrations up to ``target``, in version order, or the refusal."""
+    check_target(migrations, target)
+    plan = plan_for(migrations, ledger)
+    if problems := plan.problems(allow):
+        raise LedgerStateError(problems)
+    if ledger.snapshot is None and ledger.existing_tables and not allow_existing_schema:
+        raise ExistingSchema(list(ledger.existing_tables), ledger.names.qualified())
+    todo = plan.to_apply(target)
+    if atomic and (outside := [m.name for m in todo if not m.up.transaction]):
+        raise UsageError(
+            f"--atomic runs every pending migration in one transaction, but {', '.join(outside)} "
+            "must run outside one (transaction:false): deploy without --atomic, or apply up to the "
+            "version before it atomically first (--to)"
+        )
+    steps = tuple(_step(m, "up", m.up, dialect, ledger) for m in todo)
+    return Work(plan, steps, atomic=atomic, ledger_exists=ledger.snapshot is not None)
+
+
+def down(
+    migrations: list[Migration],
+    ledger: Ledger,
+    dialect: Dialect,
+    *,
+    steps: int | None = None,
+    target: int | None = None,
+) -> Work:
+    """The applied migrations to roll back, newest applied first, or the refusal naming every
+    one that cannot be rolled back."""
+    plan = plan_for(migrations, ledger)
+    chosen = select(plan, steps=steps, target=target)
+    files = {m.name: m for m in migrations}
+    problems = [
+        f"migration '{row.name}' is dirty: clean up and run 'dbledger repair' before rolling back"
+        for row in plan.dirty
+    ]
+    for row in chosen:
+        migration = files.get(row.name)
+        if migration is None:
+            problems.append(f"migration '{row.name}' cannot be rolled back: its file is missing")
+        elif migration.down is None:
+            problems.append(
+                f"migration '{row.name}' has no down section ({migration.path}): add "
+                "'-- migrate:down' with SQL that undoes it, or roll back fewer steps"
+            )
+        elif migration.checksum != row.checksum:
+            problems.append(
+                f"migration '{row.name}' was modified after it was applied: its down section may "
+                "not match what ran; restore the file, or run 'dbledger repair' to accept it"
+            )
+    if problems:
+        raise LedgerStateError(problems)
+    work = []
+    for row in chosen:
+        migration = files[row.name]
+        assert migration.down is not None  # checked above
+        work.append(_step(migration, "down", migration.down, dialect, ledger))
+    return Work(plan, tuple(work), ledger_exists=ledger.snapshot is not None)
+
+
+def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerRow]:
+    """The applied rows to roll back, newest applied first: the newest ``steps`` (default 1), or
+    all above version ``target`` (``0``: everything). Applied order, not version order: after
+    ``--allow-out-of-order`` or a retried failure the two differ."""
+    if steps is not None and target is not None:
+        raise UsageError("give --steps or --to, not both")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be 1 or more, not {steps}")
+    applied = list(reversed(plan.applied))
+    if target is None:
+        return applied[: steps or 1]
+    if target < 0:
+        raise UsageError(f"--to must be 0 (everything) or a version, not {target}")
+    if target != 0 and all(row.version != target for row in applied):
+        known = ", ".join(str(row.version) for row in applied[:10]) or "none"
+        raise UsageError(
+            f"no applied migration has version {target}: --to must be 0 or an applied version "
+            f"(the newest applied: {known})"
+        )
+    return [row for row in applied if row.version > target]
+
+
+def redo(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Work:
+    """Roll back the newest applied migration and apply it again; refuses whatever ``up`` would."""
+    plan = plan_for(migrations, ledger)
+    if problems := plan.problems():
+        raise LedgerStateError(problems)
+    back = down(migrations, ledger, dialect, steps=1)
+    if not back.steps:
+        return back
+    newest = back.steps[0].migration
+    if others := [m.name for m in plan.pending if m.version <= newest.version]:
+        raise LedgerStateError(
+            [
+                f"redo of '{newest.name}' would also apply {', '.join(others)}, pending before it: "
+                "run 'dbledger up' first"
+            ]
+        )
+    again = _step(newest, "up", newest.up, dialect, ledger)
+    return Work(plan, (*back.steps, again), ledger_exists=True)
+
+
+def replay(migrations: list[Migration], dialect: Dialect, names: LedgerNames) -> tuple[Step, ...]:
+    """Every migration's up section, in the order given, to run on an empty scratch database
+    (``drift --replay``, ``baseline --verify``, a database built without dbledger)."""
+    scratch = Ledger(snapshot=None, names=names, schema=None, default_schema=None)
+    return tuple(_step(m, "up", m.up, dialect, scratch, own_tables=False) for m in migrations)
+
+
+def _step(
+    migration: Migration,
+    direction: Direction,
+    section: Section,
+    dialect: Dialect,
+    ledger: Ledger,
+    *,
+    own_tables: bool = True,
+) -> Step:
+    statements = tuple(dialect.split(section.sql, section.line, migration.path))
+    for statement in statements:
+        _check(migration, direction, section, statement, dialect, ledger if own_tables else None)
+    return Step(migration, direction, section, statements)
+
+
+def _check(
+    migration: Migration,
+    direction: Direction,
+    section: Section,
+    statement: Statement,
+    dialect: Dialect,
+    ledger: Ledger | None,
+) -> None:
+    """Refuse a statement that cannot run where the section would run it."""
+    marker = f"'-- migrate:{direction} transaction:false'"
+    if section.transaction and (word := dialect.transaction_control(statement)):
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {statement.line}: {word} would end the transaction dbledger runs this migration in "
+            f"(one per migration, with its ledger row): remove it, or mark the section {marker} "
+            "to run each statement on its own",
+        )
+    if section.transaction and (command := dialect.outside_transaction_only(statement)):
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {statement.line}: {command} cannot run inside a transaction, and this section runs "
+            f"in one: mark it {marker} (and keep it to statements that must run on their own)",
+        )
+    if ledger is not None and (table := _own_table(statement, dialect, ledger)):
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {statement.line}: the statement names {table}, one of dbledger's own tables "
+            f"({', '.join(ledger.names.tables)}): a migration must not touch the ledger. If the "
+            "table belongs to the application (or to the tool used before), give dbledger's ledger "
+            "another name with --ledger-table NAME (e.g. dbledger_migrations)",
+        )
+
+
+def _own_table(statement: Statement, dialect: Dialect, ledger: Ledger) -> str | None:
+    tables = frozenset(ledger.names.tables)
+    for schema, table in dialect.references(statement, tables):
+        if (schema or ledger.default_schema) == ledger.schema:
+            return table if schema is None else f"{schema}.{table}"
+    return None
