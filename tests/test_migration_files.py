@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,8 @@ def parse_text(name: str, text: str) -> Migration:
     return parse(Path("migrations") / name, text.encode())
 
 
-def cli(url: str, folder: Path, *args: str) -> Result:
-    return run_cli(*args, "--database-url", url, "--dir", str(folder), cwd=folder.parent)
+def cli(url: str, folder: Path, *args: str, timeout: float = 120) -> Result:
+    return run_cli(*args, "--database-url", url, "--dir", str(folder), cwd=folder.parent, timeout=timeout)
 
 
 def ledger(url: str) -> list[tuple[str, str, bool]]:
@@ -627,3 +628,60 @@ def test_new_uses_dbledger_dir_from_the_environment(tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     assert sql_files(tmp_path / "sql") == ["001_create_users.sql"]
     assert not os.path.exists(tmp_path / "migrations")
+
+
+# -- only regular files inside the folder are migrations -----------------------------------------
+
+
+def test_a_symlink_out_of_the_folder_is_refused_before_it_is_read(db_url: str, migrations_dir: Path) -> None:
+    secret = migrations_dir.parent / "credentials"
+    secret.write_text("SELECT 'aws_secret_access_key=AKIAFAKEKEY0000';\n", encoding="utf-8")
+    write(migrations_dir, "001_a.sql", CREATE_T)
+    (migrations_dir / "002_x.sql").symlink_to(Path("..") / "credentials")
+
+    for args in (("up", "--dry-run", "--json"), ("up",), ("status", "--json")):
+        result = cli(db_url, migrations_dir, *args)
+        assert result.returncode == 2, result.output
+        assert (
+            f"{migrations_dir / '002_x.sql'}: is a symbolic link to {secret}, outside the migrations folder"
+            in (result.stderr)
+        )
+        assert "AKIAFAKEKEY" not in result.output
+    assert not table_exists(db_url, "t")
+    assert not table_exists(db_url, "schema_migrations")
+
+
+def test_a_symlink_inside_the_folder_is_a_migration(sqlite_url: str, migrations_dir: Path) -> None:
+    (migrations_dir / "shared").mkdir()
+    write(migrations_dir / "shared", "create_t.sql", CREATE_T)
+    (migrations_dir / "001_t.sql").symlink_to(Path("shared") / "create_t.sql")
+
+    result = cli(sqlite_url, migrations_dir, "up")
+
+    assert result.returncode == 0, result.output
+    assert table_exists(sqlite_url, "t")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_a_migration_that_is_not_a_regular_file_is_refused(
+    kind: str, sqlite_url: str, migrations_dir: Path
+) -> None:
+    path = migrations_dir / "001_a.sql"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait forever for a writer
+        described = "a named pipe (FIFO)"
+    elif kind == "directory":
+        path.mkdir()
+        described = "a directory"
+    else:
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+        except PermissionError:
+            pytest.skip("creating a device node needs CAP_MKNOD")
+        described = "a character device"
+
+    result = cli(sqlite_url, migrations_dir, "up", timeout=20)
+
+    assert result.returncode == 2, result.output
+    assert f"{path}: is {described}, not a regular file" in result.stderr
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()

@@ -489,3 +489,81 @@ def test_usage_errors_do_not_echo_the_password(
     result = run_cli(*[part.format(url=url) for part in layout], cwd=migrations_dir.parent)
     assert result.returncode == 2, result.output
     assert_clean(result, password)
+
+
+# -- every form libpq accepts, and every path a message can take ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # libpq reads an unquoted value up to white space: all of it is the password.
+        ("host=db password=k3y,val;ue&pw dbname=app", "host=db password=*** dbname=app"),
+        ("password=a&b=c;d,e", "password=***"),
+        ("host=db password='quoted, with; all&' dbname=app", "host=db password=*** dbname=app"),
+        # In a URL's query string the value ends at '&'.
+        (
+            "postgresql://db/app?password=k3y,val;ue&sslmode=require",
+            "postgresql://db/app?password=***&sslmode=require",
+        ),
+    ],
+)
+def test_every_character_libpq_takes_into_a_password_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_pgpassword_and_the_password_file_are_masked_in_connection_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("# comment\ndb:5432:app:app:from-the-pass-file\\:x\n", encoding="utf-8")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    monkeypatch.setenv("PGPASSWORD", "from-the-environment")
+
+    text = "FATAL: from-the-environment and from-the-pass-file:x were both refused"
+
+    assert redact(text, secrets=True) == "FATAL: *** and *** were both refused"
+    assert redact(text) == text  # by value only where a driver may echo a connection string
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["p@ss", "pa#ss", "pa?ss", "pa/ss", "pa ss", "a@b#c?d/e f"],
+    ids=["at", "hash", "question", "slash", "space", "all"],
+)
+def test_a_url_with_reserved_characters_in_its_password_never_shows_it(password: str, tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    url = f"postgresql://app:{password}-secret-tail@db.example.com:5432/app"
+
+    result = run_cli("--database-url", url, "status", "--json", cwd=tmp_path)
+
+    assert result.returncode == 2, result.output
+    for fragment in {password, "-secret-tail", *password.replace("@", " ").replace("#", " ").split()}:
+        if len(fragment) > 2:
+            assert fragment not in result.output, fragment
+    assert "percent-encode them" in result.stderr
+    assert json.loads(result.stdout)["error"]["type"] == "ConfigError"
+    assert "app:***@" in result.stderr
+    with pytest.raises(ConfigError) as info:
+        parse_database_url(url)
+    assert "-secret-tail" not in info.value.message
+
+
+def test_a_password_with_libpq_separators_never_reaches_the_output(pg_url: str, migrations_dir: Path) -> None:
+    role = "r_sep_" + params(pg_url)["dbname"]
+    secret = "k3y,val;ue&pw=x"
+    query(pg_url, f"CREATE ROLE \"{role}\" LOGIN SUPERUSER PASSWORD '{secret}'")
+    write(migrations_dir, "001_t.sql", GOOD)
+    values = params(pg_url)
+    try:
+        dsn = " ".join(f"{k}={v}" for k, v in {**values, "user": role, "password": secret}.items())
+        ok = cli(dsn, migrations_dir, "up")
+        wrong = cli(dsn.replace(secret, secret + "Z"), migrations_dir, "status")
+    finally:
+        query(pg_url, f'DROP OWNED BY "{role}"')
+        query(pg_url, f'DROP ROLE "{role}"')
+    assert ok.returncode == 0, ok.output
+    assert wrong.returncode == 1, wrong.output
+    for result in (ok, wrong):
+        assert_clean(result, secret, "val;ue", "ue&pw")
+        assert "password=***" in db_line(result)

@@ -102,26 +102,37 @@ def _describe(row: HistoryRow) -> str:
 def chain_problems(history: Sequence[HistoryRow]) -> list[str]:
     """Breaks in the chain, oldest first: edited rows, deleted rows, reordered rows."""
     problems: list[str] = []
-    later = {row.hash: row for row in history if row.hash}
-    expected_prev = ""
+    by_hash = {row.hash: row for row in history if row.hash}
+    previous: HistoryRow | None = None
     for row in history:
-        prev = row.prev_hash
-        if row.hash is None or prev is None:
+        if row.hash is None or row.prev_hash is None:
             problems.append(f"{_describe(row)} has no hash: it was written outside dbledger")
-            expected_prev = row.hash or ""
-            continue
-        if link(prev, row_content(row)) != row.hash:
-            problems.append(f"{_describe(row)} was edited after it was written: its hash no longer matches")
-        if prev != expected_prev:
-            moved = later.get(prev)
-            if moved is not None and moved.id > row.id:
-                problems.append(f"{_describe(row)} was moved: it was written after history row {moved.id}")
-            else:
+        else:
+            if link(row.prev_hash, row_content(row)) != row.hash:
                 problems.append(
-                    f"the history row written before {_describe(row)} was deleted: the chain is broken there"
+                    f"{_describe(row)} was edited after it was written: its hash no longer matches"
                 )
-        expected_prev = row.hash
+            expected = previous.hash if previous is not None else ""
+            if row.prev_hash != expected:
+                problems.append(_broken_link(row, previous, by_hash.get(row.prev_hash)))
+        previous = row
     return problems
+
+
+def _broken_link(row: HistoryRow, previous: HistoryRow | None, written_after: HistoryRow | None) -> str:
+    """Why ``row`` does not follow ``previous``: it was written after another row (moved), or
+    after a row that is gone (deleted)."""
+    if written_after is not None and written_after.id > row.id:
+        return f"{_describe(row)} was moved: it was written after history row {written_after.id}"
+    if written_after is not None:
+        after = f"history row {previous.id}" if previous is not None else "the start"
+        return (
+            f"{_describe(row)} was written right after history row {written_after.id}, not after "
+            f"{after}: rows between them were moved or deleted"
+        )
+    if row.prev_hash == "":
+        return f"{_describe(row)} was the first row written: the rows before it were added later"
+    return f"the history row written before {_describe(row)} was deleted: the chain is broken there"
 
 
 def expected_rows(history: Iterable[HistoryRow]) -> dict[str, HistoryRow]:

@@ -84,7 +84,7 @@ class Executor:
                 self.progress("start", step.name, None)
                 self._run(step)
                 ms = _elapsed_ms(started)
-                self._write(self._applied(step, order, ms, estimate))
+                self._write(self._applied(step, order, ms, estimate), after=step)
         except DatabaseError as err:
             raise self._failed(step, err, _elapsed_ms(started), dirty=False) from None
         self.progress("done", step.name, ms)
@@ -101,7 +101,7 @@ class Executor:
             raise self._failed(step, error, _elapsed_ms(started), dirty=dirty)
         ms = _elapsed_ms(started)
         with self.backend.transaction():
-            self._write(self._applied(step, order, ms, estimate))
+            self._write(self._applied(step, order, ms, estimate), after=step)
         self.progress("done", step.name, ms)
         return Applied(step.name, step.migration.version, ms, step.migration.checksum)
 
@@ -141,7 +141,7 @@ class Executor:
                     if len(steps) > 1:
                         self.backend.check_deferred()
                     ms = _elapsed_ms(started)
-                    self._write(self._applied(step, first_order + position, ms, estimate))
+                    self._write(self._applied(step, first_order + position, ms, estimate), after=step)
                     applied.append(Applied(step.name, step.migration.version, ms, step.migration.checksum))
         except DatabaseError as err:
             if current is None:
@@ -165,7 +165,7 @@ class Executor:
                 with self.backend.transaction():
                     self._run(step)
                     ms = _elapsed_ms(started)
-                    self._write(self._rolled_back(step, ms))
+                    self._write(self._rolled_back(step, ms), after=step)
             except DatabaseError as err:
                 raise self._rollback_failed(step, row, err, dirty=False) from None
         else:
@@ -176,7 +176,7 @@ class Executor:
                 raise self._rollback_failed(step, row, error, dirty=dirty)
             ms = _elapsed_ms(started)
             with self.backend.transaction():
-                self._write(self._rolled_back(step, ms))
+                self._write(self._rolled_back(step, ms), after=step)
         self.progress("rolled back", step.name, ms)
         return RolledBack(step.name, step.migration.version, ms)
 
@@ -200,9 +200,14 @@ class Executor:
         for statement in step.statements:
             self.backend.execute(statement)
 
-    def _write(self, event: LedgerEvent) -> None:
-        if self.record:
-            self.backend.write(event)
+    def _write(self, event: LedgerEvent, after: Step | None = None) -> None:
+        """Write a ledger event; ``after``: the step whose statements just ran in this session,
+        which may have changed the role the ledger would be written as."""
+        if not self.record:
+            return
+        if after is not None and any(self.backend.dialect.may_change_identity(s) for s in after.statements):
+            self.backend.restore_identity()
+        self.backend.write(event)
 
     def _estimate(self, step: Step) -> int | None:
         """The analysis's time estimate for a migration about to run, recorded with its actual
@@ -300,7 +305,7 @@ class Executor:
             execution_time_ms=ms,
             error_message=err.message,
         )
-        note = self._record_failure(event)
+        note = self._record_failure(event, step)
         return MigrationFailed(
             migration.name,
             err.message + note,
@@ -351,7 +356,7 @@ class Executor:
             first = err.message.splitlines()[0] if err.message else ""
             detail = f"rollback failed and left nothing behind: {first}"
             event = self._row_state(step, "fail", row.state, order=row.applied_order, detail=detail)
-        note = self._record_failure(event)
+        note = self._record_failure(event, step)
         return MigrationFailed(
             step.name,
             f"rollback failed: {err.message}{note}",
@@ -362,14 +367,14 @@ class Executor:
             rollback=True,
         )
 
-    def _record_failure(self, event: LedgerEvent) -> str:
+    def _record_failure(self, event: LedgerEvent, step: Step | None = None) -> str:
         """Write a failure in a transaction of its own; a note for the message when even that
         fails (the connection died with the migration)."""
         if not self.record:
             return ""
         try:
             with self.backend.transaction():
-                self.backend.write(event)
+                self._write(event, after=step)
         except DbledgerError as exc:
             return f"\n(the failure could not be recorded in the ledger: {exc.message})"
         return ""

@@ -221,17 +221,19 @@ def _read_regular_file(path: Path, root: str) -> bytes:
         fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
             raise MigrationFileError(
                 str(path), f"is {kind}, not a regular file: a migration must be a plain SQL file"
             )
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read()
-        except OSError as exc:
-            raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
+    except OSError as exc:
+        raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 _FILE_KINDS = {

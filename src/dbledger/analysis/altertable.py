@@ -10,6 +10,9 @@ in one statement take the strongest of their locks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from dbledger.analysis.model import (
     ACCESS_EXCLUSIVE,
     ROW_SHARE,
@@ -123,59 +126,70 @@ def alter_table(statement: Node, catalog: Catalog, out: Builder) -> None:
 
 def _subcommand(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
     subtype = enum(command, "subtype")
-    column = text(command, "name")
-    definition = child(command, "def_")
     if subtype in _CATALOG_ONLY:
         out.lock(table, _CATALOG_ONLY[subtype])
+        definition = child(command, "def_")
         if subtype == "AT_ColumnDefault":
             verb = "SET DEFAULT" if definition is not None else "DROP DEFAULT"
+            column = text(command, "name")
             out.note(f"{verb} on {table}.{column} changes the catalog only: existing rows keep their values")
     elif subtype in _REWRITES:
         out.lock(table, ACCESS_EXCLUSIVE)
         out.rewrite(table)
         out.note(_REWRITES[subtype])
-    elif subtype == "AT_AddColumn":
-        _add_column(table, definition, out)
-    elif subtype == "AT_DropColumn":
-        _drop_column(table, column or "?", catalog, out)
-    elif subtype == "AT_AlterColumnType":
-        _alter_type(table, column or "?", definition, catalog, out)
-    elif subtype == "AT_SetNotNull":
-        out.lock(table, ACCESS_EXCLUSIVE)
-        out.work(Work("scan", table))
-        out.note(
-            f"SET NOT NULL on {table}.{column} reads every row under the lock (skipped when a valid "
-            f"CHECK ({column} IS NOT NULL) constraint exists)"
-        )
-    elif subtype == "AT_AddConstraint":
-        _add_constraint(table, definition, out)
-    elif subtype == "AT_ValidateConstraint":
-        _validate(table, column or "?", catalog, out)
-    elif subtype == "AT_DropConstraint":
-        _drop_constraint(table, column or "?", catalog, out)
-    elif subtype in ("AT_SetRelOptions", "AT_ResetRelOptions", "AT_ReplaceRelOptions"):
-        names = [text(option, "defname") or "" for option in children(command, "def_")]
-        light = all(n in _LIGHT_RELOPTIONS or n.startswith(("autovacuum_", "toast.")) for n in names)
-        out.lock(table, SHARE_UPDATE_EXCLUSIVE if light else ACCESS_EXCLUSIVE)
-    elif subtype in ("AT_AddInherit", "AT_DropInherit"):
-        out.lock(table, ACCESS_EXCLUSIVE)
-        parent = relation(definition)
-        if parent is not None:
-            out.lock(parent, ACCESS_EXCLUSIVE)
-    elif subtype == "AT_AttachPartition":
-        _attach(table, definition, out)
-    elif subtype == "AT_DetachPartition":
-        partition = relation(child(definition, "name")) if definition is not None else None
-        concurrent = definition is not None and flag(definition, "concurrent")
-        mode = SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE
-        out.lock(table, mode)
-        if partition is not None:
-            out.lock(partition, mode)
-        out.transactional = out.transactional and not concurrent
     else:
-        out.lock(table, ACCESS_EXCLUSIVE)
-        out.unknown = True
-        out.note(f"ALTER TABLE subcommand {subtype.removeprefix('AT_')} is not analysed")
+        _SUBCOMMANDS.get(subtype, _unanalysed)(table, command, catalog, out)
+
+
+def _unanalysed(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    out.lock(table, ACCESS_EXCLUSIVE)
+    out.unknown = True
+    out.note(f"ALTER TABLE subcommand {enum(command, 'subtype').removeprefix('AT_')} is not analysed")
+
+
+def _set_not_null(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    column = text(command, "name")
+    out.lock(table, ACCESS_EXCLUSIVE)
+    out.work(Work("scan", table))
+    out.note(
+        f"SET NOT NULL on {table}.{column} reads every row under the lock (skipped when a valid "
+        f"CHECK ({column} IS NOT NULL) constraint exists)"
+    )
+
+
+def _rel_options(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    names = [text(option, "defname") or "" for option in children(command, "def_")]
+    light = all(n in _LIGHT_RELOPTIONS or n.startswith(("autovacuum_", "toast.")) for n in names)
+    out.lock(table, SHARE_UPDATE_EXCLUSIVE if light else ACCESS_EXCLUSIVE)
+
+
+def _inherit(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    out.lock(table, ACCESS_EXCLUSIVE)
+    parent = relation(child(command, "def_"))
+    if parent is not None:
+        out.lock(parent, ACCESS_EXCLUSIVE)
+
+
+def _detach(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    definition = child(command, "def_")
+    partition = relation(child(definition, "name")) if definition is not None else None
+    concurrent = definition is not None and flag(definition, "concurrent")
+    mode = SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE
+    out.lock(table, mode)
+    if partition is not None:
+        out.lock(partition, mode)
+    out.transactional = out.transactional and not concurrent
+
+
+@dataclass
+class _NewColumn:
+    """What ADD COLUMN's type and constraints say about the work it does."""
+
+    where: str
+    rewrite: bool = False
+    has_default: bool = False
+    not_null: bool = False
+    keys: list[Node] = field(default_factory=list)
 
 
 def _add_column(table: str, definition: Node | None, out: Builder) -> None:
@@ -185,68 +199,71 @@ def _add_column(table: str, definition: Node | None, out: Builder) -> None:
     name = text(definition, "colname") or "?"
     type_node = child(definition, "typeName")
     new_type = sql_type(type_node) if type_node is not None else None
-    where = f"{table}.{name}"
+    column = _NewColumn(f"{table}.{name}")
     noted = len(out.notes)
     if new_type is not None:
         out.change(Change("column", table, column=name, type=display(new_type)))
-    rewrite = False
-    has_default = False
-    not_null = False
-    keys: list[Node] = []
     if new_type is not None and new_type.name in _SERIAL_TYPES:
-        rewrite = True
-        out.note(f"ADD COLUMN {where} {new_type.name}: nextval() fills every row, the table is rewritten")
+        column.rewrite = True
+        out.note(
+            f"ADD COLUMN {column.where} {new_type.name}: nextval() fills every row, the table is rewritten"
+        )
     for constraint in children(definition, "constraints"):
-        kind = constraint_type(constraint)
-        if kind == "DEFAULT":
-            has_default = True
-            volatile, unknown = volatile_calls(child(constraint, "raw_expr"))
-            if volatile or unknown:
-                rewrite = True
-                called = ", ".join(f"{f}()" for f in volatile + unknown)
-                why = "is volatile" if volatile else "has unknown volatility, assumed volatile"
-                out.note(
-                    f"ADD COLUMN {where} DEFAULT {called} {why}: each row gets its own value, "
-                    "the table is rewritten"
-                )
-            else:
-                out.note(
-                    f"ADD COLUMN {where} with a non-volatile default: evaluated once and kept in the "
-                    "catalog, no row is touched (PostgreSQL 11+)"
-                )
-        elif kind == "IDENTITY":
-            rewrite = True
-            out.note(f"ADD COLUMN {where} GENERATED AS IDENTITY numbers every row: the table is rewritten")
-        elif kind == "GENERATED":
-            rewrite = True
-            out.note(f"ADD COLUMN {where} GENERATED ... STORED computes every row: the table is rewritten")
-        elif kind == "NOTNULL":
-            not_null = True
-        elif kind in ("PRIMARY", "UNIQUE"):
-            not_null = not_null or kind == "PRIMARY"
-            out.work(Work("build", table))
-            out.note(
-                f"ADD COLUMN {where} {kind.replace('PRIMARY', 'PRIMARY KEY')} builds an index under the lock"
-            )
-        elif kind == "CHECK":
-            out.work(Work("scan", table))
-            out.note(f"ADD COLUMN {where} CHECK (...) checks every row under the lock")
-        elif kind == "FOREIGN":
-            keys.append(constraint)
-    for constraint in keys:
+        _column_constraint(table, column, constraint, out)
+    for constraint in column.keys:
         # A new column without a default is NULL in every row: PostgreSQL marks the key valid
         # without checking anything. With a default, every row's value is looked up.
-        _foreign_key(table, constraint, out, columns=(name,), validate=has_default)
-    if rewrite:
+        _foreign_key(table, constraint, out, columns=(name,), validate=column.has_default)
+    if column.rewrite:
         out.rewrite(table)
-    elif not_null and not has_default:
+    elif column.not_null and not column.has_default:
         out.work(Work("scan", table))
         out.note(
-            f"ADD COLUMN {where} NOT NULL without a default checks every row "
+            f"ADD COLUMN {column.where} NOT NULL without a default checks every row "
             "(fails unless the table is empty)"
         )
     elif len(out.notes) == noted:
-        out.note(f"ADD COLUMN {where} without a default: catalog only")
+        out.note(f"ADD COLUMN {column.where} without a default: catalog only")
+
+
+def _column_constraint(table: str, column: _NewColumn, constraint: Node, out: Builder) -> None:
+    kind = constraint_type(constraint)
+    where = column.where
+    if kind == "DEFAULT":
+        column.has_default = True
+        volatile, unknown = volatile_calls(child(constraint, "raw_expr"))
+        if volatile or unknown:
+            column.rewrite = True
+            called = ", ".join(f"{f}()" for f in volatile + unknown)
+            why = "is volatile" if volatile else "has unknown volatility, assumed volatile"
+            out.note(
+                f"ADD COLUMN {where} DEFAULT {called} {why}: each row gets its own value, "
+                "the table is rewritten"
+            )
+        else:
+            out.note(
+                f"ADD COLUMN {where} with a non-volatile default: evaluated once and kept in the "
+                "catalog, no row is touched (PostgreSQL 11+)"
+            )
+    elif kind == "IDENTITY":
+        column.rewrite = True
+        out.note(f"ADD COLUMN {where} GENERATED AS IDENTITY numbers every row: the table is rewritten")
+    elif kind == "GENERATED":
+        column.rewrite = True
+        out.note(f"ADD COLUMN {where} GENERATED ... STORED computes every row: the table is rewritten")
+    elif kind == "NOTNULL":
+        column.not_null = True
+    elif kind in ("PRIMARY", "UNIQUE"):
+        column.not_null = column.not_null or kind == "PRIMARY"
+        out.work(Work("build", table))
+        out.note(
+            f"ADD COLUMN {where} {kind.replace('PRIMARY', 'PRIMARY KEY')} builds an index under the lock"
+        )
+    elif kind == "CHECK":
+        out.work(Work("scan", table))
+        out.note(f"ADD COLUMN {where} CHECK (...) checks every row under the lock")
+    elif kind == "FOREIGN":
+        column.keys.append(constraint)
 
 
 def _drop_column(table: str, column: str, catalog: Catalog, out: Builder) -> None:
@@ -416,3 +433,32 @@ def _attach(table: str, definition: Node | None, out: Builder) -> None:
             f"ATTACH PARTITION reads every row of {partition} to check the bounds (skipped when a "
             "CHECK constraint already proves them)"
         )
+
+
+# ALTER TABLE subcommands with an analysis of their own, by pglast's subtype name.
+_SUBCOMMANDS: dict[str, Callable[[str, Node, Catalog, Builder], None]] = {
+    "AT_AddColumn": lambda table, command, catalog, out: _add_column(table, child(command, "def_"), out),
+    "AT_DropColumn": lambda table, command, catalog, out: _drop_column(
+        table, text(command, "name") or "?", catalog, out
+    ),
+    "AT_AlterColumnType": lambda table, command, catalog, out: _alter_type(
+        table, text(command, "name") or "?", child(command, "def_"), catalog, out
+    ),
+    "AT_SetNotNull": _set_not_null,
+    "AT_AddConstraint": lambda table, command, catalog, out: _add_constraint(
+        table, child(command, "def_"), out
+    ),
+    "AT_ValidateConstraint": lambda table, command, catalog, out: _validate(
+        table, text(command, "name") or "?", catalog, out
+    ),
+    "AT_DropConstraint": lambda table, command, catalog, out: _drop_constraint(
+        table, text(command, "name") or "?", catalog, out
+    ),
+    "AT_SetRelOptions": _rel_options,
+    "AT_ResetRelOptions": _rel_options,
+    "AT_ReplaceRelOptions": _rel_options,
+    "AT_AddInherit": _inherit,
+    "AT_DropInherit": _inherit,
+    "AT_AttachPartition": lambda table, command, catalog, out: _attach(table, child(command, "def_"), out),
+    "AT_DetachPartition": _detach,
+}

@@ -195,28 +195,9 @@ def _drop(statement: Node, catalog: Catalog) -> Builder:
     cascade = enum(statement, "behavior") == "DROP_CASCADE"
     names = [qualified(_names(item)) for item in children(statement, "objects")]
     if object_type == "TABLE":
-        out.destructive = True
-        for table in names:
-            out.lock(table, ACCESS_EXCLUSIVE)
-            out.change(Change("drop_table", table))
-            out.note(f"DROP TABLE {table} deletes the table and all its rows")
-            for key in catalog.foreign_keys(table):
-                other = key.referenced if key.table == table else key.table
-                if other == table:
-                    continue
-                # The foreign key's triggers on the other table are dropped with it.
-                out.lock(other, ACCESS_EXCLUSIVE)
-                if key.referenced == table and not cascade:
-                    out.note(f"{other} has foreign key {key.name} to {table}: the DROP fails without CASCADE")
+        _drop_tables(names, cascade, catalog, out)
     elif object_type == "INDEX":
-        mode = SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE
-        out.transactional = not concurrent
-        for index in names:
-            owner = catalog.index_table(index)
-            out.lock(owner or index, mode)
-            out.change(Change("drop_index", owner or index, name=index))
-            if owner is None:
-                out.note(f"index {index} not found: locks its table {mode}")
+        _drop_indexes(names, concurrent, catalog, out)
     elif object_type in ("VIEW", "MATVIEW", "SEQUENCE", "FOREIGN_TABLE"):
         for name in names:
             out.lock(name, ACCESS_EXCLUSIVE)
@@ -237,6 +218,33 @@ def _drop(statement: Node, catalog: Catalog) -> Builder:
     if cascade and object_type != "SCHEMA":
         out.note("CASCADE also drops every object that depends on it (columns, views, foreign keys)")
     return out
+
+
+def _drop_tables(names: list[str], cascade: bool, catalog: Catalog, out: Builder) -> None:
+    out.destructive = True
+    for table in names:
+        out.lock(table, ACCESS_EXCLUSIVE)
+        out.change(Change("drop_table", table))
+        out.note(f"DROP TABLE {table} deletes the table and all its rows")
+        for key in catalog.foreign_keys(table):
+            other = key.referenced if key.table == table else key.table
+            if other == table:
+                continue
+            # The foreign key's triggers on the other table are dropped with it.
+            out.lock(other, ACCESS_EXCLUSIVE)
+            if key.referenced == table and not cascade:
+                out.note(f"{other} has foreign key {key.name} to {table}: the DROP fails without CASCADE")
+
+
+def _drop_indexes(names: list[str], concurrent: bool, catalog: Catalog, out: Builder) -> None:
+    mode = SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE
+    out.transactional = not concurrent
+    for index in names:
+        owner = catalog.index_table(index)
+        out.lock(owner or index, mode)
+        out.change(Change("drop_index", owner or index, name=index))
+        if owner is None:
+            out.note(f"index {index} not found: locks its table {mode}")
 
 
 def _names(item: Node) -> tuple[str, ...]:

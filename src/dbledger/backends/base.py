@@ -197,6 +197,11 @@ class Backend(ABC):
         changed in the session (settings, role, temporary tables), keeping the migration lock,
         so each migration runs as if it ran alone."""
 
+    def restore_identity(self) -> None:  # noqa: B027 -- an optional hook: databases without roles
+        """Called inside a migration's transaction, after its statements and before its ledger
+        rows, when a statement may have changed the session's role: act as the connection's own
+        user again, so the ledger is written by who owns it."""
+
     def check_deferred(self) -> None:  # noqa: B027 -- an optional hook: most backends cannot check
         """Called under ``--atomic`` after each migration: check the deferred constraints it
         left, so a violation is blamed on the migration that caused it, not on the last one.

@@ -355,6 +355,9 @@ class PostgresBackend(Backend):
         if self._checks_client:
             self._run(_CHECK_CLIENT)
 
+    def restore_identity(self) -> None:
+        self._run(b"SET SESSION AUTHORIZATION DEFAULT; RESET ROLE")
+
     def check_deferred(self) -> None:
         # IMMEDIATE checks what is outstanding now (the docs: "retroactively"); DEFERRED then
         # lets the next migration defer as its own transaction would have.

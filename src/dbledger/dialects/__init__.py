@@ -41,6 +41,11 @@ class Dialect(ABC):
         """The command, e.g. ``CREATE INDEX CONCURRENTLY``, when the database refuses to run
         ``statement`` inside a transaction block; None otherwise."""
 
+    def may_change_identity(self, statement: Statement) -> bool:
+        """Could ``statement`` change who the session acts as (``SET ROLE``)? Then dbledger
+        restores its own identity before it writes the ledger row. Databases without roles: no."""
+        return False
+
     @abstractmethod
     def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
         """``(schema or None, table)`` for each of ``tables`` that ``statement`` names. Used to keep

@@ -68,6 +68,13 @@ class PostgresDialect(Dialect):
         node = _parse(statement)
         return None if node is None else _outside_only(node)
 
+    def may_change_identity(self, statement: Statement) -> bool:
+        # SET ROLE, SET SESSION AUTHORIZATION, set_config('role', ...), or either inside a DO
+        # block: each names the word. A false alarm costs one round trip, a miss a ledger row
+        # written as another role (which may not be allowed to write it).
+        lowered = statement.sql.lower()
+        return "role" in lowered or "authorization" in lowered
+
     def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
         lowered = statement.sql.lower()
         if not any(table in lowered for table in tables):  # the common case: no parse at all
