@@ -629,3 +629,14 @@ def test_organization_ids_are_clerk_style_ksuids() -> None:
             value = value * 62 + ids.BASE62.index(character)
         seconds = value >> 128  # KSUID: 32 bits of seconds since 2014-05-13, then 128 random bits
         assert abs(seconds + 1_400_000_000 - time.time()) < 5
+
+
+def test_the_service_keeps_its_ledger_where_it_is_told(pg_url: str, start_service: StartService) -> None:
+    service = start_service(pg_url, env={"DBLEDGER_LEDGER_TABLE": "ops.deploys"})
+    service.wait_healthy()
+
+    assert query(pg_url, "SELECT migration_name FROM ops.deploys ORDER BY applied_order") == [(n,) for n in NAMES]
+    assert not query(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'schema_migrations'")
+    version = httpx.get(f"{service.url}/api/db/version", timeout=10).json()
+    assert [m["name"] for m in version["applied"]] == NAMES
+    assert version["pending"] == []

@@ -5,6 +5,8 @@ Environment:
     HOST           address to listen on, default 127.0.0.1
     PORT           port to listen on, default 8000
     DBLEDGER_DIR   migrations folder, default the package's own ``migrations/``
+    DBLEDGER_LEDGER_TABLE  where dbledger keeps its ledger, default ``schema_migrations`` (read
+                   by dbledger itself, for the startup migration and the version endpoints alike)
 
 The order is the point. ``migrate_or_exit`` returns only once every migration is applied, and
 otherwise logs why and exits 1; only after it returned does uvicorn bind the port. A process that

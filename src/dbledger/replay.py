@@ -37,13 +37,6 @@ def replayed_model(
         return scratch.introspect()
 
 
-class _Undo(Exception):
-    """Carries the model out of the shadow database's transaction, which it then rolls back."""
-
-    def __init__(self, model: SchemaModel) -> None:
-        self.model = model
-
-
 def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, ...]) -> SchemaModel:
     """Replay on a database the user provides (``--shadow-url``), for users without CREATEDB.
     Everything runs in one transaction that is rolled back, so the shadow stays empty."""
@@ -62,20 +55,16 @@ def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, 
                 f"shadow database {shadow.display} is not empty: give an empty database (it is "
                 "only read from and left empty)"
             )
-        try:
-            with target.transaction():
-                for step in steps:
-                    for statement in step.statements:
-                        try:
-                            target.execute(statement)
-                        except DatabaseError as err:
-                            raise DbledgerError(
-                                f"replaying {step.name} on {shadow.display} failed: {err.message}"
-                            ) from None
-                raise _Undo(target.introspect())
-        except _Undo as undo:
-            return undo.model
-    raise AssertionError("unreachable: the transaction always ends in _Undo or an error")
+        with target.rolled_back():
+            for step in steps:
+                for statement in step.statements:
+                    try:
+                        target.execute(statement)
+                    except DatabaseError as err:
+                        raise DbledgerError(
+                            f"replaying {step.name} on {shadow.display} failed: {err.message}"
+                        ) from None
+            return target.introspect()
 
 
 def matching_prefixes(backend: Backend, migrations: list[Migration]) -> list[Migration] | None:

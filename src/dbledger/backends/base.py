@@ -542,6 +542,16 @@ class Backend(ABC):
                     self._rollback()
             raise DatabaseError(exc.message, sqlstate=exc.sqlstate, statement=COMMIT_STATEMENT) from exc
 
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """A transaction that is always rolled back: a replay on a database that must stay as it
+        was (``--shadow-url``)."""
+        self._begin()
+        try:
+            yield
+        finally:
+            self._rollback()
+
     def roll_back_open(self) -> None:
         """Called after a ``transaction:false`` statement failed: roll back a transaction the
         migration opened itself, so the failure can be recorded."""

@@ -14,6 +14,7 @@ import psycopg
 
 from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
 from dbledger.contracts import Annotation, HistoryRow, SectionAnnotation, Statement
+from dbledger.errors import DatabaseError
 from dbledger.redaction import redact
 
 
@@ -34,9 +35,12 @@ class PostgresAnnotator:
         self.scale = scale
 
     def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation:
-        estimate = estimate_migration(
-            [s.sql for s in statements], self.catalog, transactional=transactional, scale=self.scale
-        )
+        try:
+            estimate = estimate_migration(
+                [s.sql for s in statements], self.catalog, transactional=transactional, scale=self.scale
+            )
+        except psycopg.Error as exc:  # the catalog could not be read: the connection's error
+            raise DatabaseError(redact(str(exc)), sqlstate=exc.sqlstate) from exc
         for item in estimate.statements:  # the next migration sees this one's schema
             self.catalog.apply(item.analysis.changes)
         return SectionAnnotation(

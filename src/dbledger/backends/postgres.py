@@ -233,11 +233,8 @@ class PostgresBackend(Backend):
                 application_name="dbledger",
                 prepare_threshold=None,
             )
-        except psycopg.Error as exc:
-            hint = "; check the user name and password" if "password" in str(exc) else ""
-            raise DatabaseUnavailable(
-                f"cannot connect to {database.display}: {_first_line(exc)}{hint}"
-            ) from None
+        except psycopg.Error as exc:  # libpq's own words say why (refused, password, no such database)
+            raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
         row = self.conn.execute("SELECT current_schema(), current_database(), pg_backend_pid()").fetchone()
         assert row is not None
         current, self.dbname, self.pid = row
