@@ -188,14 +188,19 @@ def discover(directory: Path) -> list[Migration]:
             "('dbledger new NAME' does), or point --dir / DBLEDGER_DIR at the right folder"
         )
     try:
-        paths = sorted(p for p in directory.iterdir() if p.suffix == ".sql" and not p.name.startswith("."))
+        with os.scandir(directory) as listing:
+            entries = sorted(
+                (e for e in listing if e.name.endswith(".sql") and not e.name.startswith(".")),
+                key=lambda e: e.name,
+            )
     except OSError as exc:
         raise ConfigError(f"cannot read migrations directory {str(directory)!r}: {exc.strerror}") from None
 
     root = os.path.realpath(directory)
     found: dict[int, Migration] = {}
-    for path in paths:
-        migration = parse(path, _read_regular_file(path, root))
+    for entry in entries:
+        path = directory / entry.name
+        migration = parse(path, _read_regular_file(entry, path, root))
         clash = found.get(migration.version)
         if clash is not None:
             raise MigrationFileError(
@@ -207,33 +212,27 @@ def discover(directory: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def _read_regular_file(path: Path, root: str) -> bytes:
-    """The bytes of ``path``, which must be a regular file inside ``root`` (after links)."""
-    target = os.path.realpath(path)
-    if os.path.commonpath([root, target]) != root:
-        raise MigrationFileError(
-            str(path),
-            f"is a symbolic link to {target}, outside the migrations folder: copy the file into "
-            "the folder, or point --dir at the folder it belongs to",
-        )
+def _read_regular_file(entry: os.DirEntry[str], path: Path, root: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file inside ``root`` (after links). The
+    directory listing already knows each entry's type, so a plain file costs no extra call."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what it is.
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        if entry.is_symlink():
+            target = os.path.realpath(path)
+            if os.path.commonpath([root, target]) != root:
+                raise MigrationFileError(
+                    str(path),
+                    f"is a symbolic link to {target}, outside the migrations folder: copy the file "
+                    "into the folder, or point --dir at the folder it belongs to",
+                )
+        if not entry.is_file():  # follows a link inside the folder; checked before any open
+            mode = entry.stat().st_mode
             kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
             raise MigrationFileError(
                 str(path), f"is {kind}, not a regular file: a migration must be a plain SQL file"
             )
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+        return path.read_bytes()
     except OSError as exc:
         raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 _FILE_KINDS = {
