@@ -15,7 +15,7 @@ SOURCE = Path(__file__).parent.parent / "src" / "dbledger"
 
 # Each module's layer: a module may import only modules of its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
-    ("contracts", "redaction"),
+    ("contracts", "annotation", "redaction"),
     ("errors",),
     ("ledger", "config", "chain", "testing"),
     ("migrations", "dialects", "schema", "analysis", "backup"),

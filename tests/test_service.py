@@ -635,7 +635,8 @@ def test_the_service_keeps_its_ledger_where_it_is_told(pg_url: str, start_servic
     service = start_service(pg_url, env={"DBLEDGER_LEDGER_TABLE": "ops.deploys"})
     service.wait_healthy()
 
-    assert query(pg_url, "SELECT migration_name FROM ops.deploys ORDER BY applied_order") == [(n,) for n in NAMES]
+    placed = query(pg_url, "SELECT migration_name FROM ops.deploys ORDER BY applied_order")
+    assert placed == [(name,) for name in NAMES]
     assert not query(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'schema_migrations'")
     version = httpx.get(f"{service.url}/api/db/version", timeout=10).json()
     assert [m["name"] for m in version["applied"]] == NAMES

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbledger import chain, engine
+from dbledger import engine
 from dbledger.backends import open_backend
 from dbledger.backends.base import Backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Settings, check_lock_timeout, parse_database_url, resolve
-from dbledger.contracts import LedgerRow, Progress, no_progress
+from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, no_progress
 from dbledger.errors import ConfigError, DriftFound, LedgerStateError, UsageError
-from dbledger.executor import Applied, RolledBack
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import FILE_NAME, Migration, discover
 from dbledger.plan import Allowances, Plan, make_plan
@@ -186,7 +185,7 @@ def migrate(
             backup_dir=None if backup_dir is None else Path(backup_dir),
             progress=report,
         )
-    backup = None if done.backup is None else dict(vars(done.backup))
+    backup = None if done.backup is None else done.backup._asdict()
     return Report(settings.database.display, str(settings.directory), done.applied, backup)
 
 
@@ -254,6 +253,8 @@ def _inspect(
 
 def _history_check(backend: Backend, version: int, rows: tuple[LedgerRow, ...]) -> dict[str, Any]:
     """The history chain and the ledger rows against it (tamper evidence)."""
+    from dbledger import chain  # only verify checks the chain
+
     if version < LEDGER_VERSION:
         return {
             "head": None,

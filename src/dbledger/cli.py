@@ -12,8 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from dbledger import api
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
@@ -214,14 +213,13 @@ def _progress(event: str, subject: str, ms: int | None) -> None:
         _err(line.format(subject=subject, ms=ms))
 
 
-@dataclass
-class Shown:
+class Shown(NamedTuple):
     """What a command has to show: its ``--json`` document, the text for stdout (human mode),
     and lines for people (stdout, or stderr with ``--json``)."""
 
     document: dict[str, Any]
     text: str | None = None
-    lines: list[str] = field(default_factory=list)
+    lines: Sequence[str] = ()
     render: Callable[[], None] | None = None  # rich output, human mode only
 
 
@@ -269,14 +267,14 @@ def _down(args: argparse.Namespace, progress: Progress) -> Shown:
     )
     total = sum(r.execution_time_ms for r in undone)
     line = f"rolled back {len(undone)} migration(s) in {total} ms" if undone else "nothing to roll back"
-    return Shown({"rolled_back": [vars(r) for r in undone]}, lines=[line])
+    return Shown({"rolled_back": [r._asdict() for r in undone]}, lines=[line])
 
 
 def _redo(args: argparse.Namespace, progress: Progress) -> Shown:
     rolled, reapplied = api.redo(**_settings(args), lock_timeout=args.lock_timeout, progress=progress)
     if rolled is None:
         return Shown({"rolled_back": [], "applied": []}, lines=["nothing to redo: no migration is applied"])
-    document = {"rolled_back": [vars(rolled)], "applied": [vars(a) for a in reapplied]}
+    document = {"rolled_back": [rolled._asdict()], "applied": [a._asdict() for a in reapplied]}
     return Shown(document, lines=[f"redid {rolled.name}"])
 
 
@@ -320,7 +318,7 @@ def _repair(args: argparse.Namespace, progress: Progress) -> Shown:
         progress=progress,
     )
     lines = [f"{item.name}: {item.action} ({item.detail})" for item in repaired] or ["nothing to repair"]
-    return Shown({"repaired": [vars(item) for item in repaired]}, lines=lines)
+    return Shown({"repaired": [item._asdict() for item in repaired]}, lines=lines)
 
 
 def _baseline(args: argparse.Namespace, progress: Progress) -> Shown:

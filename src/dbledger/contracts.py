@@ -5,16 +5,18 @@ is imported here, and each of the others may import this one.
 - ``LedgerRow``: one row of the ledger table as a backend read it; ``LedgerSnapshot``: all of them.
 - ``LedgerEvent``: one change the engine asks a backend to write (a ledger row and its history row).
 - ``HistoryRow``: one row of the append-only history, as read back.
-- ``Annotation``, ``SectionAnnotation``, ``Annotator``: what a database's statement analysis
-  (locks, rewrites, sizes, estimates) says; the dry run prints it, the runner records estimates.
+- (the analysis protocol, ``Annotation`` and ``Annotator``, is its own bottom module:
+  ``dbledger.annotation``, loaded only where statements are analysed.)
 - ``Progress``: the callback through which commands report what they do while they do it.
+
+The records are NamedTuples rather than dataclasses: every replica defines them at every start,
+and a frozen dataclass costs about five times as much to define.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, NamedTuple
 
 # The state of one migration in the ledger table.
 State = Literal["applied", "baseline", "failed", "dirty"]
@@ -34,8 +36,7 @@ Action = Literal[
 RowChange = Literal["upsert", "update", "delete", "checksum", "rename", "none"]
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """One SQL statement of a section, without its terminator, and the file line it starts on."""
 
     sql: str
@@ -47,8 +48,7 @@ class Statement:
 COMMIT_STATEMENT = Statement(sql="COMMIT", line=0)
 
 
-@dataclass(frozen=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
     """One row of the ledger table."""
 
     name: str
@@ -65,8 +65,7 @@ class LedgerRow:
     runner: str | None = None
 
 
-@dataclass(frozen=True)
-class LedgerSnapshot:
+class LedgerSnapshot(NamedTuple):
     """The whole ledger as read at one moment: its format version and its rows, in applied order
     (failed and dirty rows last)."""
 
@@ -74,8 +73,7 @@ class LedgerSnapshot:
     rows: tuple[LedgerRow, ...]
 
 
-@dataclass(frozen=True)
-class LedgerEvent:
+class LedgerEvent(NamedTuple):
     """One change to the ledger: how the ledger row changes (``change``) and the history row that
     records it. ``state`` is the row's state afterwards, ``REMOVED`` when the row is deleted, or
     None when no row is involved (a backup, an upgrade)."""
@@ -95,8 +93,7 @@ class LedgerEvent:
     new_name: str | None = None  # change == "rename": the row's name afterwards
 
 
-@dataclass(frozen=True)
-class HistoryRow:
+class HistoryRow(NamedTuple):
     """One row of the history table, oldest first by ``id``. ``prev_hash`` and ``hash`` chain it
     to the row before (see ``dbledger.chain``)."""
 
@@ -118,31 +115,21 @@ class HistoryRow:
     hash: str | None
 
 
-@dataclass(frozen=True)
-class Annotation:
-    """What the analysis says of one statement."""
+class Applied(NamedTuple):
+    """One migration a run applied."""
 
-    summary: str  # one line for people, e.g. "ALTER TABLE; ACCESS EXCLUSIVE on t; rewrite"
-    details: dict[str, Any]  # the same, for --json
-    estimate_ms: float | None
-    destructive: bool = False
-
-
-@dataclass(frozen=True)
-class SectionAnnotation:
-    """The analysis of one section: an annotation per statement, and notes on the whole (how long
-    each table stays locked)."""
-
-    statements: list[Annotation]
-    notes: list[str]
+    name: str
+    version: int
+    execution_time_ms: int
+    checksum: str
 
 
-class Annotator(Protocol):
-    """Analyses one database's statements (PostgreSQL: the parser and the live catalog). Called
-    once per section, in the order the sections would run, so each sees the schema the ones
-    before it leave."""
+class RolledBack(NamedTuple):
+    """One migration a run rolled back."""
 
-    def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation: ...
+    name: str
+    version: int
+    execution_time_ms: int
 
 
 # progress(event, subject, elapsed ms or None). Events: "using" (subject: the database and the

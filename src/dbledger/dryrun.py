@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbledger.contracts import Annotation, Annotator
+from dbledger.annotation import Annotation, Annotator
 from dbledger.preflight import Step, Work
 from dbledger.redaction import redact
 

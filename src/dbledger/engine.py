@@ -14,41 +14,46 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from dbledger import preflight
 from dbledger.backends.base import Backend
 from dbledger.config import Database
 from dbledger.contracts import (
     APPLIED_STATES,
     REMOVED,
+    Applied,
     LedgerEvent,
     LedgerRow,
     LedgerSnapshot,
     Progress,
+    RolledBack,
     no_progress,
 )
 from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError
-from dbledger.executor import Applied, Executor, RolledBack
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import Migration
-from dbledger.plan import Allowances, make_plan
+from dbledger.plan import Allowances, check_target, make_plan
 from dbledger.redaction import redact
 
+if TYPE_CHECKING:
+    from dbledger import preflight
+    from dbledger.executor import Executor
 
-@dataclass(frozen=True)
-class UpOptions:
+# The preflight (pglast, for PostgreSQL) and the executor load only when there is work: the
+# path every replica takes at every start needs neither.
+
+
+class UpOptions(NamedTuple):
     """What ``up`` applies and what it lets pass."""
 
     target: int | None = None
-    allow: Allowances = field(default_factory=Allowances)
+    allow: Allowances = Allowances()
     allow_existing_schema: bool = False
     atomic: bool = False
 
 
-@dataclass(frozen=True)
-class Backup:
+class Backup(NamedTuple):
     """The backup a deploy took before its first change."""
 
     path: str
@@ -56,14 +61,17 @@ class Backup:
     restore_command: str
 
 
-@dataclass
-class UpResult:
-    applied: list[Applied] = field(default_factory=list)
+class UpResult(NamedTuple):
+    """What ``up`` did: the migrations it applied, and the backup it took first, if any."""
+
+    applied: list[Applied]
     backup: Backup | None = None
 
 
 def ledger_view(backend: Backend, snapshot: LedgerSnapshot | None) -> preflight.Ledger:
     """What the preflight needs to know of the database (its tables only when it has no ledger)."""
+    from dbledger import preflight
+
     existing = tuple(backend.user_tables()) if snapshot is None else ()
     return preflight.Ledger(snapshot, backend.names, backend.ledger_schema, backend.default_schema, existing)
 
@@ -74,6 +82,8 @@ def prepare_up(
     """The preflight of ``up`` against the ledger as just read; ``up`` under its lock and
     ``up --dry-run`` without one. A database built without dbledger is refused with the exact
     ``dbledger baseline V`` its schema matches, worked out by replaying the files."""
+    from dbledger import preflight
+
     view = ledger_view(backend, snapshot)
     try:
         return preflight.up(
@@ -100,6 +110,8 @@ def prepare_down(
     target: int | None,
 ) -> preflight.Work:
     """The preflight of ``down`` against the ledger as just read."""
+    from dbledger import preflight
+
     return preflight.down(
         migrations, ledger_view(backend, snapshot), backend.dialect, steps=steps, target=target
     )
@@ -109,6 +121,12 @@ def prepare_down(
 def _locked(backend: Backend, progress: Progress) -> Iterator[None]:
     with backend.migration_lock(backend.lock_timeout, lambda holder: progress("waiting", holder, None)):
         yield
+
+
+def _executor(backend: Backend, progress: Progress) -> Executor:
+    from dbledger.executor import Executor
+
+    return Executor(backend, progress=progress)
 
 
 def _make_current(backend: Backend, snapshot: LedgerSnapshot | None, progress: Progress) -> None:
@@ -135,30 +153,31 @@ def up(
     """Apply pending migrations in version order, each exactly once across concurrent runners.
     With ``options.atomic``, all of them in one transaction. With ``backup_dir``, a backup is
     taken before the run's first change when a pending migration is risky."""
-    preflight.check_target(migrations, options.target)
+    check_target(migrations, options.target)
     snapshot = backend.read_ledger()
     if snapshot is None and not migrations:
-        return UpResult()
+        return UpResult([])
     if snapshot is not None and snapshot.version == LEDGER_VERSION:
         plan = make_plan(migrations, snapshot.rows)
         if not plan.to_apply(options.target) and not plan.problems(options.allow):
-            return UpResult()  # the path every replica takes at every start: one read, no lock
-    result = UpResult()
+            return UpResult([])  # the path every replica takes at every start: one read, no lock
+    applied: list[Applied] = []
+    backup = None
     with _locked(backend, progress):
         snapshot = backend.read_ledger()
         work = prepare_up(backend, migrations, options, snapshot)
         if snapshot is None and work.nothing_to_do:
-            return result
+            return UpResult([])
         _make_current(backend, snapshot, progress)
         if backup_dir is not None and work.steps:
-            result.backup = _back_up_if_risky(backend, work, backup_dir, progress)
-        executor = Executor(backend, progress=progress)
+            backup = _back_up_if_risky(backend, work, backup_dir, progress)
+        executor = _executor(backend, progress)
         if work.atomic and work.steps:
-            result.applied = executor.apply_atomically(work.steps, work.plan.next_order)
-            record_schema(backend, "up", result.applied[-1].name, progress)
+            applied = executor.apply_atomically(work.steps, work.plan.next_order)
+            record_schema(backend, "up", applied[-1].name, progress)
         else:
-            _apply_each(backend, executor, work, result.applied, progress)
-    return result
+            _apply_each(backend, executor, work, applied, progress)
+    return UpResult(applied, backup)
 
 
 def _apply_each(
@@ -256,7 +275,7 @@ def down(
         work = prepare_down(backend, migrations, snapshot, steps=steps, target=target)
         _make_current(backend, snapshot, progress)
         rows = work.plan.rows
-        executor = Executor(backend, progress=progress)
+        executor = _executor(backend, progress)
         try:
             for step in work.steps:
                 undone.append(executor.roll_back(step, rows[step.name]))
@@ -275,13 +294,15 @@ def redo(
         return None, []
     with _locked(backend, progress):
         snapshot = backend.read_ledger()
+        from dbledger import preflight
+
         work = preflight.redo(migrations, ledger_view(backend, snapshot), backend.dialect)
         if work.nothing_to_do:
             return None, []
         _make_current(backend, snapshot, progress)
         back, again = work.steps
         rows = work.plan.rows
-        executor = Executor(backend, progress=progress)
+        executor = _executor(backend, progress)
         undone = executor.roll_back(back, rows[back.name])
         others = [row.applied_order or 0 for row in work.plan.applied if row.name != back.name]
         applied = [executor.apply(again, max(others, default=0) + 1)]
@@ -289,8 +310,7 @@ def redo(
         return undone, applied
 
 
-@dataclass(frozen=True)
-class Repaired:
+class Repaired(NamedTuple):
     """One ledger row ``repair`` changed, and how."""
 
     name: str
@@ -404,7 +424,7 @@ def baseline(
     was built before the ledger existed). With ``verify``, first compare the live schema with what
     the files up to ``version`` produce on a scratch database, and refuse with the differences.
     Returns the names marked."""
-    preflight.check_target(migrations, version, "baseline VERSION")
+    check_target(migrations, version, "baseline VERSION")
     marked: list[str] = []
     with _locked(backend, progress):
         snapshot = backend.read_ledger()

@@ -18,39 +18,21 @@ Called under the migration lock, except for replays on a scratch database (no le
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from dbledger.backends.base import Backend
 from dbledger.contracts import (
     COMMIT_STATEMENT,
     REMOVED,
     Action,
+    Applied,
     LedgerEvent,
     LedgerRow,
     Progress,
+    RolledBack,
     no_progress,
 )
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
 from dbledger.preflight import Step
-
-
-@dataclass(frozen=True)
-class Applied:
-    """One migration a run applied."""
-
-    name: str
-    version: int
-    execution_time_ms: int
-    checksum: str
-
-
-@dataclass(frozen=True)
-class RolledBack:
-    """One migration a run rolled back."""
-
-    name: str
-    version: int
-    execution_time_ms: int
 
 
 def _elapsed_ms(start: float) -> int:

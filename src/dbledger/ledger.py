@@ -18,8 +18,8 @@ import getpass
 import os
 import re
 import socket
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from dbledger.errors import ConfigError
 
@@ -34,8 +34,7 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MAX_TABLE = 63 - len("_history")
 
 
-@dataclass(frozen=True)
-class LedgerNames:
+class LedgerNames(NamedTuple):
     """Where the ledger lives: ``table`` in ``schema``, or in the connection's current schema when
     ``schema`` is None. The other three tables take the same name plus a suffix."""
 
@@ -45,6 +44,8 @@ class LedgerNames:
     @classmethod
     def parse(cls, text: str) -> LedgerNames:
         """``table`` or ``schema.table``; ConfigError naming the value otherwise."""
+        if text == DEFAULT_LEDGER_TABLE:  # every start of every replica: no regular expression
+            return cls()
         parts = text.strip().split(".")
         if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
             raise ConfigError(

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dbledger.contracts import APPLIED_STATES, LedgerRow
+from dbledger.errors import UsageError
 from dbledger.migrations import Migration
 
-__all__ = ["APPLIED_STATES", "Allowances", "LedgerRow", "Plan", "make_plan"]
+__all__ = ["APPLIED_STATES", "Allowances", "LedgerRow", "Plan", "check_target", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,14 @@ def make_plan(
         if newest is not None and migration.version < newest:
             plan.out_of_order.append(migration)
     return plan
+
+
+def check_target(migrations: list[Migration], target: int | None, what: str = "--to") -> None:
+    """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
+    "everything"."""
+    if target is not None and all(m.version != target for m in migrations):
+        known = ", ".join(str(m.version) for m in migrations[-10:]) or "none"
+        raise UsageError(
+            f"no migration file has version {target}: {what} must name the version of an existing "
+            f"file (the newest versions are: {known})"
+        )

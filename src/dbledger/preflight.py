@@ -21,7 +21,7 @@ from dbledger.dialects import Dialect
 from dbledger.errors import ExistingSchema, LedgerStateError, MigrationFileError, UsageError
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
-from dbledger.plan import Allowances, Plan, make_plan
+from dbledger.plan import Allowances, Plan, check_target, make_plan
 
 Direction = Literal["up", "down"]
 
@@ -69,17 +69,6 @@ class Work:
     @property
     def nothing_to_do(self) -> bool:
         return not self.steps
-
-
-def check_target(migrations: list[Migration], target: int | None, what: str = "--to") -> None:
-    """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
-    "everything"."""
-    if target is not None and all(m.version != target for m in migrations):
-        known = ", ".join(str(m.version) for m in migrations[-10:]) or "none"
-        raise UsageError(
-            f"no migration file has version {target}: {what} must name the version of an existing "
-            f"file (the newest versions are: {known})"
-        )
 
 
 def plan_for(migrations: list[Migration], ledger: Ledger, running: frozenset[str] = frozenset()) -> Plan:

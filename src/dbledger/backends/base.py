@@ -16,29 +16,27 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from dbledger import chain
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import (
     APPLIED_STATES,
     COMMIT_STATEMENT,
-    Annotator,
     HistoryRow,
     LedgerEvent,
     LedgerRow,
     LedgerSnapshot,
     Statement,
 )
-from dbledger.dialects import Dialect
 from dbledger.errors import DatabaseError, ForeignLedger, LedgerStateError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 
 if TYPE_CHECKING:
+    from dbledger.annotation import Annotator
     from dbledger.backup import Backup
+    from dbledger.dialects import Dialect
     from dbledger.schema import SchemaModel
 
 # A query in the backend's own form (psycopg's composed SQL, or a string for sqlite3).
@@ -46,8 +44,7 @@ Query = Any
 Params = dict[str, Any] | Sequence[Any] | None
 
 
-@dataclass(frozen=True)
-class LedgerSQL:
+class LedgerSQL(NamedTuple):
     """The statements the base class runs, in the backend's dialect and parameter style, with the
     ledger's table names already in them. Named parameters are those ``_row_params`` and
     ``_history_params`` produce."""
@@ -110,7 +107,8 @@ def _known_tools(columns: frozenset[str]) -> str:
 class Backend(ABC):
     """One open connection to one database, and everything dbledger asks of it."""
 
-    dialect: ClassVar[Dialect]
+    # The SQL this database speaks (dbledger.dialects), by name: loaded when a section is split.
+    dialect_name: ClassVar[str]
 
     def __init__(
         self,
@@ -125,6 +123,13 @@ class Backend(ABC):
         self.names = names
         self.lock_timeout = lock_timeout
         self._head: str | None = None  # the newest history hash, known while the lock is held
+
+    @cached_property
+    def dialect(self) -> Dialect:
+        """How this database's SQL splits into statements, and which ones a transaction cannot hold."""
+        from dbledger.dialects import for_name
+
+        return for_name(self.dialect_name)
 
     # -- hooks: connection and SQL ---------------------------------------------------------
     @property
@@ -310,7 +315,7 @@ class Backend(ABC):
         if {"migration_name", "version", "state"} <= columns:  # dbledger 0.1
             rows = [self._ledger_row((*raw, None, None)) for raw in self._fetch(self.sql.read_v1)]
             order = _order_from_history(self._fetch(self.sql.legacy_history), rows)
-            rows = [replace(r, applied_order=order.get(r.name)) for r in rows]
+            rows = [r._replace(applied_order=order.get(r.name)) for r in rows]
             return LedgerSnapshot(1, _in_applied_order(rows))
         raise ForeignLedger(self._qualified(self.names.table), _known_tools(columns), sorted(columns))
 
@@ -372,6 +377,8 @@ class Backend(ABC):
         )
 
     def _upgrade_from_v1(self, snapshot: LedgerSnapshot) -> None:
+        from dbledger import chain
+
         for statement in self.sql.upgrade_from_v1:
             self._run(statement)
         # 0.1 kept the time estimate as text in detail; it gets its own column.
@@ -439,6 +446,10 @@ class Backend(ABC):
         }
 
     def _append_history(self, event: LedgerEvent) -> None:
+        from datetime import UTC, datetime
+
+        from dbledger import chain  # only when writing: the no-op path never does
+
         if self._head is None:
             found = self._fetch(self.sql.history_head)
             self._head = (found[0][0] or "") if found else ""

@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 
 from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
-from dbledger.contracts import Annotation, HistoryRow, SectionAnnotation, Statement
+from dbledger.annotation import Annotation, SectionAnnotation
+from dbledger.contracts import HistoryRow, Statement
 from dbledger.errors import DatabaseError
 from dbledger.redaction import redact
 

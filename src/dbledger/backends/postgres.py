@@ -27,13 +27,13 @@ from psycopg import pq, sql
 
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
-from dbledger.contracts import COMMIT_STATEMENT, Annotator, Statement
-from dbledger.dialects.postgres import PostgresDialect
+from dbledger.contracts import COMMIT_STATEMENT, Statement
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
+    from dbledger.annotation import Annotator
     from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
@@ -214,7 +214,7 @@ _CHECK_CLIENT = b"SET client_connection_check_interval = 1000"
 
 
 class PostgresBackend(Backend):
-    dialect: ClassVar[PostgresDialect] = PostgresDialect()
+    dialect_name: ClassVar[str] = "postgresql"
 
     def __init__(
         self,

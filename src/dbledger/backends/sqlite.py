@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from io import TextIOWrapper
@@ -30,7 +28,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import HistoryRow, LedgerSnapshot, Statement
-from dbledger.dialects.sqlite import SqliteDialect
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 
@@ -163,7 +160,7 @@ def _statements(names: LedgerNames) -> LedgerSQL:
 
 
 class SqliteBackend(Backend):
-    dialect: ClassVar[SqliteDialect] = SqliteDialect()
+    dialect_name: ClassVar[str] = "sqlite"
 
     def __init__(
         self,
@@ -383,6 +380,9 @@ class SqliteBackend(Backend):
 
     @contextmanager
     def scratch(self) -> Iterator[Backend]:
+        import shutil
+        import tempfile  # only for a replay: it loads random, ~2 ms on every start otherwise
+
         # A file, not ":memory:": each migration of a replay gets a fresh connection, as here.
         folder = tempfile.mkdtemp(prefix="dbledger-scratch-")
         path = os.path.join(folder, "scratch.sqlite3")

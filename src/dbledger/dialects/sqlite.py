@@ -14,20 +14,17 @@ from dbledger.contracts import Statement
 from dbledger.dialects import Dialect, statements_at
 
 # One token: a comment or white space (dropped), a string, a quoted name, a word, anything else.
-_TOKEN = re.compile(
-    r"""(?P<skip>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
+_LEXEME = r"""(?P<skip>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
       |(?P<string>'(?:[^']|'')*'?)
       |(?P<quoted>"(?:[^"]|"")*"?|`(?:[^`]|``)*`?|\[[^\]]*\]?)
       |(?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-      |(?P<other>.)""",
-    re.DOTALL | re.VERBOSE,
-)
+      |(?P<other>.)"""
 
 
 def _tokens(sql: str) -> Iterator[tuple[str, str]]:
     """``(kind, text)`` of each token, comments and white space left out; a quoted name comes
     back unquoted, as kind ``word``."""
-    for match in _TOKEN.finditer(sql):
+    for match in re.finditer(_LEXEME, sql, re.DOTALL | re.VERBOSE):  # compiled once, on first use
         kind = match.lastgroup or "other"
         text = match.group()
         if kind == "skip":
