@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -161,30 +162,42 @@ def _parse_sqlite_url(url: str) -> Database:
 
 def _pyproject_settings(cwd: Path) -> dict[str, str]:
     pyproject = cwd / "pyproject.toml"
-    if not pyproject.is_file():
+    try:
+        raw = pyproject.read_bytes()
+    except FileNotFoundError:
         return {}
-    import tomllib  # only when there is a file to read
+    except OSError as exc:
+        raise ConfigError(f"{pyproject}: cannot read [tool.dbledger]: {exc.strerror}") from None
+    # An application's pyproject.toml is read at every start: parse it only when it can hold
+    # dbledger's section (in any of TOML's spellings, the name itself appears).
+    if b"dbledger" not in raw:
+        return {}
+    return dict(_parse_pyproject(str(pyproject), raw))
+
+
+@lru_cache(maxsize=8)
+def _parse_pyproject(path: str, raw: bytes) -> tuple[tuple[str, str], ...]:
+    """``[tool.dbledger]`` of a pyproject.toml's bytes (cached: an application that calls the
+    API at every request reads the same file each time)."""
+    import tomllib  # only when there is a section to read
 
     try:
-        with pyproject.open("rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{pyproject}: cannot read [tool.dbledger]: {exc}") from None
-    section = data.get("tool", {}).get("dbledger", {})
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [tool.dbledger]: {exc}") from None
+    tool = data.get("tool", {})
+    section = tool.get("dbledger", {}) if isinstance(tool, dict) else {}
     if not isinstance(section, dict):
-        raise ConfigError(f"{pyproject}: [tool.dbledger] must be a table")
+        raise ConfigError(f"{path}: [tool.dbledger] must be a table")
     unknown = sorted(set(section) - set(PYPROJECT_KEYS))
     if unknown:
         raise ConfigError(
-            f"{pyproject}: unknown key {unknown[0]!r} in [tool.dbledger] "
-            f"(known keys: {', '.join(PYPROJECT_KEYS)})"
+            f"{path}: unknown key {unknown[0]!r} in [tool.dbledger] (known keys: {', '.join(PYPROJECT_KEYS)})"
         )
-    settings: dict[str, str] = {}
     for key, value in section.items():
         if not isinstance(value, str):
-            raise ConfigError(f"{pyproject}: [tool.dbledger] {key} must be a string")
-        settings[key] = value
-    return settings
+            raise ConfigError(f"{path}: [tool.dbledger] {key} must be a string")
+    return tuple(section.items())
 
 
 def resolve(
