@@ -179,6 +179,24 @@ def test_a_ledger_from_a_newer_dbledger_is_refused(db_url: str, migrations_dir: 
     assert not table_exists(db_url, "u")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DELETE FROM schema_migrations_version",
+        "INSERT INTO schema_migrations_version SELECT * FROM schema_migrations_version",
+    ],
+)
+def test_a_version_table_without_its_one_row_is_named(db_url: str, migrations_dir: Path, change: str) -> None:
+    write(migrations_dir, "001_t.sql", "CREATE TABLE t (id INTEGER);\n")
+    dbledger.migrate(db_url, migrations_dir)
+    query(db_url, change)
+
+    code, _, err = cli(db_url, migrations_dir, "status")
+
+    assert code == 1
+    assert "schema_migrations_version must hold exactly one row (version 2)" in err
+
+
 # -- placement ----------------------------------------------------------------------------------
 
 
@@ -270,3 +288,21 @@ def test_a_history_that_owns_a_schema_migrations_table_runs_with_another_ledger_
     assert code == 0, err
     assert query(db_url, "SELECT version FROM schema_migrations") == [("20190101000000",)]
     assert query(db_url, "SELECT migration_name FROM dbledger_migrations") == [("001_legacy",)]
+
+
+def test_a_ledger_in_a_schema_whose_name_needs_quoting(pg_url: str, migrations_dir: Path) -> None:
+    # The ledger goes to the connection's current schema, whatever its name: quotes, capitals
+    # and a '%' (which psycopg would otherwise read as a placeholder) included.
+    dbname = pg_url.rsplit("/", 1)[1]
+    query(pg_url, 'CREATE SCHEMA "Odd%Sch""ema"')
+    query(pg_url, f'ALTER DATABASE "{dbname}" SET search_path = "Odd%Sch""ema"')
+    write(
+        migrations_dir,
+        "001_t.sql",
+        "-- migrate:up\nCREATE TABLE t (id INTEGER);\n-- migrate:down\nDROP TABLE t;\n",
+    )
+
+    assert [a.name for a in dbledger.migrate(pg_url, migrations_dir).applied] == ["001_t"]
+    assert [r.name for r in dbledger.down(pg_url, migrations_dir)] == ["001_t"]
+    assert dbledger.verify(pg_url, migrations_dir).problems == []
+    assert query(pg_url, 'SELECT count(*) FROM "Odd%Sch""ema".schema_migrations_history') == [(3,)]  # create, apply, rollback

@@ -63,9 +63,9 @@ def _statements(names: LedgerNames) -> LedgerSQL:
     )
     create_order_index = f"CREATE UNIQUE INDEX {order_index} ON {ledger} (applied_order)"
     return LedgerSQL(
-        read=f"SELECT (SELECT max(version) FROM {version}), l.migration_name, l.version, l.state,"
-        " l.checksum, l.applied_at, l.execution_time_ms, l.success, l.error_message, l.applied_order,"
-        f" l.runner FROM (SELECT 1) AS one LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        read="SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
+        " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
+        f" FROM {version} AS v LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
         read_v1="SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
         f" error_message FROM {ledger} ORDER BY id",
         read_version=f"SELECT max(version) FROM {version}",
