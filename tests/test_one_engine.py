@@ -352,3 +352,99 @@ def test_dirty_only_when_work_may_have_been_committed(
 
     assert failed.value.dirty is committed
     assert query(db_url, "SELECT state FROM schema_migrations") == [("dirty" if committed else "failed",)]
+
+
+def test_each_migration_of_an_atomic_deploy_starts_from_a_clean_session(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "001_restore.sql", "SELECT pg_catalog.set_config('search_path', '', false);\n")
+    write(migrations_dir, "002_b.sql", "CREATE TABLE b (id INTEGER);\n")
+
+    code, _, err = cli(pg_url, migrations_dir, "up", "--atomic")
+
+    assert code == 0, err
+    assert table_exists(pg_url, "public.b")
+
+
+PROCEDURE = """\
+CREATE TABLE batches (n INTEGER);
+CREATE PROCEDURE backfill() LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO batches VALUES (1);
+    COMMIT;
+    INSERT INTO batches VALUES (2);
+    RAISE EXCEPTION 'batch 2 failed';
+END $$;
+"""
+
+
+def test_a_procedure_that_committed_before_it_failed_leaves_the_migration_dirty(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "001_proc.sql", PROCEDURE)
+    write(migrations_dir, "002_call.sql", "-- migrate:up transaction:false\nCALL backfill();\n")
+
+    with pytest.raises(dbledger.MigrationFailed) as failed:
+        dbledger.migrate(pg_url, migrations_dir)
+
+    assert failed.value.dirty
+    assert "left nothing behind" not in failed.value.message
+    assert query(pg_url, "SELECT n FROM batches") == [(1,)]  # batch 1 stays: the row must say so
+    assert query(pg_url, "SELECT state FROM schema_migrations WHERE migration_name = '002_call'") == [
+        ("dirty",)
+    ]
+
+
+def test_a_redo_whose_up_half_fails_keeps_the_recorded_schema_true(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (id INTEGER);\n")
+    write(
+        migrations_dir,
+        "002_b.sql",
+        "-- migrate:up\nCREATE TABLE b (id INTEGER);\nINSERT INTO a VALUES (1);\n"
+        "-- migrate:down\nDROP TABLE b;\nDROP TABLE a;\n",  # the up half cannot run again
+    )
+    dbledger.migrate(db_url, migrations_dir)
+
+    with pytest.raises(dbledger.MigrationFailed):
+        dbledger.redo(db_url, migrations_dir)
+
+    assert not table_exists(db_url, "a")
+    assert cli(db_url, migrations_dir, "drift")[0] == 0  # the schema the down half left
+
+
+def test_partial_work_of_a_failed_rollback_does_not_become_the_expected_schema(
+    db_url: str, migrations_dir: Path
+) -> None:
+    write(
+        migrations_dir,
+        "001_a.sql",
+        "-- migrate:up\nCREATE TABLE a (id INTEGER);\n"
+        "-- migrate:down transaction:false\nDROP TABLE a;\nINSERT INTO nosuch VALUES (1);\n",
+    )
+    write(
+        migrations_dir,
+        "002_b.sql",
+        "-- migrate:up\nCREATE TABLE b (id INTEGER);\n-- migrate:down\nDROP TABLE b;\n",
+    )
+    dbledger.migrate(db_url, migrations_dir)
+
+    with pytest.raises(dbledger.MigrationFailed) as failed:
+        dbledger.down(db_url, migrations_dir, steps=2)
+
+    assert failed.value.dirty
+    code, out, _ = cli(db_url, migrations_dir, "drift")
+    assert code == 1  # the half-done rollback shows, it is not taken for the expected schema
+    assert out.splitlines() == ["missing table a"]
+    assert not table_exists(db_url, "b")
+
+
+def test_baseline_does_not_paper_over_a_dirty_migration(db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (id INTEGER);\n")
+    dbledger.migrate(db_url, migrations_dir)
+    query(db_url, "UPDATE schema_migrations SET state = 'dirty', success = false")
+
+    code, _, err = cli(db_url, migrations_dir, "baseline", "1")
+
+    assert code == 1
+    assert "migration '001_a' is dirty: it may be half applied" in err
+    assert query(db_url, "SELECT state FROM schema_migrations") == [("dirty",)]

@@ -359,7 +359,7 @@ def test_problem_text_dirty() -> None:
     assert "migration '002_add_email' ran outside a transaction and did not finish" in text
     assert STAMP in text
     assert "XX000: server closed the connection" in text
-    assert "undo or finish that work by hand, then run 'dbledger repair'" in text
+    assert "undo that work by hand, then run 'dbledger repair' (the next 'dbledger up' runs" in text
 
 
 def test_failed_row_alone_is_not_a_problem_for_up() -> None:

@@ -106,6 +106,22 @@ REFUSALS: dict[str, Refusal] = {
     "VACUUM in a transactional section": Refusal(
         _files(("001_a.sql", A), ("002_v.sql", "VACUUM;\n")), "up", {}, 2, "line 1: VACUUM cannot run inside"
     ),
+    "DISCARD ALL, which would release the migration lock": Refusal(
+        _files(("001_a.sql", A), ("002_d.sql", "-- migrate:up transaction:false\nDISCARD ALL;\n")),
+        "up",
+        {},
+        2,
+        "line 2: DISCARD ALL releases the migration lock dbledger holds while it runs",
+        postgres_only=True,
+    ),
+    "pg_advisory_unlock_all(), which would release the migration lock": Refusal(
+        _files(("001_a.sql", A), ("002_u.sql", "SELECT pg_advisory_unlock_all();\n")),
+        "up",
+        {},
+        2,
+        "line 1: pg_advisory_unlock_all() releases the migration lock",
+        postgres_only=True,
+    ),
     "a statement on dbledger's ledger": Refusal(
         _files(("001_a.sql", A), ("002_l.sql", "DELETE FROM schema_migrations;\n")),
         "up",
@@ -202,7 +218,7 @@ def test_a_dry_run_refuses_exactly_what_its_command_refuses(
     db_url: str, migrations_dir: Path, case: Refusal
 ) -> None:
     if case.postgres_only and not is_pg(db_url):
-        pytest.skip("SQLite runs CREATE INDEX in a transaction")
+        pytest.skip("PostgreSQL's statements")
     case.arrange(db_url, migrations_dir)
     before = state(db_url)
     if case.command == "up":

@@ -528,8 +528,8 @@ def test_pgpassword_and_the_password_file_are_masked_in_connection_errors(
 
 @pytest.mark.parametrize(
     "password",
-    ["p@ss", "pa#ss", "pa?ss", "pa/ss", "pa ss", "a@b#c?d/e f"],
-    ids=["at", "hash", "question", "slash", "space", "all"],
+    ["p@ss", "pa#ss", "pa?ss", "pa/ss", "pa ss", "a@b#c?d/e f", "pa\uff03ss"],
+    ids=["at", "hash", "question", "slash", "space", "all", "fullwidth-hash"],
 )
 def test_a_url_with_reserved_characters_in_its_password_never_shows_it(password: str, tmp_path: Path) -> None:
     (tmp_path / "migrations").mkdir()
@@ -541,7 +541,8 @@ def test_a_url_with_reserved_characters_in_its_password_never_shows_it(password:
     for fragment in {password, "-secret-tail", *password.replace("@", " ").replace("#", " ").split()}:
         if len(fragment) > 2:
             assert fragment not in result.output, fragment
-    assert "percent-encode them" in result.stderr
+    assert "percent-encode" in result.stderr
+    assert "Traceback" not in result.stderr
     assert json.loads(result.stdout)["error"]["type"] == "ConfigError"
     assert "app:***@" in result.stderr
     with pytest.raises(ConfigError) as info:
@@ -567,3 +568,37 @@ def test_a_password_with_libpq_separators_never_reaches_the_output(pg_url: str, 
     for result in (ok, wrong):
         assert_clean(result, secret, "val;ue", "ue&pw")
         assert "password=***" in db_line(result)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ALTER ROLE app PASSWORD E'it\\'s secret'", "ALTER ROLE app PASSWORD '***'"),
+        (
+            "ALTER ROLE app PASSWORD $$two words$$ VALID UNTIL 'x'",
+            "ALTER ROLE app PASSWORD '***' VALID UNTIL 'x'",
+        ),
+        ("ALTER ROLE app PASSWORD $pw$x$y$pw$", "ALTER ROLE app PASSWORD '***'"),
+        ("CREATE ROLE app PASSWORD 'cut short by an abbrevia", "CREATE ROLE app PASSWORD '***'"),
+    ],
+)
+def test_every_way_sql_quotes_a_password_is_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_a_long_failing_statement_is_redacted_before_it_is_cut(sqlite_url: str, migrations_dir: Path) -> None:
+    pad = "x" * 270
+    write(
+        migrations_dir,
+        "001_a.sql",
+        f"INSERT INTO nosuch VALUES ('{pad}') /* PASSWORD 'TopSecretValue12' */;\n",
+    )
+
+    result = cli(sqlite_url, migrations_dir, "up")
+
+    assert result.returncode == 1, result.output
+    assert_clean(result, "TopSecret", "TopSecretValue12")
+    stored = query(sqlite_url, "SELECT error_message FROM schema_migrations_history WHERE action = 'fail'")
+    [(text,)] = stored
+    assert "nosuch" in text
+    assert "TopSecret" not in text

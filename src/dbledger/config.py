@@ -130,7 +130,13 @@ def _parse_postgres_url(url: str) -> Database:
             f"'@') holds characters that end that part of a URL early; percent-encode them ({codes}), "
             "or give a libpq key/value string (host=... user=... password=...)"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its message would quote the user-info, password and all
+        raise ConfigError(
+            f"malformed PostgreSQL URL {display!r}: it cannot be read as a URL (a character in it "
+            "is not allowed there); percent-encode it, or give a libpq key/value string"
+        ) from None
     hosts = parts.netloc.rpartition("@")[2]
     for host in hosts.split(","):  # libpq accepts several hosts: h1:5432,h2:5433
         found = _HOST_PORT.match(host)

@@ -12,10 +12,11 @@ The order of work is the point of this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from dbledger.backends.base import Backend
 from dbledger.config import Database
@@ -176,26 +177,38 @@ def up(
             applied = executor.apply_atomically(work.steps, work.plan.next_order)
             record_schema(backend, "up", applied[-1].name, progress)
         else:
-            _apply_each(backend, executor, work, applied, progress)
+            orders = itertools.count(work.plan.next_order)
+            applied = _run_steps(
+                backend, work.steps, lambda step: executor.apply(step, next(orders)), "up", progress
+            )
     return UpResult(applied, backup)
 
 
-def _apply_each(
-    backend: Backend, executor: Executor, work: preflight.Work, applied: list[Applied], progress: Progress
-) -> None:
-    """Apply the steps one by one. The schema is recorded after the run, also when a step failed
+_Done = TypeVar("_Done", Applied, RolledBack)
+
+
+def _run_steps(
+    backend: Backend,
+    steps: Iterable[preflight.Step],
+    run: Callable[[preflight.Step], _Done],
+    action: str,
+    progress: Progress,
+) -> list[_Done]:
+    """Run the steps one by one. The schema is recorded after the run, also when a step failed
     after others committed, and before a ``transaction:false`` step (whose failure could leave
     partial work that must not become the expected schema)."""
+    done: list[_Done] = []
     recorded = 0
     try:
-        for order, step in enumerate(work.steps, start=work.plan.next_order):
-            if not step.transactional and len(applied) > recorded:
-                record_schema(backend, "up", applied[-1].name, progress)
-                recorded = len(applied)
-            applied.append(executor.apply(step, order))
+        for step in steps:
+            if not step.transactional and len(done) > recorded:
+                record_schema(backend, action, done[-1].name, progress)
+                recorded = len(done)
+            done.append(run(step))
     finally:
-        if len(applied) > recorded:
-            record_schema(backend, "up", applied[-1].name, progress)
+        if len(done) > recorded:
+            record_schema(backend, action, done[-1].name, progress)
+    return done
 
 
 def record_schema(backend: Backend, action: str, name: str | None, progress: Progress) -> None:
@@ -218,7 +231,7 @@ def _back_up_if_risky(
     """Back up before the deploy's first change when a step is marked ``backup:true`` or the
     backend's analysis finds it destructive (DROP, a rewriting type change, TRUNCATE, DELETE
     without WHERE). The backup then holds the database as it was before this deploy."""
-    risky = next((step for step in work.steps if _is_risky(backend, step)), None)
+    risky = _first_risky(backend, work.steps)
     if risky is None:
         return None
     try:
@@ -244,17 +257,22 @@ def _back_up_if_risky(
     return Backup(str(done.path), done.sha256, done.restore_command)
 
 
-def _is_risky(backend: Backend, step: preflight.Step) -> bool:
-    if step.section.backup:
-        return True
+def _first_risky(backend: Backend, steps: tuple[preflight.Step, ...]) -> preflight.Step | None:
+    """The first step marked ``backup:true`` or destructive by the backend's analysis, each
+    analysed against the schema the steps before it leave (as the dry run does)."""
     annotator = backend.annotator()
-    if annotator is None:
-        return False
-    try:
-        analysed = annotator.annotate(list(step.statements), step.transactional)
-    except Exception:  # an analysis gap: back up rather than guess that it is safe
-        return True
-    return any(annotation.destructive for annotation in analysed.statements)
+    for step in steps:
+        if step.section.backup:
+            return step
+        if annotator is None:
+            continue
+        try:
+            analysed = annotator.annotate(list(step.statements), step.transactional)
+        except Exception:  # an analysis gap: back up rather than guess that it is safe
+            return step
+        if any(annotation.destructive for annotation in analysed.statements):
+            return step
+    return None
 
 
 def down(
@@ -269,20 +287,17 @@ def down(
     if backend.read_ledger() is None:
         prepare_down(backend, migrations, None, steps=steps, target=target)  # bad arguments are still refused
         return []
-    undone: list[RolledBack] = []
     with _locked(backend, progress):
         snapshot = backend.read_ledger()
+        if snapshot is None:  # dropped since the first read: nothing to roll back
+            return []
         work = prepare_down(backend, migrations, snapshot, steps=steps, target=target)
         _make_current(backend, snapshot, progress)
         rows = work.plan.rows
         executor = _executor(backend, progress)
-        try:
-            for step in work.steps:
-                undone.append(executor.roll_back(step, rows[step.name]))
-        finally:
-            if undone:
-                record_schema(backend, "down", undone[-1].name, progress)
-    return undone
+        return _run_steps(
+            backend, work.steps, lambda step: executor.roll_back(step, rows[step.name]), "down", progress
+        )
 
 
 def redo(
@@ -301,12 +316,16 @@ def redo(
             return None, []
         _make_current(backend, snapshot, progress)
         back, again = work.steps
-        rows = work.plan.rows
+        row = work.plan.rows[back.name]
         executor = _executor(backend, progress)
-        undone = executor.roll_back(back, rows[back.name])
-        others = [row.applied_order or 0 for row in work.plan.applied if row.name != back.name]
-        applied = [executor.apply(again, max(others, default=0) + 1)]
-        record_schema(backend, "redo", back.name, progress)
+        undone: RolledBack | None = None
+        try:
+            undone = executor.roll_back(back, row)
+            # The newest applied migration goes back to its own place in the applied order.
+            applied = [executor.apply(again, row.applied_order or work.plan.next_order)]
+        finally:
+            if undone is not None:
+                record_schema(backend, "redo", back.name, progress)
         return undone, applied
 
 
@@ -428,6 +447,15 @@ def baseline(
     marked: list[str] = []
     with _locked(backend, progress):
         snapshot = backend.read_ledger()
+        plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
+        if dirty := [row.name for row in plan.dirty if row.version <= version]:
+            raise LedgerStateError(
+                [
+                    f"migration '{name}' is dirty: it may be half applied, so it cannot be marked "
+                    "as already there; clean up and run 'dbledger repair' first"
+                    for name in dirty
+                ]
+            )
         if verify:
             from dbledger.replay import replayed_model  # a scratch database: only when asked
             from dbledger.schema import diff
@@ -441,7 +469,6 @@ def baseline(
                     + ["nothing was marked: find the version it really matches, or fix it by hand"]
                 )
         _make_current(backend, snapshot, progress)
-        plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
         order = plan.next_order
         with backend.transaction():
             for migration in migrations:

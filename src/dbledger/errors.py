@@ -230,8 +230,9 @@ def _next_step(dirty: bool, rollback: bool) -> str:
         )
     if dirty:
         return (
-            "it ran outside a transaction and statements before the failing one were committed: "
-            "undo or finish that work by hand, then run 'dbledger repair'"
+            "it ran outside a transaction and part of its work may have been committed: undo that "
+            "work by hand, then run 'dbledger repair' (the next 'dbledger up' runs the migration "
+            "again, whole)"
         )
     if rollback:
         return (

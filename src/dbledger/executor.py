@@ -48,9 +48,9 @@ class Executor:
         self.record = record
         self._fresh = True  # no migration has run on this session yet
 
-    def _clean_session(self) -> None:
+    def _clean_session(self, *, within_transaction: bool = False) -> None:
         if not self._fresh:
-            self.backend.reset_session()
+            self.backend.reset_session(within_transaction=within_transaction)
         self._fresh = False
 
     # -- up --------------------------------------------------------------------------------
@@ -99,8 +99,8 @@ class Executor:
             except DatabaseError as err:
                 self.backend.roll_back_open()
                 # Outside a transaction, a statement that commits in phases (CREATE INDEX
-                # CONCURRENTLY) leaves its first phases behind when a later one fails.
-                phased = not inside and self.backend.dialect.outside_transaction_only(statement) is not None
+                # CONCURRENTLY, a procedure) leaves its first phases behind when a later one fails.
+                phased = not inside and self.backend.dialect.commits_in_phases(statement)
                 return err, committed or phased
             committed = committed or not self.backend.in_transaction()
         return None
@@ -116,6 +116,7 @@ class Executor:
             with self.backend.transaction():
                 for position, step in enumerate(steps):
                     current = step
+                    self._clean_session(within_transaction=True)
                     estimate = self._estimate(step)
                     self.progress("start", step.name, None)
                     started = time.perf_counter()
@@ -163,9 +164,13 @@ class Executor:
         return RolledBack(step.name, step.migration.version, ms)
 
     # -- replay ----------------------------------------------------------------------------
-    def replay(self, step: Step) -> None:
-        """Run one section on a scratch database, with no ledger. Raises DatabaseError."""
-        self._clean_session()
+    def replay(self, step: Step, *, within_transaction: bool = False) -> None:
+        """Run one section on a scratch database, with no ledger. Raises DatabaseError.
+        ``within_transaction``: inside one that the caller holds (and rolls back)."""
+        self._clean_session(within_transaction=within_transaction)
+        if within_transaction:
+            self._run(step)
+            return
         if step.transactional:
             with self.backend.transaction():
                 self._run(step)

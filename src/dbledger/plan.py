@@ -110,7 +110,8 @@ def _dirty(row: LedgerRow) -> str:
     return (
         f"migration '{row.name}' ran outside a transaction and did not finish (started "
         f"{row.applied_at}{reason}): it may have left partial work, such as an INVALID index from "
-        "CREATE INDEX CONCURRENTLY; undo or finish that work by hand, then run 'dbledger repair'"
+        "CREATE INDEX CONCURRENTLY; undo that work by hand, then run 'dbledger repair' (the next "
+        "'dbledger up' runs the migration again, whole)"
     )
 
 

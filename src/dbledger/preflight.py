@@ -64,16 +64,14 @@ class Work:
     plan: Plan
     steps: tuple[Step, ...] = ()
     atomic: bool = False
-    ledger_exists: bool = True
 
     @property
     def nothing_to_do(self) -> bool:
         return not self.steps
 
 
-def plan_for(migrations: list[Migration], ledger: Ledger, running: frozenset[str] = frozenset()) -> Plan:
-    rows = () if ledger.snapshot is None else ledger.snapshot.rows
-    return make_plan(migrations, rows, running)
+def plan_for(migrations: list[Migration], ledger: Ledger) -> Plan:
+    return make_plan(migrations, () if ledger.snapshot is None else ledger.snapshot.rows)
 
 
 def up(
@@ -101,7 +99,7 @@ def up(
             "version before it atomically first (--to)"
         )
     steps = tuple(_step(m, "up", m.up, dialect, ledger) for m in todo)
-    return Work(plan, steps, atomic=atomic, ledger_exists=ledger.snapshot is not None)
+    return Work(plan, steps, atomic=atomic)
 
 
 def down(
@@ -142,7 +140,7 @@ def down(
         migration = files[row.name]
         assert migration.down is not None  # checked above
         work.append(_step(migration, "down", migration.down, dialect, ledger))
-    return Work(plan, tuple(work), ledger_exists=ledger.snapshot is not None)
+    return Work(plan, tuple(work))
 
 
 def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerRow]:
@@ -184,7 +182,7 @@ def redo(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Work:
             ]
         )
     again = _step(newest, "up", newest.up, dialect, ledger)
-    return Work(plan, (*back.steps, again), ledger_exists=True)
+    return Work(plan, (*back.steps, again))
 
 
 def replay(migrations: list[Migration], dialect: Dialect, names: LedgerNames) -> tuple[Step, ...]:
@@ -231,6 +229,12 @@ def _check(
             str(migration.path),
             f"line {statement.line}: {command} cannot run inside a transaction, and this section runs "
             f"in one: mark it {marker} (and keep it to statements that must run on their own)",
+        )
+    if command := dialect.releases_lock(statement):
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {statement.line}: {command} releases the migration lock dbledger holds while it "
+            "runs, so a replica waiting for it would start migrating too: remove it",
         )
     if ledger is not None and (table := _own_table(statement, dialect, ledger)):
         raise MigrationFileError(

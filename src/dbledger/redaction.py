@@ -27,7 +27,12 @@ MASK = "***"
 # scheme://user:password@  -- greedy up to the last '@' of the token, so a password that
 # contains an unescaped '@' is still masked whole (over-masking is the safe failure).
 _URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s]*@")
-_SQL_PASSWORD = re.compile(r"(?P<key>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
+# PASSWORD '...', E'...' (backslash escapes) or $tag$...$tag$; a literal cut short (no closing
+# quote) is masked to the end.
+_SQL_PASSWORD = re.compile(
+    r"(?P<key>\bPASSWORD\s+)(?:[Ee]'(?:[^'\\]|''|\\.)*'?|'(?:[^']|'')*'?|(?P<tag>\$\w*\$).*?(?:(?P=tag)|\Z))",
+    re.IGNORECASE | re.DOTALL,
+)
 _KEYS = r"(?:password|passwd|pwd|sslpassword)"
 # In a URL's query string the value ends at '&', '#' or white space.
 _QUERY_VALUE = re.compile(rf"(?P<key>(?<=[?&]){_KEYS}=)[^&#\s]*", re.IGNORECASE)

@@ -56,14 +56,14 @@ def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, 
                 "only read from and left empty)"
             )
         with target.rolled_back():
+            executor = Executor(target, record=False)
             for step in steps:
-                for statement in step.statements:
-                    try:
-                        target.execute(statement)
-                    except DatabaseError as err:
-                        raise DbledgerError(
-                            f"replaying {step.name} on {shadow.display} failed: {err.message}"
-                        ) from None
+                try:
+                    executor.replay(step, within_transaction=True)
+                except DatabaseError as err:
+                    raise DbledgerError(
+                        f"replaying {step.name} on {shadow.display} failed: {err.message}"
+                    ) from None
             return target.introspect()
 
 

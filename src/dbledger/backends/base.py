@@ -15,7 +15,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -30,7 +30,7 @@ from dbledger.contracts import (
     LedgerSnapshot,
     Statement,
 )
-from dbledger.errors import DatabaseError, ForeignLedger, LedgerStateError, LockTimeout
+from dbledger.errors import DatabaseError, DbledgerError, ForeignLedger, LedgerStateError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 
 if TYPE_CHECKING:
@@ -195,10 +195,12 @@ class Backend(ABC):
         (``transaction:false``). Raises DatabaseError with the database's words and SQLSTATE."""
 
     @abstractmethod
-    def reset_session(self) -> None:
+    def reset_session(self, *, within_transaction: bool = False) -> None:
         """Called before each migration but the first of a run: undo whatever the previous one
         changed in the session (settings, role, temporary tables), keeping the migration lock,
-        so each migration runs as if it ran alone."""
+        so each migration runs as if it ran alone. ``within_transaction``: between the
+        migrations of one transaction (``--atomic``, a replay on ``--shadow-url``), which must
+        stay open."""
 
     def restore_identity(self) -> None:  # noqa: B027 -- an optional hook: databases without roles
         """Called inside a migration's transaction, after its statements and before its ledger
@@ -550,12 +552,13 @@ class Backend(ABC):
             raise
         try:
             self._commit()
-        except DatabaseError as exc:
+        except DbledgerError as exc:  # a deferred constraint, or the database busy at COMMIT
             self._head = head
-            with suppress(DatabaseError):
-                if self.in_transaction():
-                    self._rollback()
-            raise DatabaseError(exc.message, sqlstate=exc.sqlstate, statement=COMMIT_STATEMENT) from exc
+            if self.in_transaction():
+                self._rollback()
+            if isinstance(exc, DatabaseError):
+                raise DatabaseError(exc.message, sqlstate=exc.sqlstate, statement=COMMIT_STATEMENT) from exc
+            raise
 
     @contextmanager
     def rolled_back(self) -> Iterator[None]:

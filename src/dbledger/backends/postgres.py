@@ -235,7 +235,13 @@ class PostgresBackend(Backend):
             )
         except psycopg.Error as exc:  # libpq's own words say why (refused, password, no such database)
             raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
-        row = self.conn.execute("SELECT current_schema(), current_database(), pg_backend_pid()").fetchone()
+        try:
+            row = self.conn.execute(
+                "SELECT current_schema(), current_database(), pg_backend_pid()"
+            ).fetchone()
+        except psycopg.Error as exc:  # the server went away right after the login
+            self.conn.close()
+            raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
         assert row is not None
         current, self.dbname, self.pid = row
         if current is None and names.schema is None:
@@ -357,8 +363,8 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise _statement_error(exc, statement) from exc
 
-    def reset_session(self) -> None:
-        self._run(_RESET_SESSION)
+    def reset_session(self, *, within_transaction: bool = False) -> None:
+        self._run(_RESET_SESSION)  # every part of it may run inside a transaction too
         if self._checks_client:
             self._run(_CHECK_CLIENT)
 
@@ -509,7 +515,8 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> DatabaseError:
         )
     else:
         at = f"line {statement.line}" + (f", error at line {line}" if line != statement.line else "")
-        parts.append(f"statement at {at}: {_abbreviate(statement.sql)}")
+        # Redacted before it is cut: a cut inside PASSWORD '...' would leave no closing quote.
+        parts.append(f"statement at {at}: {_abbreviate(redact(statement.sql))}")
     return DatabaseError(
         redact("\n".join(parts)),
         sqlstate=exc.sqlstate,

@@ -20,7 +20,7 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from io import TextIOWrapper
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +30,7 @@ from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import HistoryRow, LedgerSnapshot, Statement
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
+from dbledger.redaction import redact
 
 if TYPE_CHECKING:
     from dbledger.backup import Backup
@@ -225,7 +226,10 @@ class SqliteBackend(Backend):
             raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.Error, statement: Statement | None = None) -> DbledgerError:
-        if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+        """A migration statement that failed is a DatabaseError (so its migration fails and is
+        recorded), even when the database was busy; dbledger's own queries and transactions
+        that found it busy are a LockTimeout (nothing ran)."""
+        if statement is None and getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
             return LockTimeout(
                 f"{self.database.display} is locked by another connection after waiting "
                 f"{self.lock_timeout:g} s: wait for it to finish, or raise --lock-timeout"
@@ -233,7 +237,8 @@ class SqliteBackend(Backend):
         code = getattr(exc, "sqlite_errorname", None)
         text = f"{code}: {exc}" if code else str(exc)
         if statement is not None:
-            text += f"\nstatement at line {statement.line}: {' '.join(statement.sql.split())[:300]}"
+            # Redacted before it is cut: a cut inside PASSWORD '...' would leave no closing quote.
+            text += f"\nstatement at line {statement.line}: {' '.join(redact(statement.sql).split())[:300]}"
         return DatabaseError(text, sqlstate=code, statement=statement)
 
     def _ledger_layout(self) -> dict[str, frozenset[str]]:
@@ -270,7 +275,8 @@ class SqliteBackend(Backend):
 
     def _rollback(self) -> None:
         if self._conn is not None and self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # the error that led here is the one to report
+                self._conn.execute("ROLLBACK")
 
     def in_transaction(self) -> bool:
         return self._conn is not None and self._conn.in_transaction
@@ -281,8 +287,11 @@ class SqliteBackend(Backend):
         except sqlite3.Error as exc:
             raise self._error(exc, statement) from exc
 
-    def reset_session(self) -> None:
-        if self.path == ":memory:":  # the database lives in this connection: keep it
+    def reset_session(self, *, within_transaction: bool = False) -> None:
+        # A fresh connection is the only reset SQLite has. Inside one transaction the connection
+        # must stay, and the settings a migration could leave there (PRAGMAs) mostly do not
+        # take effect inside a transaction anyway.
+        if self.path == ":memory:" or within_transaction:  # an in-memory database is its connection
             return
         if self._conn is not None:
             self._conn.close()
@@ -307,6 +316,10 @@ class SqliteBackend(Backend):
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError as exc:  # e.g. ENOLCK: a file system without locks (NFS without lockd)
+            raise DatabaseUnavailable(
+                f"cannot lock {self._lock_path!r}: {exc.strerror}; keep the database on a local file system"
+            ) from None
         self._lock_file.seek(0)
         self._lock_file.truncate()
         self._lock_file.write(f"{self.lock_token}\n")

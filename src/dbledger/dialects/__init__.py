@@ -41,6 +41,17 @@ class Dialect(ABC):
         """The command, e.g. ``CREATE INDEX CONCURRENTLY``, when the database refuses to run
         ``statement`` inside a transaction block; None otherwise."""
 
+    def commits_in_phases(self, statement: Statement) -> bool:
+        """Can ``statement``, run on its own outside a transaction, commit part of its work and
+        then fail (``CREATE INDEX CONCURRENTLY``, a procedure that commits)? Then its failure
+        leaves the migration dirty. By default: the statements that cannot run in a transaction."""
+        return self.outside_transaction_only(statement) is not None
+
+    def releases_lock(self, statement: Statement) -> str | None:
+        """The command, when ``statement`` releases session locks, the migration lock among them
+        (a replica waiting for it would start while this run goes on); None otherwise."""
+        return None
+
     def may_change_identity(self, statement: Statement) -> bool:
         """Could ``statement`` change who the session acts as (``SET ROLE``)? Then dbledger
         restores its own identity before it writes the ledger row. Databases without roles: no."""

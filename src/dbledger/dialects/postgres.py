@@ -68,6 +68,19 @@ class PostgresDialect(Dialect):
         node = _parse(statement)
         return None if node is None else _outside_only(node)
 
+    def commits_in_phases(self, statement: Statement) -> bool:
+        # A procedure (CALL) or a DO block may COMMIT inside, batch by batch.
+        return first_word(statement) in ("CALL", "DO") or super().commits_in_phases(statement)
+
+    def releases_lock(self, statement: Statement) -> str | None:
+        if "pg_advisory_unlock_all" in statement.sql.lower():
+            return "pg_advisory_unlock_all()"
+        if first_word(statement) == "DISCARD":
+            node = _parse(statement)
+            if type(node).__name__ == "DiscardStmt" and node.target.name == "DISCARD_ALL":
+                return "DISCARD ALL"
+        return None
+
     def may_change_identity(self, statement: Statement) -> bool:
         # SET ROLE, SET SESSION AUTHORIZATION, set_config('role', ...), or either inside a DO
         # block: each names the word. A false alarm costs one round trip, a miss a ledger row
