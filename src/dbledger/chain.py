@@ -22,47 +22,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from dbledger.contracts import REMOVED, HistoryRow, LedgerRow
 
+# The history columns a row's hash covers, in this order: all but id and the two hashes.
+CONTENT = (
+    "at",
+    "action",
+    "migration_name",
+    "version",
+    "state",
+    "checksum",
+    "execution_time_ms",
+    "estimate_ms",
+    "applied_order",
+    "error_message",
+    "detail",
+    "actor",
+    "dbledger_version",
+)
 
-def content(
-    *,
-    at: str,
-    action: str,
-    migration_name: str | None,
-    version: str | None,
-    state: str | None,
-    checksum: str | None,
-    execution_time_ms: int | None,
-    estimate_ms: int | None,
-    applied_order: int | None,
-    error_message: str | None,
-    detail: str | None,
-    actor: str | None,
-    dbledger_version: str | None,
-) -> str:
-    """The canonical text of one history row's content: what its hash covers."""
-    return json.dumps(
-        [
-            at,
-            action,
-            migration_name,
-            version,
-            state,
-            checksum,
-            execution_time_ms,
-            estimate_ms,
-            applied_order,
-            error_message,
-            detail,
-            actor,
-            dbledger_version,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+
+def content(fields: Mapping[str, object]) -> str:
+    """The canonical text of one history row's content (``fields`` by column name): what its
+    hash covers."""
+    return json.dumps([fields[name] for name in CONTENT], ensure_ascii=False, separators=(",", ":"))
 
 
 def link(prev_hash: str, text: str) -> str:
@@ -71,21 +56,7 @@ def link(prev_hash: str, text: str) -> str:
 
 
 def row_content(row: HistoryRow) -> str:
-    return content(
-        at=row.at,
-        action=row.action,
-        migration_name=row.migration_name,
-        version=row.version,
-        state=row.state,
-        checksum=row.checksum,
-        execution_time_ms=row.execution_time_ms,
-        estimate_ms=row.estimate_ms,
-        applied_order=row.applied_order,
-        error_message=row.error_message,
-        detail=row.detail,
-        actor=row.actor,
-        dbledger_version=row.dbledger_version,
-    )
+    return content(row._asdict())
 
 
 def head(history: Sequence[HistoryRow]) -> str:

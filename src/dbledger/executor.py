@@ -18,6 +18,7 @@ Called under the migration lock, except for replays on a scratch database (no le
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from dbledger.backends.base import Backend
 from dbledger.contracts import (
@@ -29,6 +30,7 @@ from dbledger.contracts import (
     LedgerRow,
     Progress,
     RolledBack,
+    RowChange,
     no_progress,
 )
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
@@ -212,29 +214,31 @@ class Executor:
             None if any(e is None for e in estimates) else round(sum(e for e in estimates if e is not None))
         )
 
-    def _applied(self, step: Step, order: int, ms: int, estimate: int | None) -> LedgerEvent:
+    def _event(self, step: Step, action: Action, change: RowChange, **fields: Any) -> LedgerEvent:
+        """A ledger event about ``step``'s migration: its name, version and checksum, and
+        ``fields``."""
         migration = step.migration
         return LedgerEvent(
+            action, migration.name, change, version=migration.version, checksum=migration.checksum, **fields
+        )
+
+    def _applied(self, step: Step, order: int, ms: int, estimate: int | None) -> LedgerEvent:
+        return self._event(
+            step,
             "apply",
-            migration.name,
             "upsert",
             state="applied",
-            version=migration.version,
-            checksum=migration.checksum,
             execution_time_ms=ms,
             estimate_ms=estimate,
             applied_order=order,
         )
 
     def _started(self, step: Step) -> LedgerEvent:
-        migration = step.migration
-        return LedgerEvent(
+        return self._event(
+            step,
             "start",
-            migration.name,
             "upsert",
             state="dirty",
-            version=migration.version,
-            checksum=migration.checksum,
             error_message="started outside a transaction; not finished",
             runner=self.backend.lock_token,
         )
@@ -251,50 +255,32 @@ class Executor:
         detail: str = "rollback",
     ) -> LedgerEvent:
         """A rollback's change of the row's state in place (its id and times stay)."""
-        migration = step.migration
-        return LedgerEvent(
+        if error is None and state == "dirty":
+            error = "rollback started outside a transaction; not finished"
+        return self._event(
+            step,
             action,
-            migration.name,
             "update",
             state=state,
-            version=migration.version,
-            checksum=migration.checksum,
             applied_order=order,
             runner=runner,
-            error_message=error
-            or ("rollback started outside a transaction; not finished" if state == "dirty" else None),
+            error_message=error,
             detail=detail,
         )
 
     def _rolled_back(self, step: Step, ms: int) -> LedgerEvent:
-        migration = step.migration
-        return LedgerEvent(
-            "rollback",
-            migration.name,
-            "delete",
-            state=REMOVED,
-            version=migration.version,
-            checksum=migration.checksum,
-            execution_time_ms=ms,
-        )
+        return self._event(step, "rollback", "delete", state=REMOVED, execution_time_ms=ms)
 
     def _failed(
         self, step: Step, err: DatabaseError, ms: int, *, dirty: bool, undone: tuple[str, ...] = ()
     ) -> MigrationFailed:
-        migration = step.migration
-        event = LedgerEvent(
-            "fail",
-            migration.name,
-            "upsert",
-            state="dirty" if dirty else "failed",
-            version=migration.version,
-            checksum=migration.checksum,
-            execution_time_ms=ms,
-            error_message=err.message,
+        state = "dirty" if dirty else "failed"
+        event = self._event(
+            step, "fail", "upsert", state=state, execution_time_ms=ms, error_message=err.message
         )
         note = self._record_failure(event, step)
         return MigrationFailed(
-            migration.name,
+            step.name,
             err.message + note,
             sqlstate=err.sqlstate,
             statement=err.statement.sql if err.statement is not None else None,
@@ -331,14 +317,7 @@ class Executor:
         if dirty:
             event = self._row_state(step, "fail", "dirty", error=f"rollback failed: {err.message}")
         elif step.transactional:
-            event = LedgerEvent(
-                "fail",
-                step.name,
-                "none",
-                checksum=step.migration.checksum,
-                error_message=err.message,
-                detail="rollback",
-            )
+            event = self._event(step, "fail", "none", error_message=err.message, detail="rollback")
         else:  # undo the dirty mark: nothing of the down section stayed
             first = err.message.splitlines()[0] if err.message else ""
             detail = f"rollback failed and left nothing behind: {first}"

@@ -199,8 +199,8 @@ def discover(directory: Path) -> list[Migration]:
     root = os.path.realpath(directory)
     found: dict[int, Migration] = {}
     for entry in entries:
-        path = directory / entry.name
-        migration = parse(path, _read_regular_file(entry, path, root))
+        path = Path(entry.path)
+        migration = parse(path, _read_regular_file(entry, root))
         clash = found.get(migration.version)
         if clash is not None:
             raise MigrationFileError(
@@ -212,9 +212,10 @@ def discover(directory: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def _read_regular_file(entry: os.DirEntry[str], path: Path, root: str) -> bytes:
-    """The bytes of ``path``, which must be a regular file inside ``root`` (after links). The
+def _read_regular_file(entry: os.DirEntry[str], root: str) -> bytes:
+    """The bytes of ``entry``, which must be a regular file inside ``root`` (after links). The
     directory listing already knows each entry's type, so a plain file costs no extra call."""
+    path = Path(entry.path)
     try:
         if entry.is_symlink():
             target = os.path.realpath(path)

@@ -107,6 +107,8 @@ class Backend(ABC):
 
     # The SQL this database speaks (dbledger.dialects), by name: loaded when a section is split.
     dialect_name: ClassVar[str]
+    # Whether tables live in schemas worth naming in messages (SQLite has only "main").
+    has_schemas: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -162,6 +164,11 @@ class Backend(ABC):
     def _ledger_layout(self) -> dict[str, frozenset[str]]:
         """Called when the fast ledger read failed: which of the ledger's four tables exist in
         the ledger's schema, each with its column names. Reads the catalog only."""
+
+    def _database_exists(self) -> bool:
+        """Called before every read that must not create the database (SQLite opens its file
+        on first use): False when there is no database yet, so nothing can be in it."""
+        return True
 
     @abstractmethod
     def _timestamp_text(self, value: Any) -> str:
@@ -281,6 +288,8 @@ class Backend(ABC):
         """Called by every command first, possibly before any lock, and again under it (never
         inside a transaction): the ledger, or None when its table does not exist. Creates
         nothing. One query when the ledger has the current format."""
+        if not self._database_exists():
+            return None
         try:
             found = self._fetch(self.sql.read)
         except DatabaseError as first:
@@ -335,8 +344,8 @@ class Backend(ABC):
         )
 
     def _qualified(self, table: str) -> str:
-        schema = self.ledger_schema
-        return f"{schema}.{table}" if schema and schema != "main" else table
+        """``schema.table`` for messages, where the database has schemas to name."""
+        return f"{self.ledger_schema}.{table}" if self.has_schemas else table
 
     def _ledger_row(self, raw: Sequence[Any]) -> LedgerRow:
         name, version, state, checksum, applied_at, ms, success, error, order, runner = raw
@@ -475,12 +484,14 @@ class Backend(ABC):
             "actor": actor(),
             "dbledger_version": DBLEDGER_VERSION,
         }
-        digest = chain.link(self._head, chain.content(**fields))
+        digest = chain.link(self._head, chain.content(fields))
         self._run(self.sql.insert_history, {**fields, "prev_hash": self._head, "hash": digest})
         self._head = digest
 
     def history(self) -> list[HistoryRow]:
         """Every history row, oldest first; empty when there is no history table."""
+        if not self._database_exists():
+            return []
         try:
             raw = self._fetch(self.sql.history_rows)
         except DatabaseError:
@@ -503,6 +514,8 @@ class Backend(ABC):
 
     def latest_schema(self) -> tuple[str, str] | None:
         """The fingerprint and stored model of the newest recorded schema, or None."""
+        if not self._database_exists():
+            return None
         try:
             row = self._fetch(self.sql.latest_schema)
         except DatabaseError:

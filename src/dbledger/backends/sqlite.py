@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
-from dbledger.contracts import HistoryRow, LedgerSnapshot, Statement
+from dbledger.contracts import Statement
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 from dbledger.redaction import redact
@@ -162,6 +162,7 @@ def _statements(names: LedgerNames) -> LedgerSQL:
 
 class SqliteBackend(Backend):
     dialect_name: ClassVar[str] = "sqlite"
+    has_schemas: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -197,7 +198,7 @@ class SqliteBackend(Backend):
                 raise DatabaseUnavailable(f"cannot open {self.database.display}: {exc}") from None
         return self._conn
 
-    def _exists(self) -> bool:
+    def _database_exists(self) -> bool:
         return self._conn is not None or self.path == ":memory:" or os.path.exists(self.path)
 
     @property
@@ -242,7 +243,7 @@ class SqliteBackend(Backend):
         return DatabaseError(text, sqlstate=code, statement=statement)
 
     def _ledger_layout(self) -> dict[str, frozenset[str]]:
-        if not self._exists():
+        if not self._database_exists():
             return {}
         layout = {}
         for table in self.names.tables:
@@ -256,15 +257,6 @@ class SqliteBackend(Backend):
 
     def _applied_at_text(self, value: Any) -> str | None:
         return None if value is None else str(value)
-
-    def read_ledger(self) -> LedgerSnapshot | None:
-        return super().read_ledger() if self._exists() else None  # reading must not create the file
-
-    def history(self) -> list[HistoryRow]:
-        return super().history() if self._exists() else []
-
-    def latest_schema(self) -> tuple[str, str] | None:
-        return super().latest_schema() if self._exists() else None
 
     # -- transactions and statements -------------------------------------------------------
     def _begin(self) -> None:
@@ -358,7 +350,7 @@ class SqliteBackend(Backend):
 
     # -- the database as a whole -----------------------------------------------------------
     def user_tables(self) -> list[str]:
-        if not self._exists():
+        if not self._database_exists():
             return []
         own = ", ".join("?" for _ in self.names.tables)
         found = self._fetch(
@@ -369,7 +361,7 @@ class SqliteBackend(Backend):
         return [name for (name,) in found]
 
     def schema_signature(self) -> frozenset[tuple[str, str, str]]:
-        if not self._exists():
+        if not self._database_exists():
             return frozenset()
         own = ", ".join("?" for _ in self.names.tables)
         found = self._fetch(
@@ -383,7 +375,7 @@ class SqliteBackend(Backend):
     def introspect(self) -> SchemaModel:
         from dbledger.schema import introspect_sqlite
 
-        if not self._exists():  # reading must not create the file
+        if not self._database_exists():  # reading must not create the file
             with closing(sqlite3.connect(":memory:")) as empty:
                 return introspect_sqlite(empty)
         try:
