@@ -20,6 +20,8 @@ checked by holding a conflicting lock on their table first: they queue for their
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,7 +33,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from connections_service import MIGRATIONS
 
+import dbledger
 from dbledger.analysis import (
     ForeignKey,
     PostgresCatalog,
@@ -45,9 +49,10 @@ from dbledger.analysis import (
 )
 from dbledger.analysis.model import Effect
 from dbledger.analysis.nodes import parse_type
-from dbledger.analysis.rules import type_change_rewrites
+from dbledger.analysis.rules import type_change, type_change_rewrites
 from dbledger.testing import Cluster
 from tests.conftest import ExternalServer
+from tests.helpers import run_cli
 
 AE, EX, SRE, SH = "ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE"
 SUE, RE, RS, AS = "SHARE UPDATE EXCLUSIVE", "ROW EXCLUSIVE", "ROW SHARE", "ACCESS SHARE"
@@ -115,6 +120,7 @@ STATIC = StaticCatalog(
         ForeignKey("child_fk", "child", ("parent_id",), "parent", ("id",)),
         ForeignKey("child_parent_nv", "child", ("parent_id",), "parent", ("id",)),
     ),
+    relations=frozenset({"other_notes", "other_counts", "events", "events_2024", "scratch.box"}),
 )
 
 
@@ -174,15 +180,30 @@ CASES = [
     alter("ALTER TABLE parent ALTER COLUMN t TYPE varchar(10)", AE, "rewrite", destructive=True),
     alter("ALTER TABLE parent ALTER COLUMN n TYPE numeric(12,2)", AE, "catalog"),
     alter("ALTER TABLE parent ALTER COLUMN n TYPE numeric", AE, "catalog"),
-    alter("ALTER TABLE parent ALTER COLUMN n TYPE numeric(12,3)", AE, "rewrite", destructive=True),
+    alter(
+        "ALTER TABLE parent ALTER COLUMN n TYPE numeric(12,3)", AE, "rewrite"
+    ),  # more scale: every value kept
+    alter("ALTER TABLE parent ALTER COLUMN n TYPE numeric(10,3)", AE, "rewrite", destructive=True),
     alter("ALTER TABLE parent ALTER COLUMN ts TYPE timestamp(6)", AE, "catalog"),
     alter("ALTER TABLE parent ALTER COLUMN ts TYPE timestamptz", AE, "rewrite", destructive=True),
-    alter("ALTER TABLE parent ALTER COLUMN ch TYPE text", AE, "rewrite", destructive=True),
+    alter("ALTER TABLE parent ALTER COLUMN ch TYPE text", AE, "rewrite"),  # char's padding never counted
+    alter("ALTER TABLE parent ALTER COLUMN ch TYPE varchar(5)", AE, "rewrite", destructive=True),
     alter("ALTER TABLE parent ALTER COLUMN net TYPE inet", AE, "catalog"),
     alter("ALTER TABLE parent ALTER COLUMN u TYPE varchar(255) USING u::text", AE, "rewrite", True),
+    # widenings keep every value, some by rewriting every row
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE bigint", AE, "rewrite"),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE int8", AE, "rewrite"),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE numeric(10)", AE, "rewrite"),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE numeric(9)", AE, "rewrite", destructive=True),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE smallint", AE, "rewrite", destructive=True),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE real", AE, "rewrite", destructive=True),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE double precision", AE, "rewrite"),
+    alter("ALTER TABLE loose ALTER COLUMN id TYPE text", AE, "rewrite"),
+    alter("ALTER TABLE loose ALTER COLUMN at TYPE timestamp", AE, "rewrite"),
+    alter("ALTER TABLE child ALTER COLUMN note TYPE varchar(10)", AE, "rewrite", destructive=True),
     # a key referenced by foreign keys: they are re-created, the referencing table is locked too
-    alter("ALTER TABLE parent ALTER COLUMN id TYPE bigint", AE, "rewrite", True, parent=AE, child=AE),
-    alter("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint", AE, "rewrite", True, parent=AE, child=AE),
+    alter("ALTER TABLE parent ALTER COLUMN id TYPE bigint", AE, "rewrite", parent=AE, child=AE),
+    alter("ALTER TABLE child ALTER COLUMN parent_id TYPE bigint", AE, "rewrite", parent=AE, child=AE),
     # NOT NULL, defaults, statistics, storage
     alter("ALTER TABLE parent ALTER COLUMN name SET NOT NULL", AE, "scan"),
     alter("ALTER TABLE parent ALTER COLUMN name DROP NOT NULL", AE, "catalog"),
@@ -272,6 +293,22 @@ CASES = [
         locks={"child": AS},
     ),
     Case("DROP TABLE loose", "DROP TABLE", AE, "catalog", destructive=True),
+    # IF EXISTS on something absent: PostgreSQL only notices, nothing is locked or dropped
+    Case("DROP TABLE IF EXISTS ghost", "DROP TABLE", None, "catalog"),
+    Case("DROP TABLE IF EXISTS ghost, loose", "DROP TABLE", AE, "catalog", destructive=True),
+    Case("DROP INDEX IF EXISTS ghost", "DROP INDEX", None, "catalog"),
+    Case("DROP INDEX IF EXISTS child_v", "DROP INDEX", AE, "catalog", locks={"child": AE}),
+    Case("DROP VIEW IF EXISTS ghost", "DROP VIEW", None, "catalog"),
+    Case("DROP VIEW IF EXISTS other_notes", "DROP VIEW", AE, "catalog"),
+    Case("DROP MATERIALIZED VIEW IF EXISTS ghost", "DROP MATERIALIZED VIEW", None, "catalog"),
+    Case("DROP SEQUENCE IF EXISTS ghost", "DROP SEQUENCE", None, "catalog"),
+    Case("ALTER TABLE IF EXISTS ghost ADD COLUMN a integer", "ALTER TABLE", None, "catalog"),
+    alter("ALTER TABLE child DROP COLUMN IF EXISTS ghost", AE, "catalog"),
+    alter("ALTER TABLE child DROP COLUMN IF EXISTS note", AE, "catalog", destructive=True),
+    # IF NOT EXISTS on something present: nothing is created (CREATE INDEX locks the table first)
+    alter("ALTER TABLE parent ADD COLUMN IF NOT EXISTS name uuid DEFAULT gen_random_uuid()", AE, "catalog"),
+    Case("CREATE TABLE IF NOT EXISTS other (id integer)", "CREATE TABLE", None, "catalog"),
+    Case("CREATE INDEX IF NOT EXISTS child_v ON child (v)", "CREATE INDEX", SH, "catalog"),
     Case("DROP TABLE child", "DROP TABLE", AE, "catalog", True, locks={"child": AE, "parent": AE}),
     Case("DROP TABLE parent CASCADE", "DROP TABLE", AE, "catalog", True, locks={"child": AE, "parent": AE}),
     Case("TRUNCATE other", "TRUNCATE", AE, "catalog", destructive=True),
@@ -425,6 +462,7 @@ def test_classification(case: Case) -> None:
         ("timestamp without time zone", "timestamp(3)", True),
         ("time(2) with time zone", "timetz", False),
         ("integer", "bigint", True),
+        ("smallint", "integer", True),
         ("bigint", "integer", True),
         ("integer", "int4", False),
         ("uuid", "varchar(255)", True),
@@ -446,6 +484,73 @@ def test_type_change_rules(old: str, new: str, rewrites: bool) -> None:
     assert type_change_rewrites(old_type, new_type)[0] is rewrites
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "lossless"),
+    [
+        ("smallint", "integer", True),
+        ("smallint", "bigint", True),
+        ("integer", "bigint", True),
+        ("int4", "int8", True),
+        ("integer", "numeric", True),
+        ("integer", "numeric(10)", True),
+        ("integer", "numeric(12,2)", True),
+        ("integer", "numeric(11,2)", False),
+        ("bigint", "numeric(19)", True),
+        ("bigint", "numeric(18)", False),
+        ("smallint", "real", True),
+        ("integer", "real", False),  # 2^24 + 1 has no float4
+        ("integer", "double precision", True),
+        ("bigint", "double precision", False),
+        ("real", "double precision", True),
+        ("double precision", "real", False),
+        ("bigint", "integer", False),
+        ("integer", "smallint", False),
+        ("numeric", "integer", False),
+        ("numeric(10,2)", "numeric(12,2)", True),
+        ("numeric(10,2)", "numeric(12,3)", True),
+        ("numeric(10,2)", "numeric(10,3)", False),
+        ("numeric(10,2)", "numeric(12,1)", False),
+        ("numeric(10,2)", "numeric", True),
+        ("numeric", "numeric(30,10)", False),
+        ("character varying(10)", "varchar(20)", True),
+        ("character varying(10)", "varchar(5)", False),
+        ("character varying(10)", "text", True),
+        ("character varying", "varchar(10)", False),
+        ("text", "varchar(10)", False),
+        ("text", "varchar", True),
+        ("character(10)", "character(20)", True),
+        ("character(10)", "varchar(10)", True),
+        ("character(10)", "varchar(9)", False),
+        ("character(10)", "text", True),
+        ("text", "character(10)", False),
+        ("integer", "text", True),
+        ("integer", "varchar(11)", True),
+        ("integer", "varchar(10)", False),
+        ("uuid", "varchar(36)", True),
+        ("uuid", "varchar(35)", False),
+        ("double precision", "text", False),  # its text form depends on extra_float_digits
+        ("date", "timestamp", True),
+        ("timestamp without time zone", "date", False),
+        ("timestamp without time zone", "timestamptz", False),
+        ("timestamp(3) without time zone", "timestamp(6)", True),
+        ("timestamp(6) without time zone", "timestamp(3)", False),
+        ("json", "jsonb", False),
+        ("cidr", "inet", True),
+        ("inet", "cidr", False),
+        ("integer[]", "bigint[]", True),
+        ("bigint[]", "integer[]", False),
+        ("integer", "integer[]", False),
+        ("interval", "interval(2)", False),
+    ],
+)
+def test_widenings_keep_every_value(old: str, new: str, lossless: bool) -> None:
+    """A conversion that keeps every value is not destructive, whether or not it rewrites."""
+    old_type, new_type = parse_type(old), parse_type(new)
+    assert old_type is not None
+    assert new_type is not None
+    assert type_change(old_type, new_type).lossless is lossless
+
+
 def test_notes_name_the_types_as_the_catalog_does() -> None:
     analysis = analyse("ALTER TABLE parent ALTER COLUMN u TYPE varchar(255) USING u::text", STATIC)
     assert analysis.notes[0] == (
@@ -453,9 +558,11 @@ def test_notes_name_the_types_as_the_catalog_does() -> None:
         "the table is rewritten"
     )
     plain = analyse("ALTER TABLE parent ALTER COLUMN u TYPE varchar(255)", STATIC)
-    assert plain.notes == ("parent.u uuid -> character varying(255) rewrites the table",)
+    assert plain.notes == (
+        "parent.u uuid -> character varying(255) keeps every value but rewrites the table",
+    )
     assert analyse("ALTER TABLE parent ALTER COLUMN id TYPE int8", STATIC).notes[0] == (
-        "parent.id integer -> bigint rewrites the table"
+        "parent.id integer -> bigint keeps every value but rewrites the table"
     )
 
 
@@ -858,3 +965,153 @@ def test_seed_migration_003_statement_by_statement(pg_url: str) -> None:
     type_changes = [a for a, sql in zip(analyses, statements, strict=True) if " TYPE " in sql]
     assert [len(a.locks) for a in type_changes] == [1, 1, 1, 1, 1]
     assert all(a.effect == "rewrite" and a.destructive for a in type_changes)
+
+
+# -- the schema carried forward ------------------------------------------------------------------
+
+
+def held_after_each(server: Server, statements: list[str], claims: list[list[tuple[str, str]]]) -> None:
+    """Run ``statements`` in one transaction (rolled back); after each one, the locks the server
+    holds on relations that existed before are exactly the strongest ``claims`` (table, mode) of
+    the statements so far. A claim's table is looked up, as the statement will find it, just
+    before the statement runs (a table renamed earlier in the transaction keeps its oid)."""
+    existing = set(server.files())
+    held: dict[int, str] = {}
+    runner = server.runner
+    runner.execute("BEGIN")
+    try:
+        for sql, claimed in zip(statements, claims, strict=True):
+            oids = {
+                table: runner.execute("SELECT to_regclass(%s)::oid", (table,)).fetchone()
+                for table, _ in claimed
+            }
+            runner.execute(sql.encode())
+            for table, mode in claimed:
+                row = oids[table]
+                oid = int(row[0]) if row and row[0] is not None else None
+                if oid in existing and lock_strength(mode) > lock_strength(held.get(oid)):
+                    held[oid] = mode
+            seen = {oid: mode for oid, mode in server._locks(runner.info.backend_pid).items() if mode != AS}
+            assert seen == {oid: mode for oid, mode in held.items() if mode != AS}, sql
+    finally:
+        runner.execute("ROLLBACK")
+
+
+def claims_of(analyses: list[StatementAnalysis]) -> list[list[tuple[str, str]]]:
+    return [[(lock.table, lock.mode) for lock in a.locks] for a in analyses]
+
+
+LONG = "a_table_with_a_really_long_name_that_goes_on_and_on_forever"
+
+
+def test_unnamed_foreign_keys_get_the_names_postgresql_gives_them(pg_url: str) -> None:
+    """So that a later DROP CONSTRAINT finds them: cut to 63 bytes the way PostgreSQL cuts
+    (never inside a character), numbered when the name is taken."""
+    wide = "é" * 30  # 60 bytes: its name and the column's do not both fit
+    statements = [
+        "CREATE TABLE p (id integer PRIMARY KEY, b integer, UNIQUE (id, b))",
+        "CREATE TABLE c (pid integer REFERENCES p, x integer, y integer,"
+        " FOREIGN KEY (x, y) REFERENCES p (id, b))",
+        f"CREATE TABLE {LONG} (some_long_column_name_for_reference integer REFERENCES p,"
+        ' "Mixed Case" integer REFERENCES p)',
+        f'CREATE TABLE "{wide}" ("ü" integer REFERENCES p)',
+        "CREATE TABLE d (pid integer REFERENCES p)",
+        "ALTER TABLE d ADD FOREIGN KEY (pid) REFERENCES p",
+        "ALTER TABLE d ADD COLUMN q integer REFERENCES p, ADD FOREIGN KEY (q) REFERENCES p",
+    ]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        analyses = analyse_all(statements, PostgresCatalog(conn))
+        for sql in statements:
+            conn.execute(sql.encode())
+        rows = conn.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint WHERE contype = 'f'"
+        ).fetchall()
+    named = {(c.table, c.name) for a in analyses for c in a.changes if c.op == "add_fk"}
+    assert named == {(str(table), str(name)) for table, name in rows}
+    assert ("d", "d_pid_fkey1") in named
+
+
+def test_renames_and_drops_are_carried_forward(server: Server) -> None:
+    """Foreign keys follow a renamed table, go with a dropped one, and IF EXISTS finds what the
+    earlier statements left: in the dictionary catalog and the live one, and as the server then
+    locks, statement by statement."""
+    statements = [
+        "ALTER TABLE child RENAME TO kid",
+        "ALTER TABLE parent ALTER COLUMN id TYPE bigint",
+        "ALTER TABLE kid DROP CONSTRAINT child_fk",
+        "DROP TABLE kid",
+        "DROP TABLE IF EXISTS child",
+        "CREATE TABLE fresh (id integer, parent_id bigint REFERENCES parent)",
+        "ALTER TABLE fresh RENAME TO fresher",
+        "DROP TABLE IF EXISTS fresh",
+        "ALTER TABLE IF EXISTS fresh ADD COLUMN a integer",
+        "ALTER TABLE parent ALTER COLUMN id TYPE integer",
+        "DROP TABLE IF EXISTS fresher",
+        "ALTER TABLE parent ALTER COLUMN id TYPE bigint",
+    ]
+    expected_locks: list[dict[str, str]] = [
+        {"child": AE},
+        {"parent": AE, "kid": AE},  # the keys of child are kid's now
+        {"kid": AE, "parent": AE},
+        {"kid": AE, "parent": AE},  # child_parent_nv still ties them
+        {},  # gone under both names
+        {"parent": SRE},
+        {"fresh": AE},
+        {},
+        {},
+        {"parent": AE, "fresher": AE},  # the key made in this run, renamed with its table
+        {"fresher": AE, "parent": AE},
+        {"parent": AE},  # no key left
+    ]
+    for catalog in (STATIC, PostgresCatalog(server.reader)):
+        analyses = analyse_all(statements, catalog)
+        assert [old_locks(a) for a in analyses] == expected_locks
+        assert [a.destructive for a in analyses] == [
+            *(False, False, False, True, False),
+            *(False, False, False, False, True, True, False),
+        ]
+    held_after_each(server, statements, claims_of(analyses))
+
+
+def test_seed_dry_run_on_an_empty_database_knows_what_003_dropped(pg_url: str, tmp_path: Path) -> None:
+    """The seed's 001 to 003 pending on an empty database: the dry run analyses 003 against the
+    schema 001 and 002 will leave (their unnamed foreign keys included) and the keys 003 drops
+    first, so each type change locks its own table only. Then 001 and 002 run for real and 003
+    statement by statement: the server's locks are the ones the dry run announced."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for number in ("001", "002", "003"):
+        [path] = MIGRATIONS.glob(f"{number}_*.sql")
+        shutil.copy(path, folder)
+
+    result = run_cli("--database-url", pg_url, "--dir", str(folder), "up", "--dry-run", "--json", cwd=folder)
+
+    assert result.returncode == 0, result.stderr
+    planned = json.loads(result.stdout)["migrations"]
+    assert [m["name"] for m in planned] == [
+        "001_initial_schema",
+        "002_discovery_schema",
+        "003_clerk_complete_migration",
+    ]
+    statements = planned[2]["statements"]
+    claims = [[(lock["table"], lock["mode"]) for lock in s["analysis"]["locks"]] for s in statements]
+    drops = [dict(c) for s, c in zip(statements, claims, strict=True) if "DROP CONSTRAINT" in s["sql"]]
+    # Dropping a foreign key drops its triggers on the referenced table too.
+    assert drops == [
+        {"platform_connections": AE, "organizations": AE},
+        {"audit_logs": AE, "platform_connections": AE},
+        {"discovery_runs": AE, "organizations": AE, "platform_connections": AE},
+        {"discovered_apps": AE, "organizations": AE, "platform_connections": AE, "discovery_runs": AE},
+    ]
+    type_changes = [(s, dict(c)) for s, c in zip(statements, claims, strict=True) if " TYPE " in s["sql"]]
+    tables = ["organizations", "platform_connections", "audit_logs", "discovery_runs", "discovered_apps"]
+    assert [locks for _, locks in type_changes] == [{table: AE} for table in tables]
+    # uuid -> varchar(255) USING id::text: computed for every row, assumed to lose values
+    assert all(s["analysis"]["destructive"] for s, _ in type_changes)
+
+    dbledger.migrate(pg_url, folder, to=2)
+    server = Server(pg_url)
+    try:
+        held_after_each(server, [s["sql"] for s in statements], claims)
+    finally:
+        server.close()

@@ -29,7 +29,12 @@ def snapshot(url: str) -> tuple[object, ...]:
         history = backend.history()
     locks: list[tuple[object, ...]] = []
     if url.startswith("postgresql"):
-        locks = query(url, "SELECT locktype, mode FROM pg_locks WHERE locktype = 'advisory'")
+        # This database's only: the server may be shared with other test runs.
+        locks = query(
+            url,
+            "SELECT locktype, mode FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
     return schema, rows, len(history), locks
 
 
@@ -131,13 +136,14 @@ def test_postgres_dry_run_names_locks_rewrites_sizes_and_estimates(pg_url: str, 
     assert (code, json_code) == (0, 0), err
     assert snapshot(pg_url) == before
     assert "-- line 1: ALTER TABLE; ACCESS EXCLUSIVE on t; catalog; 5,000 rows" in out
-    assert "-- line 2: ALTER TABLE; ACCESS EXCLUSIVE on t; rewrite, destructive; 5,000 rows" in out
+    assert "-- line 2: ALTER TABLE; ACCESS EXCLUSIVE on t; rewrite; 5,000 rows" in out
     assert "-- ACCESS EXCLUSIVE on t for ~" in out
     assert "-- estimated total: " in out
     [planned] = json.loads(json_out)["migrations"]
     first, second = (s["analysis"] for s in planned["statements"])
     assert (first["lock"], first["effect"], first["destructive"]) == ("ACCESS EXCLUSIVE", "catalog", False)
-    assert (second["lock"], second["effect"], second["destructive"]) == ("ACCESS EXCLUSIVE", "rewrite", True)
+    # integer -> bigint rewrites every row and keeps every value
+    assert (second["lock"], second["effect"], second["destructive"]) == ("ACCESS EXCLUSIVE", "rewrite", False)
     assert second["rows"] == 5000
     assert planned["estimate_ms"] > 0
 
@@ -202,3 +208,140 @@ def applied(*, estimate_ms: int, execution_time_ms: int) -> HistoryRow:
         prev_hash=None,
         hash=None,
     )
+
+
+def analysed(url: str, folder: Path) -> list[dict[str, object]]:
+    """Each pending statement's analysis, from ``up --dry-run --json``, in order."""
+    code, out, err = dry(url, folder, "up", "--dry-run", "--json")
+    assert code == 0, err
+    migrations = json.loads(out)["migrations"]
+    return [{"sql": s["sql"], **s["analysis"]} for m in migrations for s in m["statements"]]
+
+
+def locks_of(statement: dict[str, object]) -> dict[str, str]:
+    locks = statement["locks"]
+    assert isinstance(locks, list)
+    return {lock["table"]: lock["mode"] for lock in locks}
+
+
+def test_widening_a_column_is_not_destructive(pg_url: str, migrations_dir: Path) -> None:
+    """smallint -> integer -> bigint, a longer varchar, varchar -> text, more numeric digits keep
+    every value: not destructive. The integer widenings still rewrite the table under ACCESS
+    EXCLUSIVE; the length and text ones change the catalog only. A narrowing stays destructive,
+    judged on the type the earlier statement left."""
+    write(
+        migrations_dir,
+        "001_w.sql",
+        "CREATE TABLE w (s smallint, i integer, i4 int4, v varchar(10), n numeric(8,2));\n"
+        "INSERT INTO w VALUES (1, 2147483647, -2147483648, 'ten chars!', 123456.78);\n",
+    )
+    dbledger.migrate(pg_url, migrations_dir)
+    write(
+        migrations_dir,
+        "002_widen.sql",
+        "ALTER TABLE w ALTER COLUMN s TYPE integer;\n"
+        "ALTER TABLE w ALTER COLUMN i TYPE bigint;\n"
+        "ALTER TABLE w ALTER COLUMN i4 TYPE int8;\n"
+        "ALTER TABLE w ALTER COLUMN v TYPE varchar(20);\n"
+        "ALTER TABLE w ALTER COLUMN v TYPE text;\n"
+        "ALTER TABLE w ALTER COLUMN n TYPE numeric(12,2);\n"
+        "ALTER TABLE w ALTER COLUMN n TYPE numeric(14,4);\n"
+        "ALTER TABLE w ALTER COLUMN s TYPE smallint;\n",
+    )
+
+    statements = analysed(pg_url, migrations_dir)
+    code, out, _ = dry(pg_url, migrations_dir, "up", "--dry-run")
+
+    assert [(s["effect"], s["destructive"]) for s in statements] == [
+        ("rewrite", False),
+        ("rewrite", False),
+        ("rewrite", False),
+        ("catalog", False),
+        ("catalog", False),
+        ("catalog", False),
+        ("rewrite", False),  # more digits after the point: every value is re-encoded
+        ("rewrite", True),  # integer (as the first statement left it) -> smallint
+    ]
+    assert all(locks_of(s) == {"w": "ACCESS EXCLUSIVE"} for s in statements)
+    assert code == 0
+    assert "w.i integer -> bigint keeps every value but rewrites the table" in out
+    assert out.count("destructive") == 1
+    dbledger.migrate(pg_url, migrations_dir)
+    assert query(pg_url, "SELECT s, i, i4, v, n::text FROM w") == [
+        (1, 2147483647, -2147483648, "ten chars!", "123456.7800")
+    ]
+
+
+def test_if_exists_on_something_absent_is_a_no_op(pg_url: str, migrations_dir: Path) -> None:
+    """DROP TABLE / INDEX / VIEW / COLUMN IF EXISTS and ALTER TABLE IF EXISTS on what neither the
+    database nor an earlier pending statement has: not destructive, nothing locked (DROP COLUMN
+    still locks its table). What an earlier statement created, IF EXISTS does drop."""
+    write(migrations_dir, "001_keep.sql", "CREATE TABLE keep (id integer, note text);\n")
+    dbledger.migrate(pg_url, migrations_dir)
+    write(
+        migrations_dir,
+        "002_ghosts.sql",
+        "DROP TABLE IF EXISTS ghost;\n"
+        "DROP INDEX IF EXISTS ghost_idx;\n"
+        "DROP VIEW IF EXISTS ghost_view;\n"
+        "ALTER TABLE keep DROP COLUMN IF EXISTS ghost_col;\n"
+        "ALTER TABLE IF EXISTS ghost ADD COLUMN x integer;\n"
+        "CREATE TABLE scratch (id integer);\n",
+    )
+    write(
+        migrations_dir,
+        "003_cleanup.sql",
+        "DROP TABLE IF EXISTS scratch;\nDROP TABLE IF EXISTS scratch;\nDROP TABLE IF EXISTS keep;\n",
+    )
+
+    statements = analysed(pg_url, migrations_dir)
+    code, out, _ = dry(pg_url, migrations_dir, "up", "--dry-run")
+
+    summary = [(s["lock"], s["destructive"]) for s in statements]
+    assert summary == [
+        (None, False),
+        (None, False),
+        (None, False),
+        ("ACCESS EXCLUSIVE", False),
+        (None, False),
+        ("ACCESS EXCLUSIVE", False),  # the new table's own lock
+        ("ACCESS EXCLUSIVE", True),  # 002 created it
+        (None, False),  # and the statement before dropped it
+        ("ACCESS EXCLUSIVE", True),
+    ]
+    assert locks_of(statements[3]) == {"keep": "ACCESS EXCLUSIVE"}
+    assert "ghost does not exist: IF EXISTS skips it, nothing is locked or dropped" in statements[0]["notes"]
+    assert code == 0
+    assert "-- line 1: DROP TABLE; catalog; ~" in out
+    dbledger.migrate(pg_url, migrations_dir)  # the SQL is right: all of it runs
+    assert not table_exists(pg_url, "keep")
+    assert not table_exists(pg_url, "scratch")
+
+
+def test_up_backup_skips_a_deploy_that_only_widens_and_drops_what_is_absent(
+    pg_url: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    """``up --backup DIR`` backs up before the first destructive migration: a widening and a
+    DROP TABLE IF EXISTS of an absent table destroy nothing, so no backup is taken."""
+    write(
+        migrations_dir,
+        "001_t.sql",
+        "CREATE TABLE t (id integer, code varchar(10));\nINSERT INTO t VALUES (1, 'a');\n",
+    )
+    dbledger.migrate(pg_url, migrations_dir)
+    write(
+        migrations_dir,
+        "002_widen.sql",
+        "ALTER TABLE t ALTER COLUMN id TYPE bigint;\n"
+        "ALTER TABLE t ALTER COLUMN code TYPE text;\n"
+        "DROP TABLE IF EXISTS ghost;\n",
+    )
+    backups = tmp_path / "backups"
+
+    code, _, err = dry(pg_url, migrations_dir, "up", "--backup", str(backups))
+
+    assert code == 0, err
+    assert not backups.exists()
+    assert "backed up to" not in err
+    assert query(pg_url, "SELECT count(*) FROM schema_migrations_history WHERE action = 'backup'") == [(0,)]
+    assert query(pg_url, "SELECT pg_typeof(id)::text, code FROM t") == [("bigint", "a")]

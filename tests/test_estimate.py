@@ -82,6 +82,17 @@ def test_a_missing_table_costs_the_statement_only() -> None:
     assert ms("ALTER TABLE t ALTER COLUMN n TYPE bigint", size=None, indexes=0) == 1.0
 
 
+def test_a_widening_is_priced_as_the_rewrite_it_is_and_a_no_op_as_nothing() -> None:
+    widening = estimate_migration(["ALTER TABLE t ALTER COLUMN n TYPE bigint"], CATALOG, model=ROUND)
+    [statement] = widening.statements
+    assert not statement.analysis.destructive
+    assert statement.ms == pytest.approx(1 + 1024 * 0.011 + 8 * 10 + 2 * 1024 * 10 * 0.0002)
+    assert [(h.table, h.mode) for h in widening.lock_holds] == [("t", "ACCESS EXCLUSIVE")]
+    absent = estimate_migration(["DROP TABLE IF EXISTS ghost"], CATALOG, model=ROUND)
+    assert [s.ms for s in absent.statements] == [1.0]
+    assert absent.lock_holds == ()
+
+
 def test_calibrated_constants_are_positive_and_grow_with_size() -> None:
     assert all(value > 0 for value in vars(CALIBRATED).values())
     analysis = analyse("ALTER TABLE t ALTER COLUMN id TYPE varchar(255) USING id::text", CATALOG)

@@ -11,7 +11,7 @@ in one statement take the strongest of their locks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dbledger.analysis.model import (
     ACCESS_EXCLUSIVE,
@@ -23,8 +23,10 @@ from dbledger.analysis.model import (
     ForeignKey,
     Work,
 )
+from dbledger.analysis.naming import foreign_key_name
 from dbledger.analysis.nodes import (
     Node,
+    SqlType,
     child,
     children,
     enum,
@@ -37,10 +39,11 @@ from dbledger.analysis.nodes import (
 )
 from dbledger.analysis.rules import (
     Builder,
+    TypeChange,
     constraint_type,
     display,
     plain_using,
-    type_change_rewrites,
+    type_change,
     volatile_calls,
 )
 
@@ -120,6 +123,9 @@ def alter_table(statement: Node, catalog: Catalog, out: Builder) -> None:
         out.unknown = True
         return
     out.touch(table)
+    if flag(statement, "missing_ok") and catalog.exists(table) is False:
+        out.note(f"{table} does not exist: IF EXISTS skips the statement, nothing is locked or changed")
+        return
     for command in children(statement, "cmds"):
         _subcommand(table, command, catalog, out)
 
@@ -192,11 +198,15 @@ class _NewColumn:
     keys: list[Node] = field(default_factory=list)
 
 
-def _add_column(table: str, definition: Node | None, out: Builder) -> None:
+def _add_column(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
     out.lock(table, ACCESS_EXCLUSIVE)
+    definition = child(command, "def_")
     if definition is None:
         return
     name = text(definition, "colname") or "?"
+    if flag(command, "missing_ok") and catalog.exists(table, name):
+        out.note(f"{table}.{name} exists: IF NOT EXISTS adds nothing (the table is still locked)")
+        return
     type_node = child(definition, "typeName")
     new_type = sql_type(type_node) if type_node is not None else None
     column = _NewColumn(f"{table}.{name}")
@@ -213,7 +223,7 @@ def _add_column(table: str, definition: Node | None, out: Builder) -> None:
     for constraint in column.keys:
         # A new column without a default is NULL in every row: PostgreSQL marks the key valid
         # without checking anything. With a default, every row's value is looked up.
-        _foreign_key(table, constraint, out, columns=(name,), validate=column.has_default)
+        _foreign_key(table, constraint, catalog, out, columns=(name,), validate=column.has_default)
     if column.rewrite:
         out.rewrite(table)
     elif column.not_null and not column.has_default:
@@ -266,8 +276,12 @@ def _column_constraint(table: str, column: _NewColumn, constraint: Node, out: Bu
         column.keys.append(constraint)
 
 
-def _drop_column(table: str, column: str, catalog: Catalog, out: Builder) -> None:
+def _drop_column(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
+    column = text(command, "name") or "?"
     out.lock(table, ACCESS_EXCLUSIVE)
+    if flag(command, "missing_ok") and catalog.exists(table, column) is False:
+        out.note(f"{table}.{column} does not exist: IF EXISTS drops nothing (the table is still locked)")
+        return
     out.destructive = True
     out.change(Change("column", table, column=column, type=None))
     out.note(
@@ -287,53 +301,62 @@ def _alter_type(table: str, column: str, definition: Node | None, catalog: Catal
         out.unknown = True
         return
     new = sql_type(type_node)
-    current = catalog.column_type(table, column)
-    old = parse_type(current) if current is not None else None
     using = child(definition, "raw_default") if definition is not None else None
-    if old is None:
-        rewrites, why = (
-            True,
-            (
-                f"{table}.{column} -> {display(new)}: current type unknown (column not found), assumed to "
-                "rewrite the table"
-            ),
-        )
-    elif not plain_using(using, column, new):
-        rewrites, why = (
-            True,
-            (
-                f"{table}.{column} {display(old)} -> {display(new)} with a USING expression: computed "
-                "for every row, the table is rewritten"
-            ),
-        )
-    else:
-        rewrites, why = type_change_rewrites(old, new)
-        why = f"{table}.{column} {why}"
-    out.note(why)
+    change = _column_type_change(table, column, catalog.column_type(table, column), new, using)
+    out.note(change.why)
     if definition is not None and child(definition, "collClause") is not None:
         out.note(f"COLLATE on {table}.{column}: indexes on the column are rebuilt")
-    if rewrites:
+    if change.rewrites:
         out.rewrite(table, columns=1)
-        out.destructive = True
+    # A widening (integer -> bigint) rewrites every row but destroys nothing.
+    out.destructive = out.destructive or not change.lossless
     out.change(Change("column", table, column=column, type=display(new)))
     # Foreign keys on the column are dropped and re-created: the other table is locked too, and a
     # rewrite re-validates them.
     for key in catalog.foreign_keys(table):
-        on_column = (key.table == table and column in key.columns) or (
-            key.referenced == table and column in key.referenced_columns
-        )
-        if not on_column:
+        if not _on_column(key, table, column):
             continue
         other = key.referenced if key.table == table else key.table
         out.lock(other, ACCESS_EXCLUSIVE)
-        if rewrites:
+        if change.rewrites:
             out.work(Work("join", key.table, other=key.referenced))
             out.note(
                 f"foreign key {key.name} is re-created and re-validated ({key.table} -> {key.referenced})"
             )
 
 
-def _add_constraint(table: str, constraint: Node | None, out: Builder) -> None:
+def _column_type_change(
+    table: str, column: str, current: str | None, new: SqlType, using: Node | None
+) -> TypeChange:
+    """What ALTER COLUMN TYPE does to a column of type ``current``. When that type is unknown,
+    or USING computes the values, the table is assumed rewritten and values lost."""
+    where = f"{table}.{column}"
+    old = parse_type(current) if current is not None else None
+    if old is None:
+        why = (
+            f"{where} -> {display(new)}: current type unknown (column not found), assumed to rewrite "
+            "the table"
+        )
+        return TypeChange(rewrites=True, lossless=False, why=why)
+    if not plain_using(using, column, new):
+        why = (
+            f"{where} {display(old)} -> {display(new)} with a USING expression: computed for every row, "
+            "the table is rewritten"
+        )
+        return TypeChange(rewrites=True, lossless=False, why=why)
+    change = type_change(old, new)
+    return replace(change, why=f"{where} {change.why}")
+
+
+def _on_column(key: ForeignKey, table: str, column: str) -> bool:
+    """Whether a foreign key uses ``table.column``. A key added without naming the columns it
+    references uses the primary key, which the analysis may not know: assumed to be it."""
+    if key.table == table and column in key.columns:
+        return True
+    return key.referenced == table and (column in key.referenced_columns or not key.referenced_columns)
+
+
+def _add_constraint(table: str, constraint: Node | None, catalog: Catalog, out: Builder) -> None:
     if constraint is None:
         out.lock(table, ACCESS_EXCLUSIVE)
         out.unknown = True
@@ -342,7 +365,7 @@ def _add_constraint(table: str, constraint: Node | None, out: Builder) -> None:
     name = text(constraint, "conname") or "(unnamed)"
     not_valid = flag(constraint, "skip_validation")
     if kind == "FOREIGN":
-        _foreign_key(table, constraint, out)
+        _foreign_key(table, constraint, catalog, out)
         return
     out.lock(table, ACCESS_EXCLUSIVE)
     if kind == "CHECK":
@@ -371,18 +394,25 @@ def _add_constraint(table: str, constraint: Node | None, out: Builder) -> None:
 
 
 def _foreign_key(
-    table: str, constraint: Node, out: Builder, columns: tuple[str, ...] = (), *, validate: bool = True
+    table: str,
+    constraint: Node,
+    catalog: Catalog,
+    out: Builder,
+    columns: tuple[str, ...] = (),
+    *,
+    validate: bool = True,
 ) -> None:
     """ADD FOREIGN KEY: SHARE ROW EXCLUSIVE on both tables (it adds triggers to both), and unless
     NOT VALID a query that looks up every row's key in the referenced table."""
     referenced = relation(child(constraint, "pktable")) or "?"
-    name = text(constraint, "conname") or "(unnamed)"
+    columns = strings(children(constraint, "fk_attrs")) or columns
+    name = text(constraint, "conname") or foreign_key_name(table, columns, _key_names(table, catalog, out))
     out.lock(table, SHARE_ROW_EXCLUSIVE)
     out.lock(referenced, SHARE_ROW_EXCLUSIVE)
     key = ForeignKey(
         name=name,
         table=table,
-        columns=strings(children(constraint, "fk_attrs")) or columns,
+        columns=columns,
         referenced=referenced,
         referenced_columns=strings(children(constraint, "pk_attrs")),
     )
@@ -399,6 +429,12 @@ def _foreign_key(
             f"FOREIGN KEY {name} checks every row of {table} against {referenced}, writes to both "
             "wait meanwhile (add it NOT VALID, then VALIDATE)"
         )
+
+
+def _key_names(table: str, catalog: Catalog, out: Builder) -> set[str]:
+    """Names of the foreign keys on ``table``, this statement's included: an unnamed key skips them."""
+    names = {key.name for key in catalog.foreign_keys(table) if key.table == table}
+    return names | {c.name for c in out.changes if c.op == "add_fk" and c.table == table and c.name}
 
 
 def _validate(table: str, name: str, catalog: Catalog, out: Builder) -> None:
@@ -437,16 +473,14 @@ def _attach(table: str, definition: Node | None, out: Builder) -> None:
 
 # ALTER TABLE subcommands with an analysis of their own, by pglast's subtype name.
 _SUBCOMMANDS: dict[str, Callable[[str, Node, Catalog, Builder], None]] = {
-    "AT_AddColumn": lambda table, command, catalog, out: _add_column(table, child(command, "def_"), out),
-    "AT_DropColumn": lambda table, command, catalog, out: _drop_column(
-        table, text(command, "name") or "?", catalog, out
-    ),
+    "AT_AddColumn": _add_column,
+    "AT_DropColumn": _drop_column,
     "AT_AlterColumnType": lambda table, command, catalog, out: _alter_type(
         table, text(command, "name") or "?", child(command, "def_"), catalog, out
     ),
     "AT_SetNotNull": _set_not_null,
     "AT_AddConstraint": lambda table, command, catalog, out: _add_constraint(
-        table, child(command, "def_"), out
+        table, child(command, "def_"), catalog, out
     ),
     "AT_ValidateConstraint": lambda table, command, catalog, out: _validate(
         table, text(command, "name") or "?", catalog, out

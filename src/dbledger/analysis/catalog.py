@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import pq, sql
 
 from dbledger.analysis.model import Catalog, Change, ForeignKey, TableSize
+from dbledger.analysis.nodes import split_qualified
 
 __all__ = ["Overlay", "PostgresCatalog", "StaticCatalog"]
 
@@ -48,6 +49,7 @@ SELECT n.nspname, c.relname, c.reltuples::float8, c.relpages,
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass(%s)
 """
+_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 _INDEX_COUNT = "SELECT count(*) FROM pg_index WHERE indrelid = to_regclass(%s)"
 _INDEX_TABLE = "SELECT indrelid::regclass::text FROM pg_index WHERE indexrelid = to_regclass(%s)"
 _FOREIGN_KEYS = """
@@ -74,6 +76,7 @@ class PostgresCatalog:
         self._index_counts: dict[str, int] = {}
         self._index_tables: dict[str, str | None] = {}
         self._keys: dict[str, tuple[ForeignKey, ...]] = {}
+        self._relations: dict[str, bool | None] = {}
 
     def _rows(self, query: LiteralString | sql.Composed, params: Any) -> list[tuple[Any, ...]]:
         # A savepoint (or a transaction of our own) unless each statement commits on its own.
@@ -145,6 +148,15 @@ class PostgresCatalog:
             self._keys[table] = tuple(keys)
         return self._keys[table]
 
+    def exists(self, relation: str, column: str | None = None) -> bool | None:
+        if relation not in self._relations:
+            rows = self._rows(_EXISTS, (relation,))
+            self._relations[relation] = bool(rows[0][0]) if rows else None  # None: a name it rejects
+        found = self._relations[relation]
+        if not found or column is None:
+            return found
+        return self.column_type(relation, column) is not None
+
 
 @dataclass
 class StaticCatalog:
@@ -156,6 +168,7 @@ class StaticCatalog:
     indexes: dict[str, int] = field(default_factory=dict)  # table -> number of indexes
     index_tables: dict[str, str] = field(default_factory=dict)  # index -> table
     keys: tuple[ForeignKey, ...] = ()
+    relations: frozenset[str] = frozenset()  # views, sequences...: relations named nowhere above
 
     def column_type(self, table: str, column: str) -> str | None:
         return self.columns.get(table, {}).get(column)
@@ -172,21 +185,40 @@ class StaticCatalog:
     def foreign_keys(self, table: str) -> tuple[ForeignKey, ...]:
         return tuple(k for k in self.keys if table in (k.table, k.referenced))
 
+    def exists(self, relation: str, column: str | None = None) -> bool | None:
+        if column is not None and relation in self.columns:
+            return column in self.columns[relation]
+        known = relation in self._names()
+        # A relation whose columns are not listed: whether it has this one is not known.
+        return None if known and column is not None else known
+
+    def _names(self) -> set[str]:
+        names = {*self.columns, *self.sizes, *self.indexes, *self.index_tables, *self.relations}
+        names |= set(self.index_tables.values())
+        return names | {k.table for k in self.keys} | {k.referenced for k in self.keys}
+
 
 class Overlay:
     """A catalog as a migration's earlier statements left it: their ``Change`` records applied on
-    top of ``base``, which is never written to. Tables the migration creates are empty."""
+    top of ``base``, which is never written to. Tables the migration creates are empty.
+
+    Relations are known by their current names: ``_created`` holds those the changes created
+    (their columns are in ``_columns``, all of them when the table is in ``_complete``),
+    ``_gone`` the names that no longer reach ``base`` (dropped or renamed away), ``_renamed``
+    maps a base relation's new name to its name in base. Foreign keys from base are translated
+    into current names and left out when a table at either end is gone."""
 
     def __init__(self, base: Catalog) -> None:
         self.base = base
         self._created: set[str] = set()
-        self._dropped: set[str] = set()
+        self._complete: set[str] = set()
+        self._gone: set[str] = set()
         self._renamed: dict[str, str] = {}  # new name -> name in base
         self._columns: dict[tuple[str, str], str | None] = {}
         self._added_keys: list[ForeignKey] = []
-        self._dropped_keys: set[tuple[str, str]] = set()
+        self._dropped_keys: set[tuple[str, str]] = set()  # (table, constraint) of base keys
         self._index_delta: dict[str, int] = {}
-        self._index_tables: dict[str, str | None] = {}
+        self._index_tables: dict[str, str | None] = {}  # index -> its table, None once dropped
 
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -194,43 +226,117 @@ class Overlay:
 
     def _apply(self, change: Change) -> None:
         table = change.table
-        if change.op == "create_table":
-            self._created.add(table)
-            self._dropped.discard(table)
-            for name, kind in change.columns:
-                self._columns[table, name] = kind
-        elif change.op == "drop_table":
-            self._dropped.add(table)
-            self._created.discard(table)
+        if change.op in ("create_table", "create_relation"):
+            self._create(table, change.columns, change.complete)
+        elif change.op in ("drop_table", "drop_relation"):
+            self._drop(table)
         elif change.op == "rename_table" and change.name:
-            self._renamed[change.name] = self._renamed.get(table, table)
-            self._dropped.add(table)
-            if table in self._created:
-                self._created.add(change.name)
+            self._rename(table, change.name)
         elif change.op == "column" and change.column:
             self._columns[table, change.column] = change.type
         elif change.op == "rename_column" and change.column and change.name:
             self._columns[table, change.name] = self.column_type(table, change.column)
             self._columns[table, change.column] = None
         elif change.op == "add_fk" and change.foreign_key:
+            self._drop_key(table, change.foreign_key.name)
             self._added_keys.append(change.foreign_key)
         elif change.op == "drop_constraint" and change.name:
-            self._dropped_keys.add((table, change.name))
-            self._added_keys = [k for k in self._added_keys if (k.table, k.name) != (table, change.name)]
-        elif change.op == "add_index":
-            self._index_delta[table] = self._index_delta.get(table, 0) + 1
-            if change.name:
-                self._index_tables[change.name] = table
-        elif change.op == "drop_index":
-            self._index_delta[table] = self._index_delta.get(table, 0) - 1
-            if change.name:
-                self._index_tables[change.name] = None
+            self._drop_key(table, change.name)
+        elif change.op in ("add_index", "drop_index"):
+            self._index(change.op, table, change.name)
 
-    def _in_base(self, table: str) -> str | None:
+    def _create(self, name: str, columns: tuple[tuple[str, str], ...], complete: bool) -> None:
+        self._forget(name)
+        self._created.add(name)
+        if complete:
+            self._complete.add(name)
+        for column, kind in columns:
+            self._columns[name, column] = kind
+
+    def _drop(self, name: str) -> None:
+        """The relation is gone, with its columns, its foreign keys both ways and its indexes."""
+        if name not in self._created:
+            self._gone.add(name)
+        self._forget(name)
+        self._added_keys = [k for k in self._added_keys if name not in (k.table, k.referenced)]
+        for index, owner in self._index_tables.items():
+            if owner == name:
+                self._index_tables[index] = None
+
+    def _forget(self, name: str) -> None:
+        """Whatever the changes said of an earlier relation of that name."""
+        self._created.discard(name)
+        self._complete.discard(name)
+        self._renamed.pop(name, None)
+        self._index_delta.pop(name, None)
+        self._columns = {key: kind for key, kind in self._columns.items() if key[0] != name}
+        self._dropped_keys = {key for key in self._dropped_keys if key[0] != name}
+
+    def _rename(self, old: str, new: str) -> None:
+        created, complete = old in self._created, old in self._complete
+        base_name = None if created else self._renamed.get(old, old)
+        moved = self._moved_records(old, new)
+        if not created:
+            self._gone.add(old)
+        self._forget(old)
+        self._forget(new)
+        self._gone.discard(new)
+        if created:
+            self._create(new, (), complete)
+        elif base_name is not None:
+            self._renamed[new] = base_name
+        self._columns.update(moved[0])
+        self._dropped_keys |= moved[1]
+        if moved[2]:
+            self._index_delta[new] = moved[2]
+
+    def _moved_records(
+        self, old: str, new: str
+    ) -> tuple[dict[tuple[str, str], str | None], set[tuple[str, str]], int]:
+        """The columns, dropped keys and index count of ``old``, under ``new``; the foreign keys
+        and indexes the changes added are renamed in place."""
+        columns = {(new, column): kind for (table, column), kind in self._columns.items() if table == old}
+        dropped = {(new, name) for table, name in self._dropped_keys if table == old}
+        self._added_keys = [
+            replace(
+                key,
+                table=new if key.table == old else key.table,
+                referenced=new if key.referenced == old else key.referenced,
+            )
+            for key in self._added_keys
+        ]
+        for index, owner in self._index_tables.items():
+            if owner == old:
+                self._index_tables[index] = new
+        if old in self._index_tables:  # an index the changes built, renamed
+            self._index_tables[new] = self._index_tables[old]
+            self._index_tables[old] = None
+        return columns, dropped, self._index_delta.get(old, 0)
+
+    def _drop_key(self, table: str, name: str) -> None:
+        self._dropped_keys.add((table, name))
+        self._added_keys = [k for k in self._added_keys if (k.table, k.name) != (table, name)]
+
+    def _index(self, op: str, table: str, name: str | None) -> None:
+        step = 1 if op == "add_index" else -1
+        self._index_delta[table] = self._index_delta.get(table, 0) + step
+        if name:
+            self._index_tables[name] = table if step > 0 else None
+
+    def _in_base(self, name: str) -> str | None:
         """The name to ask ``base`` about, or None when base's answer no longer applies."""
-        if table in self._created or (table in self._dropped and table not in self._renamed):
+        if name in self._created:
             return None
-        return self._renamed.get(table, table)
+        if name in self._renamed:
+            return self._renamed[name]
+        return None if name in self._gone else name
+
+    def _from_base(self, name: str) -> str | None:
+        """A name in one of base's answers, as the relation is called now; None once it is gone."""
+        for new, old in self._renamed.items():
+            if old == name:
+                return new
+        return None if name in self._gone else name
 
     def column_type(self, table: str, column: str) -> str | None:
         if (table, column) in self._columns:
@@ -252,16 +358,63 @@ class Overlay:
     def index_table(self, index: str) -> str | None:
         if index in self._index_tables:
             return self._index_tables[index]
-        return self.base.index_table(index)
+        name = self._in_base(index)
+        owner = None if name is None else self.base.index_table(name)
+        return None if owner is None else self._from_base(owner)
 
     def foreign_keys(self, table: str) -> tuple[ForeignKey, ...]:
         name = self._in_base(table)
-        base: tuple[ForeignKey, ...] = () if name is None else self.base.foreign_keys(name)
-        keys = [
-            k
-            for k in base
-            if (k.table, k.name) not in self._dropped_keys
-            and not ({k.table, k.referenced} & (self._dropped - set(self._renamed)))
-        ]
+        keys: list[ForeignKey] = []
+        for key in () if name is None else self.base.foreign_keys(name):
+            current = self._current_key(key, name or table, table)
+            if current is not None and (current.table, current.name) not in self._dropped_keys:
+                keys.append(current)
         keys += [k for k in self._added_keys if table in (k.table, k.referenced)]
         return tuple(keys)
+
+    def _current_key(self, key: ForeignKey, asked: str, table: str) -> ForeignKey | None:
+        """A key from base in current names (``asked``, base's name for ``table``, becomes
+        ``table``); None when the table at its other end is gone."""
+        child = table if key.table == asked else self._from_base(key.table)
+        parent = table if key.referenced == asked else self._from_base(key.referenced)
+        if child is None or parent is None:
+            return None
+        return replace(key, table=child, referenced=parent)
+
+    def exists(self, relation: str, column: str | None = None) -> bool | None:
+        if column is not None and (relation, column) in self._columns:
+            return self._columns[relation, column] is not None
+        if relation in self._created:
+            return True if column is None else (False if relation in self._complete else None)
+        if relation in self._index_tables:
+            return self._index_tables[relation] is not None and column is None
+        name = self._in_base(relation)
+        if name is None:
+            return False
+        found = self.base.exists(name, column)
+        if found and column is None and self._owner_gone(name):
+            return False
+        if found is False and column is None and self._maybe_implicit(relation):
+            return None
+        return found
+
+    def _owner_gone(self, name: str) -> bool:
+        """An index of base whose table is gone went with it."""
+        if not self._gone:
+            return False
+        owner = self.base.index_table(name)
+        return owner is not None and self._from_base(owner) is None
+
+    def _maybe_implicit(self, relation: str) -> bool:
+        """Whether the changes may have brought in a relation base does not have: one they
+        created, renamed or built under another spelling (``public.t`` for ``t``), or one that
+        came with a table they created (a key's index, a serial's sequence: PostgreSQL names
+        those after the table, ``t_pkey``, ``t_id_seq``, keeping at least 28 bytes of its name).
+        Names are compared without schemas, which the SQL may or may not write."""
+        bare = split_qualified(relation)[-1]
+        return any(bare.startswith(split_qualified(name)[-1][:28]) for name in self._introduced())
+
+    def _introduced(self) -> set[str]:
+        """The names the changes brought in: relations created, renamed, indexes built."""
+        indexes = {index for index, owner in self._index_tables.items() if owner is not None}
+        return self._created | set(self._renamed) | indexes

@@ -106,14 +106,18 @@ class Change:
     """What a statement changes in the catalog, so that the statements after it are analysed
     against the schema as it will be then (a type changed, a foreign key dropped, a table created).
 
-    op: "create_table" (``columns`` holds (name, type) pairs), "drop_table", "rename_table"
-    (``name`` is the new name), "column" (``column`` gets ``type``; None drops it),
-    "rename_column", "add_fk" / "drop_constraint" (``name``), "add_index" / "drop_index".
+    op: "create_table" (``columns`` holds (name, type) pairs; ``complete`` when they are all of
+    its columns), "drop_table", "create_relation" / "drop_relation" (a view, sequence or other
+    relation without known columns), "rename_table" (any relation; ``name`` is the new name),
+    "column" (``column`` gets ``type``; None drops it), "rename_column", "add_fk" /
+    "drop_constraint" (``name``), "add_index" / "drop_index" (``table`` is the index's table).
     """
 
     op: Literal[
         "create_table",
         "drop_table",
+        "create_relation",
+        "drop_relation",
         "rename_table",
         "column",
         "rename_column",
@@ -127,6 +131,7 @@ class Change:
     type: str | None = None
     name: str | None = None
     columns: tuple[tuple[str, str], ...] = ()
+    complete: bool = False
     foreign_key: ForeignKey | None = None
 
 
@@ -181,4 +186,10 @@ class Catalog(Protocol):
 
     def foreign_keys(self, table: str) -> tuple[ForeignKey, ...]:
         """Every foreign key from or to ``table``, ``table`` named in them as asked."""
+        ...
+
+    def exists(self, relation: str, column: str | None = None) -> bool | None:
+        """Whether a relation of that name (table, view, index, sequence...) exists, or that
+        column of it; None when the catalog cannot tell. Only False lets the analysis call an
+        IF EXISTS statement a no-op."""
         ...

@@ -100,6 +100,36 @@ def qualified(parts: tuple[str, ...]) -> str:
     return ".".join(quote_ident(part) for part in parts)
 
 
+def qualified_like(relation: str, name: str) -> str:
+    """``name`` in the schema ``relation`` is qualified with, if any: an index is in its table's
+    schema, a relation renamed stays in its own."""
+    return qualified((*split_qualified(relation)[:-1], name))
+
+
+def split_qualified(name: str) -> tuple[str, ...]:
+    """The parts of a name ``qualified`` wrote, quotes removed: ``app."Order Lines"`` ->
+    ``("app", "Order Lines")``."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    index = 0
+    while index < len(name):
+        char = name[index]
+        if quoted and char == '"' and name[index + 1 : index + 2] == '"':
+            current.append('"')
+            index += 1
+        elif char == '"':
+            quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    parts.append("".join(current))
+    return tuple(parts)
+
+
 def relation(range_var: Node | None) -> str | None:
     """``schema.table`` when the SQL qualified it, else ``table``; quoted where needed."""
     if range_var is None:

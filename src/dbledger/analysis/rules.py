@@ -4,11 +4,15 @@ the rules for which type changes rewrite a table, and which default expressions 
 Sources: PostgreSQL 15 documentation, ALTER TABLE ("Notes": a rewrite is skipped when the old type
 is binary coercible to the new one; a volatile default forces a rewrite; a constant default does not
 since PostgreSQL 11) and the length-coercion support functions (``varchar_support``,
-``numeric_support``, ``timestamp_support``) that make widening a typmod a catalog-only change. Each
-rule is checked against a real server in tests/test_analysis.py.
+``numeric_support``, ``timestamp_support``) that make widening a typmod a catalog-only change.
+Whether a type change loses values is a separate question: smallint -> integer -> bigint rewrites
+every row and keeps every value (the implicit casts of "Type Conversion", the ranges of "Numeric
+Types"). Each rule is checked against a real server in tests/test_analysis.py.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dbledger.analysis.model import (
     Change,
@@ -146,16 +150,40 @@ def display(sql_type: SqlType) -> str:
     return name + ("[]" if sql_type.array else "")
 
 
+@dataclass(frozen=True)
+class TypeChange:
+    """What converting a column from one type to another does: ``rewrites`` the table (every row
+    converted), and whether it is ``lossless`` (every value kept, nothing cut or rounded), why."""
+
+    rewrites: bool
+    lossless: bool
+    why: str
+
+
+def type_change(old: SqlType, new: SqlType) -> TypeChange:
+    """Converting a column from ``old`` to ``new`` with no USING expression."""
+    arrow = f"{display(old)} -> {display(new)}"
+    rewrites, why = _rewrites(old, new, arrow)
+    lossless = not rewrites or keeps_values(old, new)
+    if rewrites and lossless:
+        why = f"{arrow} keeps every value but rewrites the table"
+    return TypeChange(rewrites, lossless, why)
+
+
 def type_change_rewrites(old: SqlType, new: SqlType) -> tuple[bool, str]:
     """Whether converting a column from ``old`` to ``new`` (with no USING expression) rewrites the
     table, and why, in words."""
-    arrow = f"{display(old)} -> {display(new)}"
+    change = type_change(old, new)
+    return change.rewrites, change.why
+
+
+def _rewrites(old: SqlType, new: SqlType, arrow: str) -> tuple[bool, str]:
     if old.array != new.array or old.mods is None or new.mods is None:
         return True, f"{arrow} rewrites the table"
     if old == new:
         return False, f"{arrow}: the same type, nothing to convert"
     if old.name == new.name:
-        if old.name in _WIDENABLE and (not new.mods or (old.mods and new.mods[0] >= old.mods[0])):
+        if old.name in _WIDENABLE and _length_widens(old.mods, new.mods):
             return False, f"{arrow} only widens the type: catalog only, no row is touched"
         if old.name == "numeric" and _numeric_widens(old.mods, new.mods):
             return False, f"{arrow} keeps the scale and widens the precision: catalog only"
@@ -170,6 +198,91 @@ def type_change_rewrites(old: SqlType, new: SqlType) -> tuple[bool, str]:
             "TimeZone is UTC)"
         )
     return True, f"{arrow} rewrites the table"
+
+
+# -- lossless conversions ---------------------------------------------------------------------
+
+# Up the numeric hierarchy (PostgreSQL's implicit casts) where every value fits: a float4 holds
+# integers up to 2^24 exactly, a float8 up to 2^53; float4 -> float8 is exact.
+_WIDER_NUMBERS: dict[str, frozenset[str]] = {
+    "int2": frozenset({"int4", "int8", "float4", "float8", "numeric"}),
+    "int4": frozenset({"int8", "float8", "numeric"}),
+    "int8": frozenset({"numeric"}),
+    "float4": frozenset({"float8"}),
+}
+# Digits of each integer type's extremes: numeric(p, s) holds them all when p - s is at least this.
+_INTEGER_DIGITS = {"int2": 5, "int4": 10, "int8": 19}
+# Types whose text form is exact and independent of session settings (floats depend on
+# extra_float_digits, dates and times on DateStyle and TimeZone), with its longest length where
+# it has one: to text, unbounded varchar, or varchar(n) at least that long, nothing is lost.
+_TEXT_FORM: dict[str, int | None] = {
+    "int2": 6,
+    "int4": 11,
+    "int8": 20,
+    "bool": 5,
+    "uuid": 36,
+    "numeric": None,
+    "inet": None,
+    "cidr": None,
+    "macaddr": 17,
+    "json": None,
+    "jsonb": None,
+}
+_STRINGS = frozenset({"text", "varchar", "bpchar"})
+
+
+def keeps_values(old: SqlType, new: SqlType) -> bool:
+    """Whether every value of ``old`` converts to ``new`` unchanged (arrays element by element):
+    integers to wider integers or numerics that hold them, a larger length or precision, a
+    string type at least as long. Unknown typmods, other types and USING are not (the caller
+    decides USING)."""
+    if old.array != new.array or old.mods is None or new.mods is None:
+        return False
+    if old.name == new.name or (old.name, new.name) in _BINARY_COERCIBLE:
+        return _same_type_widens(old.name, old.mods, new.mods)
+    if new.name in _WIDER_NUMBERS.get(old.name, ()):
+        return new.name != "numeric" or _numeric_holds_integers(old.name, new.mods)
+    if old.name in _STRINGS and new.name in ("text", "varchar"):
+        # char(n) to a string type drops the trailing blanks, which char never counts ("Character
+        # Types": they are semantically insignificant).
+        return new.name == "text" or _length_widens(old.mods, new.mods)
+    if old.name in _TEXT_FORM and new.name in ("text", "varchar"):
+        longest = _TEXT_FORM[old.name]
+        return not new.mods or (longest is not None and new.mods[0] >= longest)
+    return old.name == "date" and new.name == "timestamp"  # midnight of that day, exactly
+
+
+def _same_type_widens(name: str, old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """Within one type (or varchar -> text, cidr -> inet): a typmod that holds every old value."""
+    if name == "numeric":
+        return _numeric_keeps(old, new)
+    if name in _WIDENABLE or name in ("bpchar", "cidr"):
+        return _length_widens(old, new)
+    return old == new
+
+
+def _length_widens(old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """A length or precision typmod that holds every value of the old one (none: unlimited)."""
+    return not new or bool(old and new[0] >= old[0])
+
+
+def _numeric_keeps(old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """numeric(q, t) holds every numeric(p, s) when it has as many digits before the point and as
+    many after: t >= s and q - t >= p - s. Unconstrained numeric holds everything."""
+    if not new:
+        return True
+    if not old:
+        return False
+    old_scale = old[1] if len(old) > 1 else 0
+    new_scale = new[1] if len(new) > 1 else 0
+    return new_scale >= old_scale and new[0] - new_scale >= old[0] - old_scale
+
+
+def _numeric_holds_integers(integer_type: str, mods: tuple[int, ...]) -> bool:
+    if not mods:
+        return True
+    scale = mods[1] if len(mods) > 1 else 0
+    return mods[0] - scale >= _INTEGER_DIGITS.get(integer_type, mods[0] + 1)
 
 
 def _numeric_widens(old: tuple[int, ...], new: tuple[int, ...]) -> bool:

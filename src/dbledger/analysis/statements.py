@@ -5,8 +5,9 @@ whether it destroys data, read from PostgreSQL's own syntax tree (pglast) and th
     analysis.lock, analysis.effect    # "ACCESS EXCLUSIVE", "rewrite"
 
 ``analyse_all`` analyses a migration's statements in order against the schema as each will find
-it: a foreign key dropped by one statement no longer locks anything in the next, and a table
-created by the migration is empty. Lock levels follow PostgreSQL 15 (the "Explicit Locking" table
+it: a foreign key dropped by one statement no longer locks anything in the next (an unnamed one
+is named as PostgreSQL names it), a table created by the migration is empty, and IF EXISTS on
+what is absent by then is a no-op. Lock levels follow PostgreSQL 15 (the "Explicit Locking" table
 and each command's page); tests/test_analysis.py checks every claim against a real server.
 
 Imports pglast (~90 ms): import this module only when analysing.
@@ -46,6 +47,7 @@ from dbledger.analysis.model import (
     StatementAnalysis,
     Work,
 )
+from dbledger.analysis.naming import foreign_key_name
 from dbledger.analysis.nodes import (
     Node,
     child,
@@ -54,6 +56,7 @@ from dbledger.analysis.nodes import (
     flag,
     kind_of,
     qualified,
+    qualified_like,
     relation,
     sql_type,
     strings,
@@ -123,6 +126,10 @@ def _alter_table(statement: Node, catalog: Catalog) -> Builder:
 def _create_table(statement: Node, catalog: Catalog) -> Builder:
     out = Builder("CREATE TABLE")
     table = relation(child(statement, "relation")) or "?"
+    if flag(statement, "if_not_exists") and catalog.exists(table):
+        out.touch(table)
+        out.note(f"{table} exists: IF NOT EXISTS makes this a no-op")
+        return out
     out.lock(table, ACCESS_EXCLUSIVE, new=True)
     out.note(f"{table} is new: its ACCESS EXCLUSIVE lock blocks no other session")
     columns: list[tuple[str, str]] = []
@@ -136,16 +143,17 @@ def _create_table(statement: Node, catalog: Catalog) -> Builder:
                 _references(table, constraint, out, (name,))
         elif kind_of(element) == "Constraint":
             _references(table, element, out, ())
-    out.change(Change("create_table", table, columns=tuple(columns)))
     parents = [relation(parent) for parent in children(statement, "inhRelations")]
     partition = child(statement, "partbound") is not None
+    # Columns also come from LIKE, a parent or a composite type: then the list is not all of them.
+    liked = any(kind_of(element) == "TableLikeClause" for element in children(statement, "tableElts"))
+    complete = not (liked or parents or partition or child(statement, "ofTypename") is not None)
+    out.change(Change("create_table", table, columns=tuple(columns), complete=complete))
     for parent in parents:
         if parent is not None:
             # CREATE TABLE ... PARTITION OF locks the parent like ATTACH did before PostgreSQL 12;
             # INHERITS only keeps the parent from changing meanwhile.
             out.lock(parent, ACCESS_EXCLUSIVE if partition else SHARE_UPDATE_EXCLUSIVE)
-    if flag(statement, "if_not_exists"):
-        out.note(f"IF NOT EXISTS: nothing happens when {table} exists")
     return out
 
 
@@ -157,14 +165,11 @@ def _references(table: str, constraint: Node, out: Builder, columns: tuple[str, 
         return
     out.lock(referenced, SHARE_ROW_EXCLUSIVE)
     out.note(f"the foreign key locks {referenced} SHARE ROW EXCLUSIVE: writes to it wait until commit")
-    name = text(constraint, "conname") or f"{table}_fkey"
-    key = ForeignKey(
-        name,
-        table,
-        strings(children(constraint, "fk_attrs")) or columns,
-        referenced,
-        strings(children(constraint, "pk_attrs")),
-    )
+    columns = strings(children(constraint, "fk_attrs")) or columns
+    # Unnamed, it is named as PostgreSQL names it, so that a later DROP CONSTRAINT finds it.
+    taken = {c.name for c in out.changes if c.op == "add_fk" and c.name}
+    name = text(constraint, "conname") or foreign_key_name(table, columns, taken)
+    key = ForeignKey(name, table, columns, referenced, strings(children(constraint, "pk_attrs")))
     out.change(Change("add_fk", table, name=name, foreign_key=key))
 
 
@@ -194,13 +199,18 @@ def _drop(statement: Node, catalog: Catalog) -> Builder:
     out = Builder(f"DROP {words}" + (" CONCURRENTLY" if concurrent else ""))
     cascade = enum(statement, "behavior") == "DROP_CASCADE"
     names = [qualified(_names(item)) for item in children(statement, "objects")]
+    if flag(statement, "missing_ok") and object_type in _RELATION_KINDS:
+        names = _present(names, catalog, out)
+        if not names:
+            return out
     if object_type == "TABLE":
         _drop_tables(names, cascade, catalog, out)
     elif object_type == "INDEX":
         _drop_indexes(names, concurrent, catalog, out)
-    elif object_type in ("VIEW", "MATVIEW", "SEQUENCE", "FOREIGN_TABLE"):
+    elif object_type in _RELATION_KINDS:
         for name in names:
             out.lock(name, ACCESS_EXCLUSIVE)
+            out.change(Change("drop_relation", name))
     elif object_type in ("TRIGGER", "POLICY", "RULE"):
         # objects are (schema.)table.name: the table is locked ACCESS EXCLUSIVE.
         for item in children(statement, "objects"):
@@ -218,6 +228,23 @@ def _drop(statement: Node, catalog: Catalog) -> Builder:
     if cascade and object_type != "SCHEMA":
         out.note("CASCADE also drops every object that depends on it (columns, views, foreign keys)")
     return out
+
+
+# DROP statements whose objects are relations: what IF EXISTS skips can be looked up.
+_RELATION_KINDS = frozenset({"TABLE", "INDEX", "VIEW", "MATVIEW", "SEQUENCE", "FOREIGN_TABLE"})
+
+
+def _present(names: list[str], catalog: Catalog, out: Builder) -> list[str]:
+    """The names IF EXISTS does not skip. One known to be absent (not in the database, nor
+    created by an earlier statement) is neither locked nor dropped: PostgreSQL only notices."""
+    present = []
+    for name in names:
+        if catalog.exists(name) is False:
+            out.touch(name)
+            out.note(f"{name} does not exist: IF EXISTS skips it, nothing is locked or dropped")
+        else:
+            present.append(name)
+    return present
 
 
 def _drop_tables(names: list[str], cascade: bool, catalog: Catalog, out: Builder) -> None:
@@ -268,8 +295,14 @@ def _index(statement: Node, catalog: Catalog) -> Builder:
     )
     table = relation(child(statement, "relation")) or "?"
     out.lock(table, SHARE_UPDATE_EXCLUSIVE if concurrent else SHARE)
+    name = text(statement, "idxname")
+    if name is not None and flag(statement, "if_not_exists") and catalog.exists(qualified_like(table, name)):
+        # The table is locked before the name is checked; then nothing is built.
+        out.transactional = not concurrent
+        out.note(f"{name} exists: IF NOT EXISTS builds nothing")
+        return out
     out.work(Work("build", table))
-    out.change(Change("add_index", table, name=text(statement, "idxname")))
+    out.change(Change("add_index", table, name=qualified_like(table, name) if name else None))
     if concurrent:
         out.transactional = False
         out.note(
@@ -295,8 +328,9 @@ def _rename(statement: Node, catalog: Catalog) -> Builder:
         out.lock(target, SHARE_UPDATE_EXCLUSIVE)  # PostgreSQL 12+; the table is not locked
     else:
         out.lock(target, ACCESS_EXCLUSIVE)
-    if what == "TABLE":
-        out.change(Change("rename_table", target, name=new_name))
+    if what in _RELATION_KINDS:
+        # The new name is in the old one's schema.
+        out.change(Change("rename_table", target, name=qualified_like(target, new_name)))
     elif what == "COLUMN":
         out.change(Change("rename_column", target, column=text(statement, "subname"), name=new_name))
     old_name = text(statement, "subname") or target
@@ -339,8 +373,17 @@ def _view(statement: Node, catalog: Catalog) -> Builder:
     view = relation(child(statement, "view")) or "?"
     if replace:
         out.lock(view, ACCESS_EXCLUSIVE)
+    out.change(Change("create_relation", view))
     for table in read_tables(child(statement, "query")):
         out.lock(table, ACCESS_SHARE)
+    return out
+
+
+def _create_sequence(statement: Node, catalog: Catalog) -> Builder:
+    out = Builder("CREATE SEQUENCE")
+    name = relation(child(statement, "sequence"))
+    if name is not None and not (flag(statement, "if_not_exists") and catalog.exists(name)):
+        out.change(Change("create_relation", name))
     return out
 
 
@@ -399,7 +442,7 @@ _HANDLERS: dict[str, Callable[[Node, Catalog], Builder]] = {
         "CREATE EXTENSION", "runs the extension's install script: usually catalog only"
     ),
     "CreateSchemaStmt": _catalog_only("CREATE SCHEMA"),
-    "CreateSeqStmt": _catalog_only("CREATE SEQUENCE"),
+    "CreateSeqStmt": _create_sequence,
     "AlterSeqStmt": _catalog_only("ALTER SEQUENCE"),
     "CreateEnumStmt": _catalog_only("CREATE TYPE"),
     "AlterEnumStmt": _catalog_only("ALTER TYPE"),
