@@ -1,8 +1,9 @@
 """Replay the incident end to end on a throwaway PostgreSQL: start the connections service (it
 migrates first), create the seed's organization and Slack connection, DELETE it, and print the
-audit row and /api/db/version. Needs PostgreSQL's server binaries (apt-get install postgresql).
+audit row and /api/db/version. Needs PostgreSQL's server binaries (apt-get install postgresql)
+and the service with its ``replay`` extra (httpx, the HTTP client this script uses):
 
-    .venv/bin/python examples/replay_incident.py
+    .venv/bin/pip install -q -e './service[replay]' && .venv/bin/python examples/replay_incident.py
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import subprocess
 import sys
 import time
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError:  # pragma: no cover - a message instead of a traceback
+    sys.exit(
+        "examples/replay_incident.py needs httpx: install the service with its replay extra, "
+        "pip install -e './service[replay]'"
+    )
 
 from dbledger.testing import free_port, temporary_postgres
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +31,11 @@ import httpx
 import psycopg
 import pytest
 from connections_service import MIGRATIONS, ids
-from connections_service.__main__ import RedactingFilter, read_settings
+from connections_service.__main__ import FullCommandFilter, RedactingFilter, full_command_hint, read_settings
 
 import dbledger
-from tests.helpers import query, run_cli, table_exists, write
+from dbledger.redaction import redact
+from tests.helpers import query, table_exists, write
 from tests.service_helpers import (
     Service,
     StartService,
@@ -268,15 +273,38 @@ def test_a_database_built_by_hand_is_refused_until_baselined(
     refused = start_service(pg_url)
     assert refused.wait_exit() == 1
     assert not refused.port_seen_open
-    assert "migrations failed, not starting" in refused.log
     assert "but no ledger table schema_migrations" in refused.log
-    assert "dbledger baseline 2" in refused.log
     assert "Uvicorn running" not in refused.log
     assert not table_exists(pg_url, "schema_migrations")  # refused before touching anything
 
-    baseline = run_cli("--database-url", pg_url, "--dir", str(MIGRATIONS), "baseline", "2", cwd=tmp_path)
-    assert baseline.returncode == 0, baseline.output
-    assert password_of(pg_url) not in baseline.output
+    # The refusal is dbledger's own, completed with the command in full: the migrations folder is
+    # inside the package, and the URL is the service's variable, not one masked as user:***.
+    with pytest.raises(dbledger.ExistingSchema) as caught:
+        dbledger.migrate(pg_url, MIGRATIONS)
+    assert "'dbledger baseline 2'" in caught.value.message
+    folder = shlex.quote(str(MIGRATIONS))
+    command = f'dbledger --dir {folder} --database-url "$DATABASE_URL" baseline 2'
+    hint = (
+        f"This service's migrations are in {folder}; with DATABASE_URL set as for the service, run: {command}"
+    )
+    (line,) = [line for line in refused.log.splitlines() if " ERROR " in line]
+    assert line.split(" ", 2)[2] == (
+        f"ERROR connections_service.migrate: migrations failed, not starting: {caught.value.message}. {hint}"
+    )
+
+    # The command, pasted into a shell where DATABASE_URL is set as for the service.
+    dbledger_executable = Path(sys.executable).with_name("dbledger")
+    baseline = subprocess.run(
+        ["bash", "-c", command.replace("dbledger", shlex.quote(str(dbledger_executable)), 1)],
+        cwd=tmp_path,
+        env={**os.environ, "DATABASE_URL": pg_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    assert password_of(pg_url) not in baseline.stdout + baseline.stderr
 
     service = start_service(pg_url)
     service.wait_healthy()
@@ -559,6 +587,41 @@ def test_log_filter_masks_passwords_in_messages_and_tracebacks() -> None:
     assert "s3cret-pw" not in output
     assert "cannot reach postgresql://app:***@db:5432/app" in output
     assert "RuntimeError: connection to host=db password=*** failed" in output
+
+
+def test_a_suggested_dbledger_command_is_given_in_full_and_survives_redaction(tmp_path: Path) -> None:
+    folder = tmp_path / "my migrations"
+    message = "run 'dbledger baseline 2' with the same database and migrations folder, then 'dbledger up'"
+    hint = full_command_hint(message, folder, {})
+    assert hint == (
+        f"This service's migrations are in '{folder}'; with DATABASE_URL set as for the service, run: "
+        f"dbledger --dir '{folder}' --database-url \"$DATABASE_URL\" baseline 2"
+    )
+    assert redact(hint) == hint  # nothing in it looks like a password
+    assert full_command_hint(message, folder, {"DBLEDGER_LEDGER_TABLE": "ops.ledger"}) == hint.replace(
+        "baseline 2", "--ledger-table ops.ledger baseline 2"
+    )
+    assert full_command_hint("cannot connect to postgresql://app:***@db/app", folder, {}) is None
+
+    # On the startup migration's logger: errors only, the rest untouched.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("tests.service.full_command")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(handler)
+    log.addFilter(FullCommandFilter(MIGRATIONS))
+    try:
+        log.info("applied migration %s in %d ms", "001_initial_schema", 3)
+        log.error("migrations failed, not starting: %s", "restore the file, or run 'dbledger repair'")
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [
+        "applied migration 001_initial_schema in 3 ms",
+        "migrations failed, not starting: restore the file, or run 'dbledger repair'. This service's "
+        f"migrations are in {MIGRATIONS}; with DATABASE_URL set as for the service, run: "
+        f'dbledger --dir {MIGRATIONS} --database-url "$DATABASE_URL" repair',
+    ]
 
 
 # -- the migrations' down sections ---------------------------------------------------------------

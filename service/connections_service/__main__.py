@@ -14,6 +14,10 @@ could not migrate never listens, so a deploy cannot take traffic on a schema it 
 Any number of replicas may start at once: dbledger's lock lets one apply, the others find nothing
 to do.
 
+A refusal that names a dbledger command to run (``'dbledger baseline 2'`` for a database built by
+hand) is completed with the command in full, for this service's own migrations folder, which is
+inside the installed package where nobody would think to look.
+
 Exit codes: 1 when the configuration is wrong or migrating failed (nothing listened); 3 when
 uvicorn could not start the application (the database went away between migrating and opening
 the connection pool). SIGTERM and SIGINT shut down gracefully: in-flight requests finish, the pool
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +42,15 @@ from connections_service.app import create_app
 from dbledger.integrations.startup import migrate_or_exit
 from dbledger.redaction import redact
 
-__all__ = ["RedactingFilter", "Settings", "configure_logging", "main", "read_settings"]
+__all__ = [
+    "FullCommandFilter",
+    "RedactingFilter",
+    "Settings",
+    "configure_logging",
+    "full_command_hint",
+    "main",
+    "read_settings",
+]
 
 logger = logging.getLogger("connections_service")
 
@@ -57,6 +71,47 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        return True
+
+
+# A command dbledger's messages tell the user to run: 'dbledger baseline 2', 'dbledger repair'.
+_SUGGESTED_COMMAND = re.compile(r"'dbledger ([^']+)'")
+
+
+def full_command_hint(message: str, directory: Path, environ: Mapping[str, str] = os.environ) -> str | None:
+    """For a message that suggests a dbledger command, the sentence giving that command in full
+    for this service: its migrations folder, and the database as ``"$DATABASE_URL"`` (the
+    variable the service itself reads; a URL written out would only show as ``user:***``).
+    None when the message suggests no command."""
+    found = _SUGGESTED_COMMAND.search(message)
+    if found is None:
+        return None
+    folder = shlex.quote(str(directory.resolve()))
+    options = f'--dir {folder} --database-url "$DATABASE_URL"'
+    ledger_table = environ.get("DBLEDGER_LEDGER_TABLE", "").strip()
+    if ledger_table:
+        options += f" --ledger-table {shlex.quote(ledger_table)}"
+    return (
+        f"This service's migrations are in {folder}; with DATABASE_URL set as for the service, run: "
+        f"dbledger {options} {found.group(1)}"
+    )
+
+
+class FullCommandFilter(logging.Filter):
+    """On the startup migration's logger: an error that suggests a dbledger command gets the
+    command in full appended (``full_command_hint``)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            message = record.getMessage()
+            hint = full_command_hint(message, self.directory)
+            if hint is not None:
+                record.msg = f"{message}. {hint}"
+                record.args = None
         return True
 
 
@@ -114,7 +169,9 @@ def main() -> None:
     except ValueError as exc:
         logger.error("not starting: %s", exc)
         sys.exit(1)
-    migrate_or_exit(settings.database_url, settings.directory)  # exits 1 on any failure
+    migration_log = logging.getLogger("connections_service.migrate")
+    migration_log.addFilter(FullCommandFilter(settings.directory))
+    migrate_or_exit(settings.database_url, settings.directory, log=migration_log)  # exits 1 on failure
     uvicorn.run(
         create_app(settings.database_url, settings.directory),
         host=settings.host,
