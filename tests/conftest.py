@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -28,7 +29,8 @@ class ExternalServer:
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"'.encode())
-        return psycopg.conninfo.make_conninfo(self.admin_url, dbname=name)
+        # A URL with the password in it, as the cluster's own URLs are (tests read it back).
+        return urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{name}"))
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

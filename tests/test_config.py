@@ -162,13 +162,37 @@ def test_absolute_directory_is_kept(tmp_path: Path) -> None:
     assert settings.directory == elsewhere
 
 
-def test_pyproject_of_a_parent_directory_is_not_read(tmp_path: Path) -> None:
+def test_pyproject_of_a_parent_directory_is_read_relative_to_its_folder(tmp_path: Path) -> None:
     pyproject(tmp_path, database_url="sqlite:///p.db", directory="p")
-    child = tmp_path / "child"
-    child.mkdir()
+    child = tmp_path / "src" / "app"
+    child.mkdir(parents=True)
     settings = resolve(environ={}, cwd=child)
+    assert settings.database_source == "../../pyproject.toml"
+    assert settings.directory_source == "../../pyproject.toml"
+    assert settings.directory == tmp_path / "p"
+    assert settings.database.sqlite_path == str(tmp_path / "p.db")
+
+
+def test_pyproject_search_stops_at_the_repository_root(tmp_path: Path) -> None:
+    pyproject(tmp_path, database_url="sqlite:///outside.db")
+    repository = tmp_path / "repo"
+    (repository / ".git").mkdir(parents=True)
+    (repository / "pkg").mkdir()
+    settings = resolve(environ={}, cwd=repository / "pkg")
     assert settings.database_source == "default"
-    assert settings.directory == child / "migrations"
+
+
+def test_nearest_pyproject_with_the_section_wins(tmp_path: Path) -> None:
+    pyproject(tmp_path, database_url="sqlite:///outer.db")
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    write(inner, "pyproject.toml", '[project]\nname = "dbledger-app"\n')  # no section: passed by
+    deeper = inner / "deeper"
+    deeper.mkdir()
+    pyproject(deeper, directory="here")
+    settings = resolve(environ={}, cwd=deeper)
+    assert (settings.directory, settings.directory_source) == (deeper / "here", "pyproject.toml")
+    assert settings.database_source == "default"  # the nearest file with the section decides all
 
 
 def test_pyproject_without_a_dbledger_table(tmp_path: Path) -> None:
@@ -179,21 +203,47 @@ def test_pyproject_without_a_dbledger_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "fragment"),
+    ("content", "message"),
     [
-        ("[tool.dbledger\ndir = 'x'\n", "cannot read [tool.dbledger]"),
-        ("[tool.dbledger]\ndir = 5\n", "[tool.dbledger] dir must be a string"),
-        ("[tool.dbledger]\ndatabase_url = ['a']\n", "[tool.dbledger] database_url must be a string"),
-        ("[tool]\ndbledger = 'x'\n", "[tool.dbledger] must be a table"),
+        (
+            b"[tool.dbledger\ndir = 'x'\n",
+            "not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 15)",
+        ),
+        (b"[tool.dbledger]\ndir = 5\n", "[tool.dbledger] dir must be a string"),
+        (b"[tool.dbledger]\ndatabase_url = ['a']\n", "[tool.dbledger] database_url must be a string"),
+        (b"[tool]\ndbledger = 'x'\n", "[tool.dbledger] must be a table"),
+        (b"tool = 5\n# dbledger\n", "'tool' must be a table ([tool.dbledger] lives in it), not 5"),
+        (b"[tool.dbledger]\n# caf\xe9\ndir = 'x'\n", "line 2: not valid UTF-8: save the file as UTF-8"),
+        (
+            b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n# dbledger\n",
+            "not readable TOML: arrays or tables nested too deeply",
+        ),
+        (
+            b"[tool.dbledger]\ndatabase-url = 'sqlite:///x.db'\n",
+            "[tool.dbledger]: unknown key 'database-url'; did you mean 'database_url'? "
+            "(known: database_url, dir, ledger_table)",
+        ),
+        (
+            b"[tool.dbledger]\ncolour = 'x'\n",
+            "[tool.dbledger]: unknown key 'colour' (known: database_url, dir, ledger_table)",
+        ),
     ],
 )
-def test_malformed_pyproject(content: str, fragment: str, tmp_path: Path) -> None:
-    path = write(tmp_path, "pyproject.toml", content)
+def test_malformed_pyproject(content: bytes, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
         resolve(environ={}, cwd=tmp_path)
     assert info.value.exit_code == 2
-    assert str(path) in info.value.message
-    assert fragment in info.value.message
+    assert info.value.message == f"{path}: {message}"
+
+
+def test_unknown_dbledger_variables_are_warned_about(tmp_path: Path) -> None:
+    settings = resolve(environ={"DBLEDGER_DIRECTORY": "x", "DBLEDGER_DIR": "y"}, cwd=tmp_path)
+    assert settings.warnings == (
+        "unknown environment variable DBLEDGER_DIRECTORY; did you mean 'DBLEDGER_DIR'? "
+        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_TEST_POSTGRES_URL): it is ignored",
+    )
 
 
 # -- URL forms ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dbledger.errors import ConfigError
@@ -27,8 +27,14 @@ DEFAULT_DATABASE_URL = "sqlite:///dbledger.sqlite3"
 # that gives up too early fails its deploy for nothing.
 DEFAULT_LOCK_TIMEOUT = 600.0
 MAX_LOCK_TIMEOUT = 86400.0
+# How long a connection attempt may take when neither --connect-timeout, connect_timeout in the
+# URL nor PGCONNECT_TIMEOUT says: a server that accepts TCP and never answers must not hang a
+# deploy for libpq's default of forever.
+DEFAULT_CONNECT_TIMEOUT = 10
 # The keys [tool.dbledger] may hold; any other is a usage error naming it.
 PYPROJECT_KEYS = ("database_url", "dir", "ledger_table")
+# The DBLEDGER_* variables dbledger reads; others draw a warning.
+ENVIRONMENT_VARIABLES = ("DBLEDGER_DIR", "DBLEDGER_LEDGER_TABLE", "DBLEDGER_TEST_POSTGRES_URL")
 
 
 def check_lock_timeout(seconds: float) -> float:
@@ -36,6 +42,16 @@ def check_lock_timeout(seconds: float) -> float:
     if not 0 < seconds <= MAX_LOCK_TIMEOUT:
         raise ConfigError(
             f"invalid lock timeout {seconds!r}: give a number of seconds above 0 and at most "
+            f"{MAX_LOCK_TIMEOUT:g}"
+        )
+    return seconds
+
+
+def check_connect_timeout(seconds: float) -> float:
+    """A connect timeout is whole seconds, at least 2 (libpq waits at least that long anyway)."""
+    if not 2 <= seconds <= MAX_LOCK_TIMEOUT or seconds != int(seconds):
+        raise ConfigError(
+            f"invalid connect timeout {seconds!r}: give whole seconds, at least 2 and at most "
             f"{MAX_LOCK_TIMEOUT:g}"
         )
     return seconds
@@ -71,6 +87,7 @@ class Settings:
     directory_source: str
     ledger: LedgerNames = DEFAULT_LEDGER
     ledger_source: str = "default"
+    warnings: tuple[str, ...] = ()  # for stderr: settings that look meant but are not read
 
     def describe(self) -> str:
         """One line for stderr: which database, from where; which folder; which ledger."""
@@ -166,19 +183,34 @@ def _parse_sqlite_url(url: str) -> Database:
     return Database(url=url, dialect="sqlite", display=url, sqlite_path=path)
 
 
-def _pyproject_settings(cwd: Path) -> dict[str, str]:
-    pyproject = cwd / "pyproject.toml"
-    try:
-        raw = pyproject.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(f"{pyproject}: cannot read [tool.dbledger]: {exc.strerror}") from None
-    # An application's pyproject.toml is read at every start: parse it only when it can hold
-    # dbledger's section (in any of TOML's spellings, the name itself appears).
-    if b"dbledger" not in raw:
-        return {}
-    return dict(_parse_pyproject(str(pyproject), raw))
+class _Project(NamedTuple):
+    """``[tool.dbledger]`` of the pyproject.toml found, and where that file is."""
+
+    values: dict[str, str]
+    path: Path | None = None  # None: no pyproject.toml with the section
+
+
+def find_pyproject(cwd: Path) -> _Project:
+    """The nearest ``pyproject.toml`` with a ``[tool.dbledger]`` section, from ``cwd`` upward to
+    the repository root (the first folder holding ``.git``) or the file system's root, as ruff and
+    pytest look for their own sections. A pyproject.toml without the section is passed by."""
+    for folder in (cwd, *cwd.parents):
+        pyproject = folder / "pyproject.toml"
+        try:
+            raw = pyproject.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raw = None
+        except OSError as exc:
+            raise ConfigError(f"{pyproject}: cannot read [tool.dbledger]: {exc.strerror}") from None
+        # An application's pyproject.toml is read at every start: parse it only when it can hold
+        # dbledger's section (in any of TOML's spellings, the name itself appears).
+        if raw is not None and b"dbledger" in raw:
+            values = dict(_parse_pyproject(str(pyproject), raw))
+            if values:
+                return _Project(values, pyproject)
+        if (folder / ".git").exists():
+            break
+    return _Project({})
 
 
 @lru_cache(maxsize=8)
@@ -188,22 +220,48 @@ def _parse_pyproject(path: str, raw: bytes) -> tuple[tuple[str, str], ...]:
     import tomllib  # only when there is a section to read
 
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read [tool.dbledger]: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not valid UTF-8: save the file as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{path}: not readable TOML: arrays or tables nested too deeply") from None
     tool = data.get("tool", {})
-    section = tool.get("dbledger", {}) if isinstance(tool, dict) else {}
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path}: 'tool' must be a table ([tool.dbledger] lives in it), not {tool!r}")
+    section = tool.get("dbledger", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [tool.dbledger] must be a table")
-    unknown = sorted(set(section) - set(PYPROJECT_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r} in [tool.dbledger] (known keys: {', '.join(PYPROJECT_KEYS)})"
-        )
     for key, value in section.items():
+        if key not in PYPROJECT_KEYS:
+            raise ConfigError(f"{path}: [tool.dbledger]: unknown key {key!r}{_nearest(key, PYPROJECT_KEYS)}")
         if not isinstance(value, str):
             raise ConfigError(f"{path}: [tool.dbledger] {key} must be a string")
     return tuple(section.items())
+
+
+def _nearest(name: str, known: tuple[str, ...]) -> str:
+    """ ", did you mean 'x'?" for the known name nearest to ``name``, then the list of them."""
+    import difflib
+
+    spelt = {key.lower(): key for key in known}  # 'database-url' and 'Database_URL' are near misses
+    close = [spelt[key] for key in difflib.get_close_matches(name.lower().replace("-", "_"), spelt, n=1)]
+    listed = f" (known: {', '.join(known)})"
+    return f"; did you mean {close[0]!r}?{listed}" if close else listed
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for ``DBLEDGER_*`` variables dbledger does not read (a misspelt one would
+    otherwise leave its setting at the default without a word)."""
+    return [
+        f"unknown environment variable {name}{_nearest(name, ENVIRONMENT_VARIABLES)}: it is ignored"
+        for name in sorted(environ)
+        if name.startswith("DBLEDGER_") and name not in ENVIRONMENT_VARIABLES
+    ]
 
 
 def resolve(
@@ -217,29 +275,33 @@ def resolve(
     """Combine explicit values, the environment, pyproject.toml and defaults, first found wins."""
     env = os.environ if environ is None else environ
     here = Path.cwd() if cwd is None else cwd
-    project: dict[str, str] | None = None
+    project: _Project | None = None
 
-    def choose(given: str | None, option: str, variable: str, key: str, default: str) -> tuple[str, str]:
+    def choose(
+        given: str | None, option: str, variable: str, key: str, default: str
+    ) -> tuple[str, str, Path]:
+        """The value, where it came from, and the folder a relative path in it is relative to."""
         nonlocal project
         if given is not None:
-            return given, option
+            return given, option, here
         if variable in env and not env[variable].strip():
             # A deploy whose secret did not arrive must not quietly fall back to the default.
             raise ConfigError(f"{variable} is set but empty: give it a value, or unset it to use the default")
         if env.get(variable):
-            return env[variable], variable
+            return env[variable], variable, here
         if project is None:
-            project = _pyproject_settings(here)
-        if key in project:
-            return project[key], "pyproject.toml"
-        return default, "default"
+            project = find_pyproject(here)
+        if project.path is not None and key in project.values:
+            # As ruff and pytest do, paths in the file are relative to the file's folder.
+            return project.values[key], os.path.relpath(project.path, here), project.path.parent
+        return default, "default", here
 
     folder_given = None if directory is None else str(directory)
-    url, url_source = choose(
+    url, url_source, url_base = choose(
         database_url, "--database-url", "DATABASE_URL", "database_url", DEFAULT_DATABASE_URL
     )
-    folder, dir_source = choose(folder_given, "--dir", "DBLEDGER_DIR", "dir", DEFAULT_DIRECTORY)
-    table, table_source = choose(
+    folder, dir_source, dir_base = choose(folder_given, "--dir", "DBLEDGER_DIR", "dir", DEFAULT_DIRECTORY)
+    table, table_source, _ = choose(
         ledger_table, "--ledger-table", "DBLEDGER_LEDGER_TABLE", "ledger_table", DEFAULT_LEDGER_TABLE
     )
 
@@ -249,11 +311,11 @@ def resolve(
             url=database.url,
             dialect="sqlite",
             display=database.display,
-            sqlite_path=str(here / str(database.sqlite_path)),
+            sqlite_path=str(url_base / str(database.sqlite_path)),
         )
     path = Path(folder)
     if not path.is_absolute():
-        path = here / path
+        path = dir_base / path
     return Settings(
         database=database,
         directory=path,
@@ -261,4 +323,5 @@ def resolve(
         directory_source=dir_source,
         ledger=LedgerNames.parse(table),
         ledger_source=table_source,
+        warnings=tuple(unknown_variables(env)),
     )
