@@ -117,7 +117,11 @@ def test_status_and_health_report_drift_by_fingerprint(db_url: str, migrations_d
     code, out, _ = cli(db_url, migrations_dir, "status")
     assert code == 0
     assert "the live schema differs from the one recorded" in out
-    assert dbledger.status(db_url, migrations_dir).schema is None  # not checked unless asked
+    checked = dbledger.status(db_url, migrations_dir)  # the same default as the command line
+    assert checked.schema is not None
+    assert checked.schema["drifted"] is True
+    assert not checked.clean
+    assert dbledger.status(db_url, migrations_dir, check_schema=False).schema is None
 
 
 def test_dump_is_stable_and_writes_a_file(db_url: str, migrations_dir: Path, tmp_path: Path) -> None:

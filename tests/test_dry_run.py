@@ -310,7 +310,9 @@ def test_if_exists_on_something_absent_is_a_no_op(pg_url: str, migrations_dir: P
         ("ACCESS EXCLUSIVE", True),
     ]
     assert locks_of(statements[3]) == {"keep": "ACCESS EXCLUSIVE"}
-    assert "ghost does not exist: IF EXISTS skips it, nothing is locked or dropped" in statements[0]["notes"]
+    notes = statements[0]["notes"]
+    assert isinstance(notes, list)
+    assert "ghost does not exist: IF EXISTS skips it, nothing is locked or dropped" in notes
     assert code == 0
     assert "-- line 1: DROP TABLE; catalog; ~" in out
     dbledger.migrate(pg_url, migrations_dir)  # the SQL is right: all of it runs

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -374,26 +375,6 @@ BAD: dict[str, tuple[dict[str, bytes], str, list[str]]] = {
         "001_latin1.sql",
         ["line 3", "not valid UTF-8"],
     ),
-    "plain file with only comments": (
-        {"001_empty.sql": b"-- TODO write this\n/* later */\n\n"},
-        "001_empty.sql",
-        ["the up section is empty"],
-    ),
-    "empty file": (
-        {"001_empty.sql": b""},
-        "001_empty.sql",
-        ["the up section is empty"],
-    ),
-    "up section with only comments": (
-        {"001_empty.sql": b"-- migrate:up\n-- CREATE TABLE t ();\n\n-- migrate:down\nDROP TABLE t;\n"},
-        "001_empty.sql",
-        ["the up section is empty"],
-    ),
-    "template from dbledger new": (
-        {"001_new.sql": b"-- migrate:up\n\n\n-- migrate:down\n\n"},
-        "001_new.sql",
-        ["the up section is empty"],
-    ),
     "unknown option": (
         {"001_opt.sql": b"-- migrate:up foo:bar\nSELECT 1;\n"},
         "001_opt.sql",
@@ -557,16 +538,41 @@ def test_new_creates_the_first_file_and_the_folder(tmp_path: Path) -> None:
     assert lines.index("-- migrate:up") < lines.index("-- migrate:down")
 
 
-def test_new_template_cannot_be_applied_by_accident(sqlite_url: str, migrations_dir: Path) -> None:
-    assert new(migrations_dir, "add_users_email").returncode == 0
-    path = migrations_dir / "001_add_users_email.sql"
-    with pytest.raises(MigrationFileError):
-        discover(migrations_dir)
-    result = cli(sqlite_url, migrations_dir, "up")
-    assert result.returncode == 2, result.output
-    assert str(path) in result.stderr
-    assert "the up section is empty" in result.stderr
-    assert nothing_written(sqlite_url)
+EMPTY_FILES = {
+    "plain file with only comments": b"-- TODO write this\n/* later */\n\n",
+    "empty file": b"",
+    "up section with only comments": (
+        b"-- migrate:up\n-- CREATE TABLE t ();\n\n-- migrate:down\nDROP TABLE t;\n"
+    ),
+    "template from dbledger new": b"-- migrate:up\n\n\n-- migrate:down\n\n",
+}
+
+
+@pytest.mark.parametrize("raw", EMPTY_FILES.values(), ids=EMPTY_FILES.keys())
+def test_a_file_not_written_yet_is_listed_and_only_up_refuses_it(
+    raw: bytes, db_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "001_create_t.sql", CREATE_T)
+    path = migrations_dir / "002_later.sql"
+    path.write_bytes(raw)
+
+    status = cli(db_url, migrations_dir, "status", "--json")
+    assert status.returncode == 0, status.output
+    assert [m["name"] for m in json.loads(status.stdout)["pending"]] == ["001_create_t", "002_later"]
+    human = cli(db_url, migrations_dir, "status")
+    assert human.returncode == 0, human.output
+    assert re.search(r"^\s*2\s+002_later\s+not written yet$", human.stdout, re.MULTILINE), human.stdout
+    assert cli(db_url, migrations_dir, "verify").returncode == 0
+
+    refused = cli(db_url, migrations_dir, "up")
+    assert refused.returncode == 2, refused.output
+    assert refused.stderr.splitlines()[-1] == (
+        f"dbledger: error: {path}: the up section is empty (only comments or blank lines): write "
+        "the migration's SQL, or delete the file"
+    )
+    assert nothing_written(db_url)
+    applied = cli(db_url, migrations_dir, "up", "--to", "1")  # what comes before it still runs
+    assert applied.returncode == 0, applied.output
 
 
 def test_new_numbers_after_filled_in_files(migrations_dir: Path) -> None:
@@ -590,7 +596,7 @@ def test_new_twice_in_a_row(migrations_dir: Path) -> None:
     ("existing", "created"),
     [
         (["0007_x.sql"], "0008_y.sql"),
-        (["20240501120000_a.sql"], "20240501120001_y.sql"),
+        (["20240501120000_a.sql", "20991231235959_far_future.sql"], "20991231235960_y.sql"),
         (["9_a.sql", "099_b.sql"], "100_y.sql"),
     ],
 )
@@ -604,12 +610,40 @@ def test_new_keeps_the_width_of_existing_numbers(
     assert sql_files(migrations_dir) == sorted([*existing, created])
 
 
-@pytest.mark.parametrize("name", ["AddUsers", "add-users", "add users", "add.sql", "", "café"])
-def test_new_rejects_a_bad_name(name: str, migrations_dir: Path) -> None:
+def test_new_in_a_timestamped_folder_takes_the_current_utc_time(migrations_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    write(migrations_dir, "20240501120000_a.sql", "SELECT 1;\n")
+    before = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    result = new(migrations_dir, "y")
+    after = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    assert result.returncode == 0, result.output
+    [created] = [name for name in sql_files(migrations_dir) if name.endswith("_y.sql")]
+    assert before <= created.removesuffix("_y.sql") <= after
+
+
+@pytest.mark.parametrize(
+    ("typed", "file_name"),
+    [
+        ("Add Users", "001_add_users.sql"),
+        ("add-users.email", "001_add_users_email.sql"),
+        ("AddUsers", "001_addusers.sql"),
+    ],
+)
+def test_new_turns_what_is_typed_into_a_name(typed: str, file_name: str, migrations_dir: Path) -> None:
+    result = new(migrations_dir, typed)
+    assert result.returncode == 0, result.output
+    assert sql_files(migrations_dir) == [file_name]
+
+
+@pytest.mark.parametrize("name", ["", "!!!", "é", "  "])
+def test_new_rejects_a_name_without_words(name: str, migrations_dir: Path) -> None:
     result = new(migrations_dir, name)
     assert result.returncode == 2, result.output
-    assert f"invalid migration name {name!r}" in result.stderr
-    assert "lower-case letters, digits and '_'" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"dbledger: error: invalid migration name {name!r}: give words that say what the change "
+        "does (e.g. add_users_email)"
+    )
     assert sql_files(migrations_dir) == []
 
 

@@ -999,7 +999,7 @@ def test_verify_json_is_one_document_on_success_and_failure(db_url: str, migrati
 
 
 def test_status_json_malformed_file_is_one_document(db_url: str, migrations_dir: Path) -> None:
-    write(migrations_dir, "001_create_items.sql", "-- migrate:up\n-- nothing here yet\n")
+    write(migrations_dir, "001_create_items.sql", "-- migrate:up transaction:perhaps\nSELECT 1;\n")
 
     result = cli(db_url, migrations_dir, "status", "--json")
 

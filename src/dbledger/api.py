@@ -10,6 +10,7 @@ does), resolves them once, reports which it uses through ``progress("using", ...
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,11 +20,18 @@ from typing import TYPE_CHECKING, Any
 from dbledger import engine
 from dbledger.backends import open_backend
 from dbledger.backends.base import Backend
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Settings, check_lock_timeout, parse_database_url, resolve
+from dbledger.config import (
+    DEFAULT_LOCK_TIMEOUT,
+    Settings,
+    check_connect_timeout,
+    check_lock_timeout,
+    parse_database_url,
+    resolve,
+)
 from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, no_progress
 from dbledger.errors import ConfigError, DriftFound, LedgerStateError, UsageError
 from dbledger.ledger import LEDGER_VERSION
-from dbledger.migrations import FILE_NAME, Migration, discover
+from dbledger.migrations import FILE_NAME, Migration, read_folder
 from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
@@ -136,18 +144,52 @@ def _session(
     database_url: str | None,
     directory: PathLike | None,
     ledger_table: str | None,
+    connect_timeout: float | None,
     progress: Progress,
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    reading: bool = False,
 ) -> Iterator[tuple[Settings, list[Migration], Backend]]:
     """Resolve the settings once, say which are used, read the files (a malformed one fails
-    before any connection), and open the database."""
+    before any connection), and open the database. ``reading``: the command only reads, so a
+    database that does not exist yet is worth a note."""
     check_lock_timeout(lock_timeout)
+    settings = _settings(database_url, directory, ledger_table, progress)
+    folder = read_folder(settings.directory)
+    for stray in folder.strays:
+        progress("warning", stray, None)
+    migrations = folder.migrations
+    with _open(settings, progress, lock_timeout=lock_timeout, connect_timeout=connect_timeout) as backend:
+        if reading and (absent := backend.absence()) is not None:
+            progress("note", absent, None)
+        yield settings, migrations, backend
+
+
+def _settings(
+    database_url: str | None, directory: PathLike | None, ledger_table: str | None, progress: Progress
+) -> Settings:
     settings = resolve(database_url, directory, ledger_table=ledger_table)
     progress("using", settings.describe(), None)
-    migrations = discover(settings.directory)
-    with open_backend(settings.database, settings.ledger, lock_timeout=lock_timeout) as backend:
-        yield settings, migrations, backend
+    for warning in settings.warnings:
+        progress("warning", warning, None)
+    return settings
+
+
+def _open(
+    settings: Settings,
+    progress: Progress,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    connect_timeout: float | None = None,
+) -> Backend:
+    """The database, connected; ``progress("busy", ...)`` says what it waits for, while it does."""
+    if connect_timeout is not None:
+        check_connect_timeout(connect_timeout)
+    backend = open_backend(
+        settings.database, settings.ledger, lock_timeout=lock_timeout, connect_timeout=connect_timeout
+    )
+    backend.on_busy = lambda holder: progress("busy", holder, None)
+    return backend
 
 
 def migrate(
@@ -161,6 +203,7 @@ def migrate(
     atomic: bool = False,
     backup_dir: PathLike | None = None,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> Report:
@@ -173,7 +216,9 @@ def migrate(
     options = engine.UpOptions(
         to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
-    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+    ) as (
         settings,
         migrations,
         backend,
@@ -193,14 +238,17 @@ def status(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
-    check_schema: bool = False,
+    check_schema: bool = True,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Status:
     """Read the ledger and the files; change nothing (not even create the ledger table). With
     ``check_schema``, also compare the live schema's fingerprint with the one the last run
     recorded (an introspection: ~10 ms for 10 tables, ~250 ms for 1000, see docs/drift.md)."""
-    with _session(database_url, directory, ledger_table, progress or no_progress) as session:
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+    ) as session:
         return _inspect(*session, check_schema=check_schema)
 
 
@@ -272,14 +320,17 @@ def verify(
     *,
     strict: bool = False,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Status:
     """Like ``status``, and also check the history chain and that every ledger row is what its
     history says; raise LedgerStateError when a check fails (and, with ``strict``, when anything
     is pending: the incident's "written but never applied")."""
-    with _session(database_url, directory, ledger_table, progress or no_progress) as session:
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+    ) as session:
         result = _inspect(*session, check_schema=False, check_history=True)
-    problems = list(result.problems)
+    problems = list(result.problems) + read_folder(session[0].directory).strays
     if strict:
         problems += [
             f"migration '{m.name}' is pending: it exists on disk but was never applied; run 'dbledger up'"
@@ -301,13 +352,16 @@ def repair(
     *,
     forget_missing: bool = False,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> list[Repaired]:
     """Accept modified checksums, record renamed files, clear failed and dirty records (and,
     with ``forget_missing``, records whose files are gone); every change is recorded."""
     report = progress or no_progress
-    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+    ) as (
         _,
         migrations,
         backend,
@@ -323,13 +377,16 @@ def baseline(
     verify: bool = False,
     shadow_url: str | None = None,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
     report = progress or no_progress
     shadow = None if shadow_url is None else parse_database_url(shadow_url)
-    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+    ) as (
         _,
         migrations,
         backend,
@@ -344,6 +401,7 @@ def down(
     steps: int | None = None,
     to: int | None = None,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> list[RolledBack]:
@@ -351,7 +409,9 @@ def down(
     ``to`` (``to=0``: all), with their down sections; refuses before running anything when one
     cannot be rolled back."""
     report = progress or no_progress
-    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+    ) as (
         _,
         migrations,
         backend,
@@ -364,12 +424,15 @@ def redo(
     directory: PathLike | None = None,
     *,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> tuple[RolledBack | None, list[Applied]]:
     """Roll back the newest applied migration and apply it again; (None, []) when nothing is applied."""
     report = progress or no_progress
-    with _session(database_url, directory, ledger_table, report, lock_timeout=lock_timeout) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+    ) as (
         _,
         migrations,
         backend,
@@ -387,6 +450,7 @@ def plan_migrate(
     allow_existing_schema: bool = False,
     atomic: bool = False,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> DryRun:
     """What ``migrate`` would do, statement by statement, analysed; changes nothing. Refuses
@@ -396,7 +460,9 @@ def plan_migrate(
     options = engine.UpOptions(
         to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
-    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+    ) as (
         settings,
         migrations,
         backend,
@@ -413,12 +479,15 @@ def plan_down(
     steps: int | None = None,
     to: int | None = None,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> DryRun:
     """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
     from dbledger import dryrun
 
-    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+    ) as (
         settings,
         migrations,
         backend,
@@ -435,6 +504,7 @@ def drift(
     replay: bool = False,
     shadow_url: str | None = None,
     ledger_table: str | None = None,
+    connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Drift:
     """Compare the live schema with the one the last run recorded, or (``replay``) with what the
@@ -442,7 +512,9 @@ def drift(
     from dbledger.drift import detect  # loads the schema model only for this command
 
     shadow = None if shadow_url is None else parse_database_url(shadow_url)
-    with _session(database_url, directory, ledger_table, progress or no_progress) as (
+    with _session(
+        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+    ) as (
         settings,
         migrations,
         backend,
@@ -454,14 +526,20 @@ def drift(
 
 
 def dump(
-    database_url: str | None = None, *, ledger_table: str | None = None, progress: Progress | None = None
+    database_url: str | None = None,
+    *,
+    ledger_table: str | None = None,
+    connect_timeout: float | None = None,
+    progress: Progress | None = None,
 ) -> str:
     """The live schema as normalised SQL, stable across runs (for review in pull requests)."""
     from dbledger.schema import dump_sql
 
-    settings = resolve(database_url, "", ledger_table=ledger_table)
-    (progress or no_progress)("using", settings.describe(), None)
-    with open_backend(settings.database, settings.ledger) as backend:
+    report = progress or no_progress
+    settings = _settings(database_url, "", ledger_table, report)
+    with _open(settings, report, connect_timeout=connect_timeout) as backend:
+        if (absent := backend.absence()) is not None:
+            report("note", absent, None)
         return dump_sql(backend.introspect())
 
 
@@ -474,11 +552,24 @@ TEMPLATE = """\
 """
 
 
+# A folder whose versions have this many digits numbers them by UTC time (YYYYMMDDHHMMSS), as
+# dbmate, Rails and golang-migrate's -format do.
+_TIMESTAMP_WIDTH = 14
+
+
+def migration_name(text: str) -> str:
+    """``Add Users-Email`` -> ``add_users_email``: what a person types, as a file name's part."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
 def new(name: str, directory: PathLike | None = None) -> Path:
-    """Create the next numbered migration file with empty up and down sections."""
-    if not FILE_NAME.match(f"1_{name}.sql"):
+    """Create the next numbered migration file with empty up and down sections. The version
+    keeps the folder's width; in a folder numbered by timestamps it is the current UTC time."""
+    slug = migration_name(name)
+    if not slug:
         raise UsageError(
-            f"invalid migration name {name!r}: use lower-case letters, digits and '_' (e.g. add_users_email)"
+            f"invalid migration name {name!r}: give words that say what the change does "
+            "(e.g. add_users_email)"
         )
     settings = resolve("sqlite:///:memory:", directory)  # the database plays no part here
     folder = settings.directory
@@ -486,17 +577,26 @@ def new(name: str, directory: PathLike | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         # From the names alone: the previous 'new' left a template that does not parse yet.
         found = [m for p in folder.glob("*.sql") if (m := FILE_NAME.match(p.name))]
-        clash = [m.string for m in found if m.group("name") == name]
+        clash = [m.string for m in found if m.group("name") == slug]
         if clash:
             raise UsageError(
-                f"a migration named {name!r} already exists ({clash[0]}): choose a name that says "
+                f"a migration named {slug!r} already exists ({clash[0]}): choose a name that says "
                 "what this change does"
             )
-        width = max([3] + [len(m.group("version")) for m in found])
-        version = max((int(m.group("version")) for m in found), default=0) + 1
-        path = folder / f"{version:0{width}d}_{name}.sql"
+        path = folder / f"{_next_version(found)}_{slug}.sql"
         with path.open("x", encoding="utf-8") as handle:
             handle.write(TEMPLATE)
     except OSError as exc:
         raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror}") from None
     return path
+
+
+def _next_version(found: list[re.Match[str]]) -> str:
+    width = max([3] + [len(m.group("version")) for m in found])
+    last = max((int(m.group("version")) for m in found), default=0)
+    if width == _TIMESTAMP_WIDTH:
+        from datetime import UTC, datetime
+
+        now = int(datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
+        return str(max(now, last + 1))  # a clock behind the newest file still sorts after it
+    return f"{last + 1:0{width}d}"

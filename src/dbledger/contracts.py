@@ -135,7 +135,10 @@ class RolledBack(NamedTuple):
 # progress(event, subject, elapsed ms or None). Events: "using" (subject: the database and the
 # migrations folder), "waiting" (who holds the lock), "upgrade" (the ledger's old and new
 # version), "backup" (where it went), "start" and "done" (a migration), "rollback" and
-# "rolled back" (a migration), "warning" (what went wrong, the run goes on).
+# "rolled back" (a migration), "warning" (what went wrong, the run goes on), "busy" (what the
+# database waits for: another connection's lock), "steps" (how many migrations the run will apply
+# or roll back, as digits), "statement" (each statement as it runs, redacted; sent only to a
+# callback whose ``statements`` attribute is true).
 Progress = Callable[[str, str, int | None], None]
 
 

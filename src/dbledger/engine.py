@@ -173,6 +173,8 @@ def up(
         if backup_dir is not None and work.steps:
             backup = _back_up_if_risky(backend, work, backup_dir, progress)
         executor = _executor(backend, progress)
+        if work.steps:
+            progress("steps", str(len(work.steps)), None)
         if work.atomic and work.steps:
             applied = executor.apply_atomically(work.steps, work.plan.next_order)
             record_schema(backend, "up", applied[-1].name, progress)
@@ -295,6 +297,8 @@ def down(
         _make_current(backend, snapshot, progress)
         rows = work.plan.rows
         executor = _executor(backend, progress)
+        if work.steps:
+            progress("steps", str(len(work.steps)), None)
         return _run_steps(
             backend, work.steps, lambda step: executor.roll_back(step, rows[step.name]), "down", progress
         )
@@ -398,6 +402,14 @@ def repair(
                     )
                 )
                 done.append(Repaired(row.name, f"{what} record removed", detail))
+        if plan.missing and not forget_missing:
+            names = ", ".join(row.name for row in plan.missing)
+            progress(
+                "warning",
+                f"kept the records of {names}, whose files are missing: restore the files, or run "
+                "'dbledger repair --forget-missing' to drop the records",
+                None,
+            )
     return done
 
 
@@ -463,10 +475,13 @@ def baseline(
             upto = [m for m in migrations if m.version <= version]
             differences = diff(replayed_model(backend, upto, shadow), backend.introspect())
             if differences:
+                found = "".join(f"\n  {d}" for d in differences)  # one problem, however many lines
                 raise LedgerStateError(
-                    [f"the database is not what migrations up to version {version} produce:"]
-                    + [str(d) for d in differences]
-                    + ["nothing was marked: find the version it really matches, or fix it by hand"]
+                    [
+                        f"the database is not what migrations up to version {version} produce "
+                        f"({len(differences)} difference(s)):{found}\nnothing was marked: find the "
+                        "version it really matches, or fix it by hand"
+                    ]
                 )
         _make_current(backend, snapshot, progress)
         order = plan.next_order

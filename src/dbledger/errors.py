@@ -13,7 +13,8 @@
     │   ├── ForeignLedger              a table of the ledger's name belongs to another tool
     │   └── ExistingSchema             the database has tables but no ledger (built without dbledger)
     ├── DriftFound                     the live schema differs from the expected one
-    └── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
+    ├── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
+    └── Interrupted                    exit 130 (SIGINT) or 143 (SIGTERM): stopped by a signal
 
 Every message is redacted before it is stored on the exception, so printing one never shows a
 password, whatever the driver put into it. ``to_dict()`` is the ``"error"`` object of ``--json``.
@@ -35,6 +36,7 @@ __all__ = [
     "DriftFound",
     "ExistingSchema",
     "ForeignLedger",
+    "Interrupted",
     "LedgerStateError",
     "LockTimeout",
     "MigrationFailed",
@@ -92,12 +94,20 @@ class DatabaseError(DbledgerError):
     fields: ClassVar[tuple[str, ...]] = ("sqlstate", "line")
 
     def __init__(
-        self, message: str, *, sqlstate: str | None = None, statement: Statement | None = None
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        statement: Statement | None = None,
+        connection_lost: bool = False,
     ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.statement = statement
         self.line = statement.line if statement is not None else None
+        # The session ended under the statement (terminated, server restarted): the statement
+        # may be fine, and the server rolled back whatever transaction was open.
+        self.connection_lost = connection_lost
 
 
 class LockTimeout(DbledgerError):
@@ -203,6 +213,7 @@ class MigrationFailed(DbledgerError):
         dirty: bool = False,
         undone: tuple[str, ...] = (),
         rollback: bool = False,
+        connection_lost: bool = False,
     ) -> None:
         self.migration = migration
         self.error = redact(error)
@@ -212,7 +223,9 @@ class MigrationFailed(DbledgerError):
         self.dirty = dirty
         self.undone = undone
         where = f" (line {line})" if line else ""
-        message = f"migration '{migration}' failed{where}: {self.error}\n" + _next_step(dirty, rollback)
+        message = f"migration '{migration}' failed{where}: {self.error}\n" + _next_step(
+            dirty, rollback, connection_lost
+        )
         if undone:
             message += (
                 f"\n--atomic: the whole deploy was rolled back, including {', '.join(undone)}, "
@@ -221,7 +234,13 @@ class MigrationFailed(DbledgerError):
         super().__init__(message)
 
 
-def _next_step(dirty: bool, rollback: bool) -> str:
+def _next_step(dirty: bool, rollback: bool, connection_lost: bool = False) -> str:
+    if connection_lost and not dirty:
+        return (
+            "the connection to the database was lost while it ran (the session was terminated or "
+            "the server restarted), so the server rolled it back; the file need not be at fault: "
+            "run the command again when the database is back (applied migrations never run twice)"
+        )
     if dirty and rollback:
         return (
             "the down section ran outside a transaction and stopped part way: finish the rollback "
@@ -240,3 +259,21 @@ def _next_step(dirty: bool, rollback: bool) -> str:
             "'dbledger down' again"
         )
     return "this migration was rolled back and left nothing behind; fix the file and run 'dbledger up' again"
+
+
+class Interrupted(DbledgerError):
+    """The command was stopped by a signal; the work in progress was rolled back. The exit code
+    is the shell's for that signal: 128 + its number."""
+
+    exit_code: ClassVar[int] = 130
+    fields = ("signal",)
+
+    def __init__(self, signal_name: str, signal_number: int) -> None:
+        super().__init__(
+            f"interrupted by {signal_name}: the migration at work, if any, was rolled back (one "
+            "with transaction:false may be left dirty); run 'dbledger status' to see where the "
+            "database stands"
+        )
+        self.signal = signal_name
+        # The shell's code for this signal, on this instance (the class's is SIGINT's).
+        self.exit_code = 128 + signal_number  # type: ignore[misc]

@@ -31,10 +31,12 @@ from dbledger.contracts import (
     Progress,
     RolledBack,
     RowChange,
+    Statement,
     no_progress,
 )
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
 from dbledger.preflight import Step
+from dbledger.redaction import redact
 
 
 def _elapsed_ms(start: float) -> int:
@@ -49,6 +51,9 @@ class Executor:
         self.progress = progress
         self.record = record
         self._fresh = True  # no migration has run on this session yet
+        # A callback that asks for each statement (the command line's -v) gets each, redacted;
+        # the others cost nothing per statement (a data file can hold 500,000).
+        self._each_statement = bool(getattr(progress, "statements", False))
 
     def _clean_session(self, *, within_transaction: bool = False) -> None:
         if not self._fresh:
@@ -96,6 +101,8 @@ class Executor:
         committed = False
         for statement in step.statements:
             inside = self.backend.in_transaction()
+            if self._each_statement:
+                self._tell(step, statement)
             try:
                 self.backend.execute(statement)
             except DatabaseError as err:
@@ -185,7 +192,15 @@ class Executor:
             raise
 
     # -- the pieces ------------------------------------------------------------------------
+    def _tell(self, step: Step, statement: Statement) -> None:
+        self.progress("statement", f"{step.name} line {statement.line}: {redact(statement.sql)}", None)
+
     def _run(self, step: Step) -> None:
+        if self._each_statement:
+            for statement in step.statements:
+                self._tell(step, statement)
+                self.backend.execute(statement)
+            return
         for statement in step.statements:
             self.backend.execute(statement)
 
@@ -287,6 +302,7 @@ class Executor:
             line=err.line,
             dirty=dirty,
             undone=undone,
+            connection_lost=err.connection_lost,
         )
 
     def _failed_at_commit(self, steps: tuple[Step, ...], err: DatabaseError) -> MigrationFailed:

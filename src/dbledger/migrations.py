@@ -19,6 +19,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from dbledger.errors import ConfigError, MigrationFileError
 
@@ -38,6 +39,9 @@ class Section:
     line: int  # 1-based line of the file on which ``sql`` starts
     transaction: bool = True
     backup: bool = False  # take a backup before it runs, when the run has --backup DIR
+    # Only comments and blank lines (the template 'dbledger new' writes): listed as not written
+    # yet by the read commands, refused by any command that would run it.
+    empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,67 @@ def is_blank(sql: str) -> bool:
     return not _COMMENTS.sub("", sql).replace(";", "").strip()
 
 
+# Endings editors and tools give copies of a file.
+_COPY_SUFFIXES = (".bak", ".orig", ".old", ".swp", ".tmp", "~")
+_FLYWAY = re.compile(r"^[Vv](?P<version>[0-9]+)__(?P<name>.+)$")  # V1__init.sql; not V1.1__
+_DIRECTIONS = re.compile(r"^(?P<stem>.+)\.(?P<direction>up|down)$")
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+
+
+def suggested_name(file_name: str) -> str | None:
+    """The ``<version>_<name>.sql`` a misnamed migration file should have, when one can be read
+    from its name: ``V1__Init.sql`` -> ``1_init.sql``, ``001-add users.SQL`` -> ``001_add_users.sql``."""
+    stem = file_name[: -len(".sql")] if file_name.lower().endswith(".sql") else None
+    if stem is None:
+        return None
+    stem = _DIRECTIONS.sub(r"\g<stem>", stem)
+    flyway = _FLYWAY.match(stem)
+    if flyway is not None:
+        stem = f"{flyway.group('version')}_{flyway.group('name')}"
+    version = re.match(r"^[0-9]+", stem)
+    if version is None:
+        return None
+    name = _NOT_NAME.sub("_", stem[version.end() :].lower()).strip("_")
+    return f"{version.group(0)}_{name}.sql" if name else None
+
+
+def stray_advice(file_name: str) -> str | None:
+    """What to do with a file that is not ``*.sql`` but looks like a migration (None: it does
+    not, e.g. README.md, and stays unmentioned)."""
+    lowered = file_name.lower()
+    for suffix in _COPY_SUFFIXES:
+        if lowered.endswith(suffix) and lowered[: -len(suffix)].endswith(".sql"):
+            return "a copy left by an editor or a tool? move it out of the migrations folder"
+    suggestion = suggested_name(file_name)
+    if suggestion is not None:
+        return f"rename it to {suggestion}"
+    return None
+
+
+def _misnamed(path: Path) -> MigrationFileError:
+    suggestion = suggested_name(path.name)
+    direction = _DIRECTIONS.match(path.name[: -len(".sql")])
+    if direction is not None and suggestion is not None:
+        advice = (
+            f"one file holds both directions: put the SQL of the .up.sql and .down.sql files into "
+            f"{suggestion} under '-- migrate:up' and '-- migrate:down'"
+        )
+    elif suggestion is not None:
+        advice = f"rename it to {suggestion}"
+    else:
+        advice = "e.g. 005_add_index.sql"
+    return MigrationFileError(
+        str(path),
+        "file name does not match <version>_<name>.sql (version: digits; name: lower-case "
+        f"letters, digits and '_'): {advice}",
+    )
+
+
 def parse(path: Path, raw: bytes) -> Migration:
     """Parse one file's bytes. Raises MigrationFileError naming the file and, where it can, the line."""
     match = FILE_NAME.match(path.name)
     if match is None:
-        raise MigrationFileError(
-            str(path),
-            "file name does not match <version>_<name>.sql "
-            "(version: digits; name: lower-case letters, digits and '_'), e.g. 005_add_index.sql",
-        )
+        raise _misnamed(path)
     data = normalise(raw)
     try:
         text = data.decode("utf-8")
@@ -116,10 +172,7 @@ def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
         markers.append((kind, index, _options(path, index + 1, found.group("options"))))
 
     if not markers:
-        up = Section(sql=text, line=1)
-        if is_blank(up.sql):
-            raise _empty_up(path)
-        return up, None
+        return Section(sql=text, line=1, empty=is_blank(text)), None
 
     if markers[0][0] != "up":
         raise MigrationFileError(
@@ -137,22 +190,11 @@ def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
     for position, (kind, start, options) in enumerate(markers):
         end = markers[position + 1][1] if position + 1 < len(markers) else len(lines)
         body = "\n".join(lines[start + 1 : end])
-        sections[kind] = Section(sql=body, line=start + 2, **options)
-    up = sections["up"]
-    if is_blank(up.sql):
-        raise _empty_up(path)
+        sections[kind] = Section(sql=body, line=start + 2, **options, empty=is_blank(body))
     down = sections.get("down")
-    if down is not None and is_blank(down.sql):
+    if down is not None and down.empty:
         down = None  # an empty down section (as written by 'dbledger new') means "no rollback"
-    return up, down
-
-
-def _empty_up(path: Path) -> MigrationFileError:
-    return MigrationFileError(
-        str(path),
-        "the up section is empty (only comments or blank lines): write the migration's SQL, "
-        "or delete the file",
-    )
+    return sections["up"], down
 
 
 def _options(path: Path, line: int, text: str) -> dict[str, bool]:
@@ -174,7 +216,20 @@ def _options(path: Path, line: int, text: str) -> dict[str, bool]:
     return options
 
 
+class Folder(NamedTuple):
+    """A migrations folder as read: its migrations by version, and the files that look like
+    migrations but will never run (``001_a.SQL``, ``001_a.sql.bak``), each with advice."""
+
+    migrations: list[Migration]
+    strays: list[str]
+
+
 def discover(directory: Path) -> list[Migration]:
+    """The migrations of ``directory``, sorted by version (see ``read_folder``)."""
+    return read_folder(directory).migrations
+
+
+def read_folder(directory: Path) -> Folder:
     """Parse every ``*.sql`` file of ``directory``, sorted by version. Each file is read once.
 
     A file that is a symbolic link leading out of the folder, or that is not a regular file (a
@@ -187,14 +242,20 @@ def discover(directory: Path) -> list[Migration]:
             f"migrations directory {str(directory)!r} does not exist: create it "
             "('dbledger new NAME' does), or point --dir / DBLEDGER_DIR at the right folder"
         )
+    entries: list[os.DirEntry[str]] = []
+    strays: list[str] = []
     try:
         with os.scandir(directory) as listing:
-            entries = sorted(
-                (e for e in listing if e.name.endswith(".sql") and not e.name.startswith(".")),
-                key=lambda e: e.name,
-            )
+            for entry in listing:
+                if entry.name.startswith("."):
+                    continue
+                if entry.name.endswith(".sql"):
+                    entries.append(entry)
+                elif (advice := stray_advice(entry.name)) is not None:
+                    strays.append(f"{entry.path}: looks like a migration but will never run: {advice}")
     except OSError as exc:
         raise ConfigError(f"cannot read migrations directory {str(directory)!r}: {exc.strerror}") from None
+    entries.sort(key=lambda e: e.name)
 
     root = os.path.realpath(directory)
     found: dict[int, Migration] = {}
@@ -209,7 +270,7 @@ def discover(directory: Path) -> list[Migration]:
                 "each version must be unique, renumber one of them",
             )
         found[migration.version] = migration
-    return [found[v] for v in sorted(found)]
+    return Folder([found[v] for v in sorted(found)], sorted(strays))
 
 
 def _read_regular_file(entry: os.DirEntry[str], root: str) -> bytes:

@@ -92,6 +92,12 @@ def up(
     if ledger.snapshot is None and ledger.existing_tables and not allow_existing_schema:
         raise ExistingSchema(list(ledger.existing_tables), ledger.names.qualified())
     todo = plan.to_apply(target)
+    if unwritten := [m for m in todo if m.up.empty]:
+        raise MigrationFileError(
+            str(unwritten[0].path),
+            "the up section is empty (only comments or blank lines): write the migration's SQL, "
+            "or delete the file",
+        )
     if atomic and (outside := [m.name for m in todo if not m.up.transaction]):
         raise UsageError(
             f"--atomic runs every pending migration in one transaction, but {', '.join(outside)} "

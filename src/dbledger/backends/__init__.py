@@ -18,12 +18,16 @@ REGISTRY = {
 
 
 def open_backend(
-    database: Database, names: LedgerNames = DEFAULT_LEDGER, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    database: Database,
+    names: LedgerNames = DEFAULT_LEDGER,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    connect_timeout: float | None = None,
 ) -> Backend:
     """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``."""
     module, name = REGISTRY[database.dialect]
     backend: type[Backend] = getattr(importlib.import_module(module), name)
-    return backend(database, names, lock_timeout=lock_timeout)
+    return backend(database, names, lock_timeout=lock_timeout, connect_timeout=connect_timeout)
 
 
 __all__ = ["REGISTRY", "Backend", "open_backend"]

@@ -116,12 +116,16 @@ class Backend(ABC):
         names: LedgerNames = DEFAULT_LEDGER,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        connect_timeout: float | None = None,
     ) -> None:
         """Connect. ``lock_timeout``: how long a run may wait for the migration lock (SQLite also
-        waits this long for the database's own write lock)."""
+        waits this long for the database's own write lock). ``connect_timeout``: seconds a
+        connection attempt may take (None: the URL's or the environment's, else the default)."""
         self.database = database
         self.names = names
         self.lock_timeout = lock_timeout
+        # Told, once per wait, what the backend waits for (the holder of a lock) before it waits.
+        self.on_busy: Callable[[str], None] = lambda holder: None
         self._head: str | None = None  # the newest history hash, known while the lock is held
 
     @cached_property
@@ -169,6 +173,13 @@ class Backend(ABC):
         """Called before every read that must not create the database (SQLite opens its file
         on first use): False when there is no database yet, so nothing can be in it."""
         return True
+
+    def absence(self) -> str | None:
+        """For a read command: why everything reads as empty, when the database does not exist
+        yet (a SQLite file nobody created); None when it exists."""
+        if self._database_exists():
+            return None
+        return f"{self.database.display} does not exist yet: 'dbledger up' would create it"
 
     @abstractmethod
     def _timestamp_text(self, value: Any) -> str:

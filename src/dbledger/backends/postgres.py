@@ -15,6 +15,7 @@ between migrations runs ``DEALLOCATE ALL``, which would pull psycopg's own out f
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, LiteralString
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import conninfo, pq, sql
 
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import COMMIT_STATEMENT, Statement
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames
@@ -213,6 +214,39 @@ _RESET_SESSION = (
 _CHECK_CLIENT = b"SET client_connection_check_interval = 1000"
 
 
+def _connect(database: Database, connect_timeout: float | None) -> psycopg.Connection[Any]:
+    """A connection in autocommit mode. The attempt is bounded by ``connect_timeout``, else by
+    the URL's ``connect_timeout`` or ``PGCONNECT_TIMEOUT``, else by DEFAULT_CONNECT_TIMEOUT."""
+    try:
+        params = conninfo.conninfo_to_dict(database.url)
+    except psycopg.ProgrammingError as exc:  # libpq's parser: no secret in its words
+        raise ConfigError(f"malformed PostgreSQL URL {database.display!r}: {_first_line(exc)}") from None
+    bound: dict[str, Any] = {}  # given to psycopg, it overrides the URL's
+    if connect_timeout is not None:
+        bound["connect_timeout"] = int(connect_timeout)
+    elif "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+        bound["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+    try:
+        seconds = conninfo.timeout_from_conninfo({**params, **bound})
+    except psycopg.ProgrammingError:
+        given = params.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT"))
+        raise ConfigError(
+            f"invalid connect_timeout {given!r} for {database.display}: give whole seconds"
+        ) from None
+    try:
+        return psycopg.connect(
+            database.url, autocommit=True, application_name="dbledger", prepare_threshold=None, **bound
+        )
+    except psycopg.Error as exc:  # libpq's own words say why (refused, password, no such database)
+        reason = _first_line(exc)
+        if isinstance(exc, psycopg.errors.ConnectionTimeout):
+            reason += (
+                f" after {seconds} s: is the server up and reachable? Wait longer with "
+                "--connect-timeout SECONDS, connect_timeout in the URL or PGCONNECT_TIMEOUT"
+            )
+        raise DatabaseUnavailable(f"cannot connect to {database.display}: {reason}") from None
+
+
 class PostgresBackend(Backend):
     dialect_name: ClassVar[str] = "postgresql"
 
@@ -222,19 +256,10 @@ class PostgresBackend(Backend):
         names: LedgerNames = DEFAULT_LEDGER,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        connect_timeout: int = 10,
+        connect_timeout: float | None = None,
     ) -> None:
         super().__init__(database, names, lock_timeout=lock_timeout)
-        try:
-            self.conn = psycopg.connect(
-                database.url,
-                autocommit=True,
-                connect_timeout=connect_timeout,
-                application_name="dbledger",
-                prepare_threshold=None,
-            )
-        except psycopg.Error as exc:  # libpq's own words say why (refused, password, no such database)
-            raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
+        self.conn = _connect(database, connect_timeout)
         try:
             row = self.conn.execute(
                 "SELECT current_schema(), current_database(), pg_backend_pid()"
@@ -361,7 +386,7 @@ class PostgresBackend(Backend):
             # bytes: migration bodies are free-form SQL, sent as they are with no parameters.
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as exc:
-            raise _statement_error(exc, statement) from exc
+            raise _statement_error(exc, statement, lost=self.conn.broken) from exc
 
     def reset_session(self, *, within_transaction: bool = False) -> None:
         self._run(_RESET_SESSION)  # every part of it may run inside a transaction too
@@ -495,7 +520,7 @@ def _database_error(exc: psycopg.Error) -> DbledgerError:
     return DatabaseError(_first_line(exc), sqlstate=exc.sqlstate)
 
 
-def _statement_error(exc: psycopg.Error, statement: Statement) -> DatabaseError:
+def _statement_error(exc: psycopg.Error, statement: Statement, *, lost: bool = False) -> DatabaseError:
     diag: Any = exc.diag
     primary = diag.message_primary or _first_line(exc)
     line = statement.line
@@ -520,6 +545,7 @@ def _statement_error(exc: psycopg.Error, statement: Statement) -> DatabaseError:
     return DatabaseError(
         redact("\n".join(parts)),
         sqlstate=exc.sqlstate,
+        connection_lost=lost,
         statement=Statement(statement.sql, line),
     )
 

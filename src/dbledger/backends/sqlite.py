@@ -19,11 +19,11 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from io import TextIOWrapper
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 # sqlite3 error codes that mean "another connection holds the lock" (SQLITE_BUSY, SQLITE_LOCKED).
 _BUSY_CODES = frozenset({5, 6})
+# Seconds a query waits for another connection's lock before dbledger says what it waits for.
+_PATIENCE = 1.0
+_T = TypeVar("_T")
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    return getattr(exc, "sqlite_errorcode", None)
 
 
 def _quote(name: str) -> str:
@@ -170,6 +177,7 @@ class SqliteBackend(Backend):
         names: LedgerNames = DEFAULT_LEDGER,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        connect_timeout: float | None = None,  # a file opens at once
     ) -> None:
         super().__init__(database, names, lock_timeout=lock_timeout)
         if names.schema not in (None, "main"):
@@ -182,21 +190,46 @@ class SqliteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         self._statements = _statements(names)
         self._lock_file: TextIOWrapper | None = None
+        self._waits_fully = False  # the connection waits the whole lock timeout for a busy database
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            parent = os.path.dirname(self.path)
-            if self.path != ":memory:" and parent and not os.path.isdir(parent):
-                raise ConfigError(
-                    f"cannot open {self.database.display}: directory {parent!r} does not exist; "
-                    "create it, or fix the path in the URL"
-                )
+            self._check_folder()
             try:
-                self._conn = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
+                # Waits briefly for another connection's lock, then says so and waits on.
+                self._conn = sqlite3.connect(
+                    self.path, timeout=min(_PATIENCE, self.lock_timeout), isolation_level=None
+                )
             except sqlite3.Error as exc:
                 raise DatabaseUnavailable(f"cannot open {self.database.display}: {exc}") from None
+            self._waits_fully = False
         return self._conn
+
+    def _check_folder(self) -> None:
+        parent = os.path.dirname(self.path)
+        if self.path != ":memory:" and parent and not os.path.isdir(parent):
+            raise ConfigError(
+                f"cannot open {self.database.display}: directory {parent!r} does not exist; "
+                "create it, or fix the path in the URL"
+            )
+
+    def _patiently(self, call: Callable[[], _T]) -> _T:
+        """``call()``; when another connection holds the database's lock past the first moment,
+        tell ``on_busy`` who holds it, then wait for the rest of the lock timeout. Only outside a
+        transaction: a statement that found the database busy inside one must not be retried."""
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if self._waits_fully or _code(exc) not in _BUSY_CODES or self.conn.in_transaction:
+                raise
+        self.on_busy(f"the lock of {self.database.display}, held by {self.describe_holder()}")
+        self._wait_fully()
+        return call()
+
+    def _wait_fully(self) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+        self._waits_fully = True
 
     def _database_exists(self) -> bool:
         return self._conn is not None or self.path == ":memory:" or os.path.exists(self.path)
@@ -216,13 +249,13 @@ class SqliteBackend(Backend):
     # -- queries ---------------------------------------------------------------------------
     def _fetch(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
         try:
-            return self.conn.execute(query, params or ()).fetchall()
+            return self._patiently(lambda: self.conn.execute(query, params or ()).fetchall())
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
     def _run(self, query: Query, params: Params = None) -> None:
         try:
-            self.conn.execute(query, params or ())
+            self._patiently(lambda: self.conn.execute(query, params or ()))
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
@@ -230,7 +263,7 @@ class SqliteBackend(Backend):
         """A migration statement that failed is a DatabaseError (so its migration fails and is
         recorded), even when the database was busy; dbledger's own queries and transactions
         that found it busy are a LockTimeout (nothing ran)."""
-        if statement is None and getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+        if statement is None and _code(exc) in _BUSY_CODES:
             return LockTimeout(
                 f"{self.database.display} is locked by another connection after waiting "
                 f"{self.lock_timeout:g} s: wait for it to finish, or raise --lock-timeout"
@@ -261,6 +294,9 @@ class SqliteBackend(Backend):
     # -- transactions and statements -------------------------------------------------------
     def _begin(self) -> None:
         self._run("BEGIN IMMEDIATE")
+        # Inside the transaction a busy statement cannot be retried: wait for the whole timeout.
+        if not self._waits_fully:
+            self._wait_fully()
 
     def _commit(self) -> None:
         self._run("COMMIT")  # deferred foreign keys are checked here
@@ -275,7 +311,7 @@ class SqliteBackend(Backend):
 
     def execute(self, statement: Statement) -> None:
         try:
-            self.conn.execute(statement.sql)
+            self._patiently(lambda: self.conn.execute(statement.sql))
         except sqlite3.Error as exc:
             raise self._error(exc, statement) from exc
 
@@ -298,6 +334,7 @@ class SqliteBackend(Backend):
         if self.path == ":memory:":  # private to this connection: nobody to wait for
             return True
         if self._lock_file is None:
+            self._check_folder()  # the lock file sits next to the database: name what is missing
             try:
                 self._lock_file = open(self._lock_path, "a+")  # noqa: SIM115 -- held for the whole run
             except OSError as exc:
