@@ -21,7 +21,19 @@ ITEMS = "CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL);\n"
 TAGS = "CREATE TABLE tags (id integer PRIMARY KEY);\n"
 
 # The commands this file exercises; test_every_listed_command_is_exercised keeps it honest.
-EXERCISED = {"up", "status", "verify", "new", "repair", "baseline", "down", "redo", "drift", "dump"}
+EXERCISED = {
+    "up",
+    "status",
+    "verify",
+    "new",
+    "completion",
+    "repair",
+    "baseline",
+    "down",
+    "redo",
+    "drift",
+    "dump",
+}
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
 
@@ -203,10 +215,12 @@ def test_new(as_json: bool, tmp_path: Path) -> None:
     assert "001_create_users.sql" in refused.stderr
     assert not (tmp_path / "app.db").exists()
 
-    bad = run_cli("new", "Add-Users", *flags, cwd=tmp_path)
+    spelt = created_path(run_cli("new", "Add-Users", *flags, cwd=tmp_path), as_json)
+    assert spelt == folder / "002_add_users.sql"  # what a person types becomes a file name
+    bad = run_cli("new", "!!", *flags, cwd=tmp_path)
     outcome(bad, as_json, 2)
-    assert "Add-Users" in bad.stderr
-    assert [p.name for p in folder.iterdir()] == ["001_create_users.sql"]
+    assert "invalid migration name '!!'" in bad.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["001_create_users.sql", "002_add_users.sql"]
 
 
 def test_new_twice_before_filling_in_the_first(tmp_path: Path) -> None:
@@ -244,11 +258,46 @@ def test_repair(as_json: bool, db_url: str, migrations_dir: Path) -> None:
     )
     assert verified.returncode == 0, verified.output
 
+    # A file not written yet is pending, not a fault: repair has nothing to do with it.
     write(migrations_dir, "002_empty.sql", "-- nothing yet\n")
-    failed = cli(db_url, migrations_dir, as_json, "repair")
+    again = cli(db_url, migrations_dir, as_json, "repair")
+    document = outcome(again, as_json, 0)
+    assert document.get("repaired", []) == []
 
-    outcome(failed, as_json, 2)
-    assert "002_empty.sql" in failed.stderr
+    # A record whose file is gone is kept unless asked; the answer says how to drop it.
+    (migrations_dir / "001_create_items.sql").unlink()
+    kept = cli(db_url, migrations_dir, as_json, "repair")
+    outcome(kept, as_json, 0)
+    assert (
+        "dbledger: warning: kept the records of 001_create_items, whose files are missing: restore "
+        "the files, or run 'dbledger repair --forget-missing' to drop the records"
+    ) in kept.stderr.splitlines()
+    assert ledger_names(db_url) == ["001_create_items"]
+
+
+def test_completion_scripts_complete_commands_and_options(tmp_path: Path) -> None:
+    bash = run_cli("completion", "bash", cwd=tmp_path)
+    assert bash.returncode == 0, bash.output
+    script = tmp_path / "dbledger.bash"
+    script.write_text(bash.stdout, encoding="utf-8")
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["dbledger", *words])
+        shell = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; _dbledger; "
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert complete("st") == ["status"]
+    assert "--dry-run" in complete("up", "--d")
+    assert "--forget-missing" in complete("repair", "--f")
+    assert "--dry-run" not in complete("status", "--d")
+    zsh = run_cli("completion", "zsh", cwd=tmp_path)
+    assert zsh.returncode == 0, zsh.output
+    assert zsh.stdout.startswith("#compdef dbledger\n")
+    assert "complete -o default -F _dbledger dbledger" in zsh.stdout
 
 
 @JSON

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("replay", "drift", "dryrun"),
     ("engine",),
     ("api",),
-    ("output", "integrations", "cli", "__init__", "__main__"),
+    ("output", "terminal", "completion", "integrations", "cli", "__init__", "__main__"),
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
 

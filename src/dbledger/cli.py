@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, NoReturn
 
 from dbledger import api
-from dbledger.config import DEFAULT_LOCK_TIMEOUT
+from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT
 from dbledger.contracts import Progress
-from dbledger.errors import DbledgerError, DriftFound
+from dbledger.errors import ConfigError, DbledgerError, DriftFound, Interrupted
 from dbledger.redaction import redact
+from dbledger.terminal import Reporter, is_terminal, silence, wants_color, write_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,10 +64,39 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "schema_migrations)",
     )
     parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=default,
+        help=f"give up connecting to PostgreSQL after this long (default: connect_timeout in the URL, "
+        f"$PGCONNECT_TIMEOUT, {DEFAULT_CONNECT_TIMEOUT})",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
         help="print one JSON document on stdout",
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default=argparse.SUPPRESS if suppress else "auto",
+        help="style the output: auto (on a terminal, unless NO_COLOR is set), always, never",
+    )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print only errors (and what the command was asked to print)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="also print each statement as it runs",
     )
 
 
@@ -77,8 +110,34 @@ def _lock_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Two or three examples at the end of each command's --help.
+EXAMPLES = {
+    "up": [
+        "dbledger up",
+        "dbledger up --dry-run",
+        "DATABASE_URL=postgresql://app@db/app dbledger up --backup backups/",
+    ],
+    "down": ["dbledger down", "dbledger down --steps 2 --dry-run", "dbledger down --to 3"],
+    "redo": ["dbledger redo", "dbledger --dir db/migrations redo"],
+    "drift": ["dbledger drift", "dbledger drift --replay", "dbledger drift --json"],
+    "dump": ["dbledger dump", "dbledger dump schema.sql"],
+    "status": ["dbledger status", "dbledger status --json"],
+    "verify": ["dbledger verify", "dbledger verify --strict"],
+    "new": ["dbledger new add_users_email", 'dbledger new "Add users email"  # becomes add_users_email'],
+    "repair": ["dbledger repair", "dbledger repair --forget-missing"],
+    "baseline": ["dbledger baseline 3", "dbledger baseline 3 --verify"],
+    "completion": [
+        "dbledger completion bash > ~/.local/share/bash-completion/completions/dbledger",
+        'eval "$(dbledger completion zsh)"   # in ~/.zshrc',
+    ],
+}
+
+
 def _command(commands: Any, name: str, text: str, *, lock: bool = False) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=text)
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _common(sub, suppress=True)
     if lock:
         _lock_timeout(sub)
@@ -181,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="first check that the database is what the files up to VERSION produce",
     )
+
+    completion = _command(commands, "completion", "print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
@@ -191,26 +253,7 @@ def api_version() -> str:
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-_PROGRESS = {
-    "using": "dbledger: {subject}",
-    "waiting": "waiting for the migration lock, held by {subject} ...",
-    "upgrade": "dbledger: upgraded the ledger ({subject})",
-    "start": "applying {subject} ...",
-    "done": "applied  {subject} in {ms} ms",
-    "warning": "dbledger: warning: {subject}",
-    "backup": "backed up to {subject}",
-    "rollback": "rolling back {subject} ...",
-    "rolled back": "rolled back {subject} in {ms} ms",
-}
-
-
-def _progress(event: str, subject: str, ms: int | None) -> None:
-    line = _PROGRESS.get(event)
-    if line is not None:
-        _err(line.format(subject=subject, ms=ms))
+    write_line(text, sys.stderr)
 
 
 class Shown(NamedTuple):
@@ -224,7 +267,12 @@ class Shown(NamedTuple):
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"database_url": args.database_url, "directory": args.dir, "ledger_table": args.ledger_table}
+    return {
+        "database_url": args.database_url,
+        "directory": args.dir,
+        "ledger_table": args.ledger_table,
+        "connect_timeout": args.connect_timeout,
+    }
 
 
 def _up(args: argparse.Namespace, progress: Progress) -> Shown:
@@ -284,19 +332,31 @@ def _drift(args: argparse.Namespace, progress: Progress) -> Shown:
 
 
 def _dump(args: argparse.Namespace, progress: Progress) -> Shown:
-    text = api.dump(args.database_url, ledger_table=args.ledger_table, progress=progress)
+    text = api.dump(
+        args.database_url,
+        ledger_table=args.ledger_table,
+        connect_timeout=args.connect_timeout,
+        progress=progress,
+    )
     if not args.file:
         return Shown({"sql": text}, text=text.removesuffix("\n"))
-    with open(args.file, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        with open(args.file, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        folder = os.path.dirname(os.path.abspath(args.file))
+        hint = f": folder {folder!r} does not exist, create it first" if not os.path.isdir(folder) else ""
+        raise ConfigError(f"cannot write {args.file!r}: {exc.strerror}{hint}") from None
     return Shown({"path": args.file}, lines=[f"wrote {args.file}"])
 
 
 def _status(args: argparse.Namespace, progress: Progress) -> Shown:
     from dbledger.output import print_status
 
-    result = api.status(**_settings(args), check_schema=True, progress=progress)
-    return Shown(result.to_dict(), render=lambda: print_status(result))
+    result = api.status(**_settings(args), progress=progress)
+    terminal = is_terminal(sys.stdout)
+    color = wants_color(args.color, sys.stdout)
+    return Shown(result.to_dict(), render=lambda: print_status(result, terminal=terminal, color=color))
 
 
 def _verify(args: argparse.Namespace, progress: Progress) -> Shown:
@@ -340,6 +400,13 @@ def _new(args: argparse.Namespace, progress: Progress) -> Shown:
     return Shown({"path": str(path)}, lines=[f"created {path}"])
 
 
+def _completion(args: argparse.Namespace, progress: Progress) -> Shown:
+    from dbledger.completion import script
+
+    text = script(args.shell, build_parser())
+    return Shown({"shell": args.shell, "script": text}, text=text.removesuffix("\n"))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "up": _up,
     "down": _down,
@@ -351,43 +418,82 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "repair": _repair,
     "baseline": _baseline,
     "new": _new,
+    "completion": _completion,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     _JSON_REQUESTED[0] = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    reporter = Reporter(
+        quiet=args.quiet,
+        verbose=args.verbose,
+        live=is_terminal(sys.stderr) and not args.json,
+        color=wants_color(args.color, sys.stderr),
+    )
     try:
-        shown = COMMANDS[args.command](args, _progress)
+        with _signals_interrupt():
+            shown = COMMANDS[args.command](args, reporter)
     except DbledgerError as exc:
+        reporter.close()
         _show_error(args.json, exc)
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("dbledger: interrupted")
-        return 130
-    _show(args.json, shown)
+    reporter.close()
+    if args.quiet and not args.json:
+        shown = shown._replace(lines=())
+    try:
+        _show(args.json, shown)
+    except BrokenPipeError:  # the reader went away (| head): the work is done, stop printing
+        silence(sys.stdout)
+        return 128 + signal.SIGPIPE
     return 0
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM (a container's stop) end the command the same way: the work in
+    progress is rolled back, and the JSON document and exit code say which signal it was."""
+    received: list[int] = []
+
+    def terminate(number: int, frame: object) -> None:
+        received.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        number = received[-1] if received else signal.SIGINT
+        raise Interrupted(signal.Signals(number).name, number) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show(as_json: bool, shown: Shown) -> None:
     if as_json:
         for line in shown.lines:  # with --json, human lines still reach the user, on stderr
             _err(line)
-        print(json.dumps({"ok": True, **shown.document}, indent=2, default=str))
+        print(json.dumps({"ok": True, **shown.document}, indent=2, default=str), flush=True)
         return
     if shown.render is not None:
         shown.render()
     if shown.text is not None:
         print(shown.text)
     for line in shown.lines:
-        print(line, flush=True)
+        print(line)
+    sys.stdout.flush()
 
 
 def _show_error(as_json: bool, exc: DbledgerError) -> None:
-    if isinstance(exc, DriftFound) and not as_json:
-        for line in exc.lines:
-            print(line)
-    _err(f"dbledger: error: {exc.message}")
-    if as_json:
-        found = exc.document if isinstance(exc, DriftFound) else {}
-        print(json.dumps({"ok": False, **found, "error": exc.to_dict()}, indent=2, default=str))
+    try:
+        if isinstance(exc, DriftFound) and not as_json:
+            for line in exc.lines:
+                print(line)
+        _err(f"dbledger: error: {exc.message}")
+        if as_json:
+            found = exc.document if isinstance(exc, DriftFound) else {}
+            print(
+                json.dumps({"ok": False, **found, "error": exc.to_dict()}, indent=2, default=str), flush=True
+            )
+    except BrokenPipeError:
+        silence(sys.stdout)
