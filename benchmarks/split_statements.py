@@ -6,7 +6,8 @@ Run: .venv/bin/python benchmarks/split_statements.py [--sizes 10000 40000 100000
 A section of N ``INSERT`` statements (one per line, a string in each) is split by dbledger's
 PostgreSQL dialect (pglast's parser), by its SQLite dialect (SQLite's own tokenizer rules), by the
 PostgreSQL dialect when one statement has a syntax error in the middle (the parser's rejection
-makes it cut around that statement with the scanner), and by ``sqlparse.split``, which
+makes it cut around that statement with the scanner), by the PostgreSQL dialect when every
+statement is rejected (a misspelt verb throughout), and by ``sqlparse.split``, which
 yoyo-migrations uses. Each case runs in a fresh process; the median wall time of ``--repeat`` runs
 and the process's peak memory (max RSS) are printed. The peer stops at ``--peer-max`` statements.
 """
@@ -22,11 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-CASES = ("postgresql", "postgresql-syntax-error", "sqlite", "sqlparse (yoyo)")
+CASES = (
+    "postgresql",
+    "postgresql-syntax-error",
+    "postgresql-every-one-rejected",
+    "sqlite",
+    "sqlparse (yoyo)",
+)
 
 
-def section(count: int, *, broken: bool = False) -> str:
-    lines = [f"INSERT INTO items (id, name) VALUES ({i}, 'item {i}; of many');\n" for i in range(count)]
+def section(count: int, *, broken: bool = False, rejected: bool = False) -> str:
+    verb = "INSRT" if rejected else "INSERT"
+    lines = [f"{verb} INTO items (id, name) VALUES ({i}, 'item {i}; of many');\n" for i in range(count)]
     if broken:
         lines.insert(count // 2, "INSERT INTO items (id, name) VALUS (0, 'typo');\n")
     return "".join(lines)
@@ -34,7 +42,7 @@ def section(count: int, *, broken: bool = False) -> str:
 
 def split_once(case: str, count: int) -> tuple[float, int, int]:
     """(seconds, statements found, peak RSS in KiB) of one split, in this process."""
-    sql = section(count, broken=case == "postgresql-syntax-error")
+    sql = section(count, broken=case == "postgresql-syntax-error", rejected=case.endswith("rejected"))
     started = time.perf_counter()
     if case == "sqlparse (yoyo)":
         import sqlparse
@@ -69,13 +77,13 @@ def main() -> None:
     if args.one:
         print(json.dumps(split_once(args.one[0], int(args.one[1]))))
         return
-    print(f"{'statements':>10}  {'splitter':<26} {'median s':>9} {'found':>8} {'max RSS MiB':>12}")
+    print(f"{'statements':>10}  {'splitter':<30} {'median s':>9} {'found':>8} {'max RSS MiB':>12}")
     for count in args.sizes:
         for case in CASES:
             if case.startswith("sqlparse") and count > args.peer_max:
                 continue
             seconds, found, rss = measure(case, count, args.repeat)
-            print(f"{count:>10}  {case:<26} {seconds:>9.2f} {found:>8} {rss / 1024:>12.0f}")
+            print(f"{count:>10}  {case:<30} {seconds:>9.2f} {found:>8} {rss / 1024:>12.0f}")
 
 
 if __name__ == "__main__":

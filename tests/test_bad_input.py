@@ -475,3 +475,59 @@ def test_no_bad_input_gives_a_traceback(case: tuple[list[str], dict[str, bytes]]
         assert re.match(r"dbledger( \w+)?: error: ", last_line(result)), result.output
         if json_flag:
             assert one_document(result)["ok"] is False
+
+
+# -- 10. splitting around statements the parser rejects ------------------------------------------
+
+AROUND_REJECTED = {
+    "a semicolon in a comment before it": (
+        "CREATE TABLE a (id int);\n-- step 2; the bad one\nCREATE TABLEX b (id int);\n",
+        [("CREATE TABLE a (id int)", 1), ("CREATE TABLEX b (id int)", 3)],
+    ),
+    "BEGIN ATOMIC and strings around it": (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n"
+        "SELEC x;\nselect 'a;b';\n",
+        [
+            ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END", 1),
+            ("SELEC x", 2),
+            ("select 'a;b'", 3),
+        ],
+    ),
+    "several, with quotes across lines": (
+        "select 1;\nselect $$a;\nb$$;\nSELEC 3;\nselect 'x\n;y';\nPARSE ME;\nselect 5;\n",
+        [
+            ("select 1", 1),
+            ("select $$a;\nb$$", 2),
+            ("SELEC 3", 4),
+            ("select 'x\n;y'", 5),
+            ("PARSE ME", 7),
+            ("select 5", 8),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", AROUND_REJECTED.values(), ids=AROUND_REJECTED.keys())
+@pytest.mark.parametrize("window", [None, 7, 64])
+def test_statements_around_a_rejected_one_keep_their_text_and_line(
+    case: tuple[str, list[tuple[str, int]]], window: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbledger.dialects import for_name, postgres
+
+    if window is not None:  # a window smaller than a statement: the same cut, read in pieces
+        monkeypatch.setattr(postgres, "_WINDOW", window)
+    sql, expected = case
+    found = for_name("postgresql").split(sql, 1, Path("x.sql"))
+    assert [(statement.sql, statement.line) for statement in found] == expected
+
+
+def test_the_server_names_the_line_of_the_rejected_statement(pg_url: str, migrations_dir: Path) -> None:
+    write(
+        migrations_dir,
+        "001_a.sql",
+        "CREATE TABLE a (id int);\n-- step 2; the bad one\nCREATE TABLEX b (id int);\n",
+    )
+    result = cli(pg_url, migrations_dir, "up")
+    assert result.returncode == 1
+    assert "statement at line 3: CREATE TABLEX b (id int)" in result.stderr
+    assert not table_exists(pg_url, "a")

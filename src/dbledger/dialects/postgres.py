@@ -167,22 +167,46 @@ def _relation_names(node: Any) -> Iterator[tuple[str | None, str]]:
     return iter(found)
 
 
+# Characters the parser reads at once. A rejected statement makes dbledger parse again after
+# it; reading the whole rest of the section each time would make a file of many rejected
+# statements cost their number times its size.
+_WINDOW = 1 << 20
+_AFTER_ERROR = 1 << 12
+
+
 def _bounds(sql: str, path: Path, first_line: int) -> list[tuple[int, int]]:
     """Statement bounds: by the parser where it can read the text, by the scanner around each
-    statement it rejects. A data file of 500,000 statements with one syntax error is scanned
-    only around that statement (scanning all of it builds millions of tokens: ~20 s)."""
+    statement it rejects. The parser reads a window of the section at a time; the window's last
+    statement (which the window's end may cut) is read again with the next window. A data file
+    of 500,000 statements with a syntax error is scanned only around that statement (scanning
+    all of it builds millions of tokens: ~20 s)."""
     from pglast import parser
 
     found: list[tuple[int, int]] = []
-    start = 0
+    start, window = 0, _WINDOW
     while start < len(sql):
+        end = min(len(sql), start + window)
+        if end < len(sql) and (line_end := sql.rfind("\n", start, end)) > start:
+            end = line_end + 1  # a statement ends at a line's end far more often than within one
         try:
-            found += _parsed(sql, start, len(sql))
-            return found
+            parsed = _parsed(sql, start, end)
         except parser.ParseError as exc:
             error = start + (exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0)
-        start = _good_prefix(sql, start, error, found)
-        start = _scan_past(sql, start, error, path, first_line, found)
+            if end < len(sql) and error > sql.rfind(";", start, end):
+                window *= 4  # in the window's last statement, which its end may have cut
+                continue
+            start = _good_prefix(sql, start, error, found)
+            start = _scan_past(sql, start, error, path, first_line, found)
+            window = _AFTER_ERROR  # where one statement was rejected, others may follow soon
+            continue
+        if end == len(sql):
+            return found + parsed
+        if len(parsed) < 2:  # one statement longer than the window: read more at once
+            window *= 4
+            continue
+        found += parsed[:-1]
+        start = parsed[-1][0]
+        window = min(window * 2, _WINDOW)
     return found
 
 
@@ -194,8 +218,10 @@ def _parsed(sql: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _good_prefix(sql: str, start: int, error: int, found: list[tuple[int, int]]) -> int:
-    """Add the statements before the one the parser rejected at ``error``; return where that one
-    starts. Tries the last few semicolons before the error (one may be inside a string)."""
+    """Add the statements before the one the parser rejected at ``error``; return where the
+    rejected one may start: after the last statement the parser accepted, not after the
+    semicolon tried (which may sit in a comment). Tries the last few semicolons before the
+    error, since one may be inside a string."""
     from pglast import parser
 
     cut = sql.rfind(";", start, error)
@@ -203,10 +229,12 @@ def _good_prefix(sql: str, start: int, error: int, found: list[tuple[int, int]])
         if cut < 0:
             break
         try:
-            found += _parsed(sql, start, cut + 1)
-            return cut + 1
+            accepted = _parsed(sql, start, cut + 1)
         except parser.ParseError:
             cut = sql.rfind(";", start, cut)
+            continue
+        found += accepted
+        return accepted[-1][1] if accepted else start
     return start
 
 
@@ -218,7 +246,7 @@ def _scan_past(
     grows until it holds that semicolon outside any string or block."""
     from pglast import parser
 
-    window = error - start + 4096
+    window = error - start + 256  # grown until it holds the semicolon; small: errors may be dense
     while True:
         end = min(len(sql), start + window)
         try:
