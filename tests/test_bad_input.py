@@ -201,7 +201,7 @@ def test_a_signal_during_up_rolls_back_and_answers_in_json(
     document = json.loads(stdout)
     name = signal.Signals(signum).name
     assert document["error"] == {
-        "type": "Interrupted",
+        "type": "Interrupted" if signum == signal.SIGINT else "Terminated",
         "message": f"interrupted by {name}: the migration at work, if any, was rolled back (one with "
         "transaction:false may be left dirty); run 'dbledger status' to see where the database stands",
         "exit_code": code,
@@ -531,3 +531,146 @@ def test_the_server_names_the_line_of_the_rejected_statement(pg_url: str, migrat
     assert result.returncode == 1
     assert "statement at line 3: CREATE TABLEX b (id int)" in result.stderr
     assert not table_exists(pg_url, "a")
+
+
+# -- found in review: streams, signals while waiting, folders, names, secrets --------------------
+
+
+def test_ctrl_c_while_waiting_for_a_sqlite_lock(sqlite_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_t.sql", CREATE_T)
+    assert cli(sqlite_url, migrations_dir, "up").returncode == 0
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dbledger",
+                "--database-url",
+                sqlite_url,
+                "--dir",
+                str(migrations_dir),
+                "status",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("waiting for the lock of"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)  # not after the holder lets go
+    finally:
+        holder.close()
+    assert process.returncode == 130
+    assert stderr.splitlines()[-1].startswith("dbledger: error: interrupted by SIGINT: ")
+
+
+@pytest.mark.parametrize(
+    ("redirect", "code", "message"),
+    [
+        (
+            ">/dev/full",
+            1,
+            "dbledger: error: cannot write the output: No space left on device; the command itself succeeded",
+        ),
+        (">&-", 0, None),
+    ],
+)
+def test_stdout_that_cannot_be_written(
+    redirect: str, code: int, message: str | None, sqlite_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "001_t.sql", CREATE_T)
+    command = (
+        f"{sys.executable} -m dbledger --database-url {sqlite_url} --dir {migrations_dir} status {redirect}"
+    )
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    if message is not None:
+        assert done.stderr.splitlines()[-1] == message
+
+
+def test_a_deleted_working_folder(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && {sys.executable} -m dbledger status --json"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "dbledger: error: the current folder no longer exists: cd into an existing folder and run "
+        "the command again"
+    )
+    assert json.loads(done.stdout)["ok"] is False
+
+
+def test_options_are_never_abbreviated(sqlite_url: str, migrations_dir: Path) -> None:
+    result = cli(sqlite_url, migrations_dir, "status", "--jso")
+    assert result.returncode == 2
+    assert last_line(result) == "dbledger: error: unrecognized arguments: --jso"
+
+
+def test_new_drops_accents_not_letters(migrations_dir: Path) -> None:
+    result = run_cli("new", "Café Ünits", "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+    assert result.returncode == 0, result.output
+    assert [p.name for p in migrations_dir.iterdir()] == ["001_cafe_units.sql"]
+
+
+def test_a_project_run_from_a_subfolder_uses_the_projects_defaults(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.dbledger]\ndir = "db"\n', encoding="utf-8")
+    (tmp_path / "db").mkdir()
+    write(tmp_path / "db", "001_t.sql", CREATE_T)
+    (tmp_path / "sub").mkdir()
+    result = run_cli("up", cwd=tmp_path / "sub")
+    assert result.returncode == 0, result.output
+    assert (tmp_path / "dbledger.sqlite3").exists()  # the project's database, not a second one
+    assert not (tmp_path / "sub" / "dbledger.sqlite3").exists()
+
+
+def test_verbose_masks_passwords_in_any_spelling(pg_url: str, migrations_dir: Path) -> None:
+    write(
+        migrations_dir,
+        "001_config.sql",
+        "CREATE TABLE settings (note text);\n"
+        "INSERT INTO settings VALUES ('PGPASSWORD=hunter2hunter psql -h db');\n"
+        'INSERT INTO settings VALUES (\'{"password": "hunter4hunter"}\');\n',
+    )
+    result = cli(pg_url, migrations_dir, "-v", "up")
+    assert result.returncode == 0, result.output
+    assert "hunter2hunter" not in result.output
+    assert "hunter4hunter" not in result.output
+    assert "  001_config line 2: INSERT INTO settings VALUES ('PGPASSWORD=*** psql -h db')" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("directory", "cannot open {url}: it is a directory; give the database file's path"),
+        ("text", "{url} is not a SQLite database (SQLITE_NOTADB): point the URL at the database file"),
+    ],
+)
+def test_a_sqlite_path_that_is_not_a_database(make: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    if make == "directory":
+        path.mkdir()
+    else:
+        path.write_text("hello\n", encoding="utf-8")
+    (tmp_path / "migrations").mkdir()
+    url = f"sqlite:///{path}"
+    result = run_cli("--database-url", url, "status", cwd=tmp_path)
+    assert result.returncode in (1, 2)
+    assert last_line(result) == f"dbledger: error: {message.format(url=url)}"
+
+
+def test_reading_a_sqlite_file_in_a_missing_folder_says_what_to_create(tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    url = f"sqlite:///{tmp_path / 'nodir' / 'x.db'}"
+    result = run_cli("--database-url", url, "status", cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert (
+        f"dbledger: note: {url} does not exist, nor does its folder '{tmp_path / 'nodir'}': create "
+        "the folder, then 'dbledger up' creates the database"
+    ) in result.stderr.splitlines()

@@ -294,6 +294,9 @@ def test_completion_scripts_complete_commands_and_options(tmp_path: Path) -> Non
     assert "--dry-run" in complete("up", "--d")
     assert "--forget-missing" in complete("repair", "--f")
     assert "--dry-run" not in complete("status", "--d")
+    assert complete("--color", "a") == ["auto", "always"]  # an option's own values
+    assert complete("--dir", "status", "--dr") == []  # 'status' was --dir's value, not the command
+    assert complete("completion", "z") == ["zsh"]
     zsh = run_cli("completion", "zsh", cwd=tmp_path)
     assert zsh.returncode == 0, zsh.output
     assert zsh.stdout.startswith("#compdef dbledger\n")

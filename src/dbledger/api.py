@@ -31,7 +31,7 @@ from dbledger.config import (
 from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, no_progress
 from dbledger.errors import ConfigError, DriftFound, LedgerStateError, UsageError
 from dbledger.ledger import LEDGER_VERSION
-from dbledger.migrations import FILE_NAME, Migration, read_folder
+from dbledger.migrations import FILE_NAME, Folder, Migration, read_folder
 from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
@@ -155,14 +155,18 @@ def _session(
     database that does not exist yet is worth a note."""
     check_lock_timeout(lock_timeout)
     settings = _settings(database_url, directory, ledger_table, progress)
-    folder = read_folder(settings.directory)
-    for stray in folder.strays:
-        progress("warning", stray, None)
-    migrations = folder.migrations
+    migrations = _read_folder(settings, progress).migrations
     with _open(settings, progress, lock_timeout=lock_timeout, connect_timeout=connect_timeout) as backend:
         if reading and (absent := backend.absence()) is not None:
             progress("note", absent, None)
         yield settings, migrations, backend
+
+
+def _read_folder(settings: Settings, progress: Progress) -> Folder:
+    folder = read_folder(settings.directory)
+    for stray in folder.strays:
+        progress("warning", stray, None)
+    return folder
 
 
 def _settings(
@@ -185,11 +189,13 @@ def _open(
     """The database, connected; ``progress("busy", ...)`` says what it waits for, while it does."""
     if connect_timeout is not None:
         check_connect_timeout(connect_timeout)
-    backend = open_backend(
-        settings.database, settings.ledger, lock_timeout=lock_timeout, connect_timeout=connect_timeout
+    return open_backend(
+        settings.database,
+        settings.ledger,
+        lock_timeout=lock_timeout,
+        connect_timeout=connect_timeout,
+        on_busy=lambda holder: progress("busy", holder, None),
     )
-    backend.on_busy = lambda holder: progress("busy", holder, None)
-    return backend
 
 
 def migrate(
@@ -326,11 +332,14 @@ def verify(
     """Like ``status``, and also check the history chain and that every ledger row is what its
     history says; raise LedgerStateError when a check fails (and, with ``strict``, when anything
     is pending: the incident's "written but never applied")."""
-    with _session(
-        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
-    ) as session:
-        result = _inspect(*session, check_schema=False, check_history=True)
-    problems = list(result.problems) + read_folder(session[0].directory).strays
+    report = progress or no_progress
+    settings = _settings(database_url, directory, ledger_table, report)
+    folder = _read_folder(settings, report)  # read once: its strays fail verify too
+    with _open(settings, report, connect_timeout=connect_timeout) as backend:
+        if (absent := backend.absence()) is not None:
+            report("note", absent, None)
+        result = _inspect(settings, folder.migrations, backend, check_schema=False, check_history=True)
+    problems = list(result.problems) + folder.strays
     if strict:
         problems += [
             f"migration '{m.name}' is pending: it exists on disk but was never applied; run 'dbledger up'"
@@ -530,9 +539,11 @@ def dump(
     *,
     ledger_table: str | None = None,
     connect_timeout: float | None = None,
+    to: PathLike | None = None,
     progress: Progress | None = None,
 ) -> str:
-    """The live schema as normalised SQL, stable across runs (for review in pull requests)."""
+    """The live schema as normalised SQL, stable across runs (for review in pull requests);
+    with ``to``, also written to that file."""
     from dbledger.schema import dump_sql
 
     report = progress or no_progress
@@ -540,7 +551,19 @@ def dump(
     with _open(settings, report, connect_timeout=connect_timeout) as backend:
         if (absent := backend.absence()) is not None:
             report("note", absent, None)
-        return dump_sql(backend.introspect())
+        text = dump_sql(backend.introspect())
+    if to is not None:
+        _write_file(Path(to), text)
+    return text
+
+
+def _write_file(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        folder = path.absolute().parent
+        hint = "" if folder.is_dir() else f": folder {str(folder)!r} does not exist, create it first"
+        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}{hint}") from None
 
 
 TEMPLATE = """\
@@ -558,7 +581,11 @@ _TIMESTAMP_WIDTH = 14
 
 
 def migration_name(text: str) -> str:
-    """``Add Users-Email`` -> ``add_users_email``: what a person types, as a file name's part."""
+    """``Add Users-Email`` -> ``add_users_email``, ``Café`` -> ``cafe``: what a person types,
+    as a file name's part (accents dropped, not the letters they sit on)."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 

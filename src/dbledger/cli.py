@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, NoReturn
 from dbledger import api
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT
 from dbledger.contracts import Progress
-from dbledger.errors import ConfigError, DbledgerError, DriftFound, Interrupted
+from dbledger.errors import DbledgerError, DriftFound, Interrupted, Terminated
 from dbledger.redaction import redact
 from dbledger.terminal import Reporter, is_terminal, silence, wants_color, write_line
 
@@ -29,17 +29,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that redacts its own error messages (they echo arguments, URLs included) and
     keeps the --json promise of one document on stdout for usage errors too."""
 
+    answers_in_json = False  # set by build_parser: a usage error still prints one document
+
     def error(self, message: str) -> NoReturn:
         message = redact(message)
-        if _JSON_REQUESTED[0]:
+        if self.answers_in_json:
             error = {"type": "UsageError", "message": message, "exit_code": 2}
             print(json.dumps({"ok": False, "error": error}, indent=2))
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-# Set by main() from its argv, which need not be sys.argv (tests, embedding).
-_JSON_REQUESTED = [False]
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -136,7 +134,12 @@ EXAMPLES = {
 def _command(commands: Any, name: str, text: str, *, lock: bool = False) -> argparse.ArgumentParser:
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
     sub: argparse.ArgumentParser = commands.add_parser(
-        name, help=text, description=text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        name,
+        help=text,
+        description=text,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     _common(sub, suppress=True)
     if lock:
@@ -144,10 +147,17 @@ def _command(commands: Any, name: str, text: str, *, lock: bool = False) -> argp
     return sub
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser. ``json_requested``: the arguments hold --json, so even a usage
+    error answers with a JSON document (options are never abbreviated, so the word is exact)."""
+
+    class Parser(_Parser):
+        answers_in_json = json_requested
+
+    parser = Parser(
         prog="dbledger",
         description="Apply SQL migrations exactly once, with a ledger, checksums and a lock.",
+        allow_abbrev=False,
     )
     _common(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"dbledger {api_version()}")
@@ -217,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--strict", action="store_true", help="also fail when a migration is pending")
 
     new = _command(commands, "new", "create the next numbered migration file")
-    new.add_argument("name", help="lower-case words joined by '_', e.g. add_users_email")
+    new.add_argument("name", help='what the change does, e.g. add_users_email or "Add users email"')
 
     repair = _command(
         commands, "repair", "accept modified checksums and renames, clear failed and dirty records", lock=True
@@ -336,17 +346,11 @@ def _dump(args: argparse.Namespace, progress: Progress) -> Shown:
         args.database_url,
         ledger_table=args.ledger_table,
         connect_timeout=args.connect_timeout,
+        to=args.file,
         progress=progress,
     )
     if not args.file:
         return Shown({"sql": text}, text=text.removesuffix("\n"))
-    try:
-        with open(args.file, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        folder = os.path.dirname(os.path.abspath(args.file))
-        hint = f": folder {folder!r} does not exist, create it first" if not os.path.isdir(folder) else ""
-        raise ConfigError(f"cannot write {args.file!r}: {exc.strerror}{hint}") from None
     return Shown({"path": args.file}, lines=[f"wrote {args.file}"])
 
 
@@ -423,8 +427,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _JSON_REQUESTED[0] = "--json" in (sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    _ensure_streams()
+    as_json = "--json" in words
+    try:
+        with _signals_interrupt():
+            return _run(build_parser(json_requested=as_json).parse_args(words))
+    except DbledgerError as exc:  # an interrupt before or after the command's own work
+        _show_error(as_json, exc)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
     reporter = Reporter(
         quiet=args.quiet,
         verbose=args.verbose,
@@ -432,13 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         color=wants_color(args.color, sys.stderr),
     )
     try:
-        with _signals_interrupt():
-            shown = COMMANDS[args.command](args, reporter)
+        shown = COMMANDS[args.command](args, reporter)
     except DbledgerError as exc:
         reporter.close()
         _show_error(args.json, exc)
         return exc.exit_code
-    reporter.close()
+    finally:  # also when a signal ends the command: the live display must stop first
+        reporter.close()
     if args.quiet and not args.json:
         shown = shown._replace(lines=())
     try:
@@ -446,7 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (| head): the work is done, stop printing
         silence(sys.stdout)
         return 128 + signal.SIGPIPE
+    except OSError as exc:  # a full disk behind stdout (> /dev/full)
+        silence(sys.stdout)
+        _err(f"dbledger: error: cannot write the output: {exc.strerror}; the command itself succeeded")
+        return 1
     return 0
+
+
+def _ensure_streams() -> None:
+    """A stream the shell closed (``>&-``) is None in Python: write to nothing instead."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- for the life of the process
 
 
 @contextmanager
@@ -463,8 +489,7 @@ def _signals_interrupt() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        number = received[-1] if received else signal.SIGINT
-        raise Interrupted(signal.Signals(number).name, number) from None
+        raise (Terminated() if received else Interrupted()) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

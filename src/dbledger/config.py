@@ -264,6 +264,15 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _current_folder() -> Path:
+    try:
+        return Path.cwd()
+    except FileNotFoundError:  # the shell's folder was deleted under it
+        raise ConfigError(
+            "the current folder no longer exists: cd into an existing folder and run the command again"
+        ) from None
+
+
 def resolve(
     database_url: str | None = None,
     directory: str | os.PathLike[str] | None = None,
@@ -274,7 +283,7 @@ def resolve(
 ) -> Settings:
     """Combine explicit values, the environment, pyproject.toml and defaults, first found wins."""
     env = os.environ if environ is None else environ
-    here = Path.cwd() if cwd is None else cwd
+    here = _current_folder() if cwd is None else cwd
     project: _Project | None = None
 
     def choose(
@@ -294,7 +303,8 @@ def resolve(
         if project.path is not None and key in project.values:
             # As ruff and pytest do, paths in the file are relative to the file's folder.
             return project.values[key], os.path.relpath(project.path, here), project.path.parent
-        return default, "default", here
+        # A project's defaults belong to the project: run from a subfolder, the same database.
+        return default, "default", here if project.path is None else project.path.parent
 
     folder_given = None if directory is None else str(directory)
     url, url_source, url_base = choose(

@@ -14,7 +14,8 @@
     │   └── ExistingSchema             the database has tables but no ledger (built without dbledger)
     ├── DriftFound                     the live schema differs from the expected one
     ├── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
-    └── Interrupted                    exit 130 (SIGINT) or 143 (SIGTERM): stopped by a signal
+    └── Interrupted                    exit 130: stopped by SIGINT; the work was rolled back
+        └── Terminated                 exit 143: stopped by SIGTERM
 
 Every message is redacted before it is stored on the exception, so printing one never shows a
 password, whatever the driver put into it. ``to_dict()`` is the ``"error"`` object of ``--json``.
@@ -41,6 +42,7 @@ __all__ = [
     "LockTimeout",
     "MigrationFailed",
     "MigrationFileError",
+    "Terminated",
     "UsageError",
 ]
 
@@ -262,18 +264,23 @@ def _next_step(dirty: bool, rollback: bool, connection_lost: bool = False) -> st
 
 
 class Interrupted(DbledgerError):
-    """The command was stopped by a signal; the work in progress was rolled back. The exit code
-    is the shell's for that signal: 128 + its number."""
+    """SIGINT (Ctrl-C) stopped the command; the work in progress was rolled back. The exit code
+    is the shell's for the signal: 128 + its number."""
 
     exit_code: ClassVar[int] = 130
+    signal: ClassVar[str] = "SIGINT"
     fields = ("signal",)
 
-    def __init__(self, signal_name: str, signal_number: int) -> None:
+    def __init__(self) -> None:
         super().__init__(
-            f"interrupted by {signal_name}: the migration at work, if any, was rolled back (one "
+            f"interrupted by {self.signal}: the migration at work, if any, was rolled back (one "
             "with transaction:false may be left dirty); run 'dbledger status' to see where the "
             "database stands"
         )
-        self.signal = signal_name
-        # The shell's code for this signal, on this instance (the class's is SIGINT's).
-        self.exit_code = 128 + signal_number  # type: ignore[misc]
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a container's stop) stopped the command, as Interrupted."""
+
+    exit_code: ClassVar[int] = 143
+    signal: ClassVar[str] = "SIGTERM"

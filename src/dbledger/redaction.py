@@ -35,10 +35,17 @@ _SQL_PASSWORD = re.compile(
 )
 _KEYS = r"(?:password|passwd|pwd|sslpassword)"
 # In a URL's query string the value ends at '&', '#' or white space.
-_QUERY_VALUE = re.compile(rf"(?P<key>(?<=[?&]){_KEYS}=)[^&#\s]*", re.IGNORECASE)
+# A quote after it ends it too: messages quote URLs.
+_QUERY_VALUE = re.compile(rf"(?P<key>(?<=[?&]){_KEYS}=)[^&#\s'\"]*", re.IGNORECASE)
 # Elsewhere, as libpq reads a key/value string: a quoted value, or everything up to white space.
+# The key may carry a prefix, as environment variables do: PGPASSWORD=..., DB_PASSWORD=....
 _KEY_VALUE = re.compile(
-    rf"(?P<key>(?<![?&\w]){_KEYS}\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S+)",
+    rf"(?P<key>(?<![?&\w])(?:PG|[A-Za-z0-9]+_)?{_KEYS}\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S+)",
+    re.IGNORECASE,
+)
+# JSON or a Python mapping in a statement: {"password": "..."}.
+_MAPPING_VALUE = re.compile(
+    rf"""(?P<key>(?P<quote>["'])(?:[A-Za-z0-9]+_)?{_KEYS}(?P=quote)\s*:\s*)(?P<open>["'])(?:(?!(?P=open))[^\\]|\\.)*(?P=open)?""",
     re.IGNORECASE,
 )
 
@@ -86,6 +93,7 @@ def redact(text: str, *, secrets: bool = False) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
     text = _QUERY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
+    text = _MAPPING_VALUE.sub(lambda m: f"{m.group('key')}{m.group('open')}{MASK}{m.group('open')}", text)
     text = _SQL_PASSWORD.sub(lambda m: f"{m.group('key')}'{MASK}'", text)
     for secret in _known_secrets() if secrets else ():
         if secret in text:

@@ -140,10 +140,14 @@ class _Live:
             self._start()
             self.run = self.progress.add_task("migrations", total=int(subject))
             return
-        self._end_current()
+        if event != "statement":  # a statement runs within the migration on the live line
+            self._end_current()
         if event in _KEPT:
             text = _one_line(subject) if event == "statement" else subject
-            self.progress.console.print(LINES[event].format(subject=text, ms=ms), markup=False)
+            # soft_wrap: a long line is the terminal's to fold, not cut into two by rich.
+            self.progress.console.print(
+                LINES[event].format(subject=text, ms=ms), markup=False, highlight=False, soft_wrap=True
+            )
             if event in ("done", "rolled back") and self.run is not None:
                 self.progress.advance(self.run)
             return

@@ -5,6 +5,7 @@ module (a ``Backend`` subclass and its dialect) plus an entry here."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from dbledger.backends.base import Backend
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
@@ -23,11 +24,15 @@ def open_backend(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     connect_timeout: float | None = None,
+    on_busy: Callable[[str], None] | None = None,
 ) -> Backend:
     """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``."""
     module, name = REGISTRY[database.dialect]
     backend: type[Backend] = getattr(importlib.import_module(module), name)
-    return backend(database, names, lock_timeout=lock_timeout, connect_timeout=connect_timeout)
+    opened = backend(database, names, lock_timeout=lock_timeout, connect_timeout=connect_timeout)
+    if on_busy is not None:
+        opened.on_busy = on_busy
+    return opened
 
 
 __all__ = ["REGISTRY", "Backend", "open_backend"]

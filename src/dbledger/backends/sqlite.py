@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from io import TextIOWrapper
@@ -39,8 +40,11 @@ if TYPE_CHECKING:
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 # sqlite3 error codes that mean "another connection holds the lock" (SQLITE_BUSY, SQLITE_LOCKED).
 _BUSY_CODES = frozenset({5, 6})
-# Seconds a query waits for another connection's lock before dbledger says what it waits for.
+_NOT_A_DATABASE = 26  # SQLITE_NOTADB
+# Seconds a query waits for another connection's lock before dbledger says what it waits for,
+# and how long each try waits in SQLite (between tries, Python handles signals).
 _PATIENCE = 1.0
+_POLL = 0.1
 _T = TypeVar("_T")
 
 
@@ -190,20 +194,23 @@ class SqliteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         self._statements = _statements(names)
         self._lock_file: TextIOWrapper | None = None
-        self._waits_fully = False  # the connection waits the whole lock timeout for a busy database
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             self._check_folder()
+            if os.path.isdir(self.path):
+                raise ConfigError(
+                    f"cannot open {self.database.display}: it is a directory; give the database file's path"
+                )
             try:
-                # Waits briefly for another connection's lock, then says so and waits on.
+                # Each try waits a moment only: signals (Ctrl-C) are handled between tries, and
+                # _patiently says what it waits for.
                 self._conn = sqlite3.connect(
-                    self.path, timeout=min(_PATIENCE, self.lock_timeout), isolation_level=None
+                    self.path, timeout=min(_POLL, self.lock_timeout), isolation_level=None
                 )
             except sqlite3.Error as exc:
                 raise DatabaseUnavailable(f"cannot open {self.database.display}: {exc}") from None
-            self._waits_fully = False
         return self._conn
 
     def _check_folder(self) -> None:
@@ -215,21 +222,37 @@ class SqliteBackend(Backend):
             )
 
     def _patiently(self, call: Callable[[], _T]) -> _T:
-        """``call()``; when another connection holds the database's lock past the first moment,
-        tell ``on_busy`` who holds it, then wait for the rest of the lock timeout. Only outside a
-        transaction: a statement that found the database busy inside one must not be retried."""
-        try:
+        """``call()``, tried again while another connection holds the database's lock, for up to
+        the lock timeout; after the first second ``on_busy`` is told who holds it. Not inside a
+        transaction: a statement that found the database busy there must not be retried (SQLite's
+        rule), so the connection then waits in SQLite itself (see ``_begin``)."""
+        if self._conn is not None and self._conn.in_transaction:
             return call()
-        except sqlite3.OperationalError as exc:
-            if self._waits_fully or _code(exc) not in _BUSY_CODES or self.conn.in_transaction:
-                raise
-        self.on_busy(f"the lock of {self.database.display}, held by {self.describe_holder()}")
-        self._wait_fully()
-        return call()
+        started, told = time.monotonic(), False
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if _code(exc) not in _BUSY_CODES or self.conn.in_transaction:
+                    raise
+                waited = time.monotonic() - started
+                if waited >= self.lock_timeout:
+                    raise
+            if not told and waited >= _PATIENCE:
+                self.on_busy(f"the lock of {self.database.display}, held by {self.describe_holder()}")
+                told = True
 
-    def _wait_fully(self) -> None:
-        self.conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
-        self._waits_fully = True
+    def _wait_in_sqlite(self, seconds: float) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+    def absence(self) -> str | None:
+        parent = os.path.dirname(self.path)
+        if not self._database_exists() and parent and not os.path.isdir(parent):
+            return (
+                f"{self.database.display} does not exist, nor does its folder {parent!r}: create the "
+                "folder, then 'dbledger up' creates the database"
+            )
+        return super().absence()
 
     def _database_exists(self) -> bool:
         return self._conn is not None or self.path == ":memory:" or os.path.exists(self.path)
@@ -263,6 +286,11 @@ class SqliteBackend(Backend):
         """A migration statement that failed is a DatabaseError (so its migration fails and is
         recorded), even when the database was busy; dbledger's own queries and transactions
         that found it busy are a LockTimeout (nothing ran)."""
+        if _code(exc) == _NOT_A_DATABASE:
+            return DatabaseUnavailable(
+                f"{self.database.display} is not a SQLite database (SQLITE_NOTADB): point the URL at "
+                "the database file"
+            )
         if statement is None and _code(exc) in _BUSY_CODES:
             return LockTimeout(
                 f"{self.database.display} is locked by another connection after waiting "
@@ -294,17 +322,21 @@ class SqliteBackend(Backend):
     # -- transactions and statements -------------------------------------------------------
     def _begin(self) -> None:
         self._run("BEGIN IMMEDIATE")
-        # Inside the transaction a busy statement cannot be retried: wait for the whole timeout.
-        if not self._waits_fully:
-            self._wait_fully()
+        # Inside the transaction a busy statement cannot be retried: SQLite waits the whole timeout.
+        self._wait_in_sqlite(self.lock_timeout)
 
     def _commit(self) -> None:
-        self._run("COMMIT")  # deferred foreign keys are checked here
+        try:
+            self._run("COMMIT")  # deferred foreign keys are checked here
+        finally:
+            if not self.in_transaction():
+                self._wait_in_sqlite(min(_POLL, self.lock_timeout))
 
     def _rollback(self) -> None:
         if self._conn is not None and self._conn.in_transaction:
             with suppress(sqlite3.Error):  # the error that led here is the one to report
                 self._conn.execute("ROLLBACK")
+                self._wait_in_sqlite(min(_POLL, self.lock_timeout))
 
     def in_transaction(self) -> bool:
         return self._conn is not None and self._conn.in_transaction
