@@ -504,6 +504,15 @@ AROUND_REJECTED = {
             ("select 5", 8),
         ],
     ),
+    "a run of rejected statements, then a block": (
+        "".join(f"SELEC {i} 'a;b';\n" for i in range(30))
+        + "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nselect 1;\n",
+        [(f"SELEC {i} 'a;b'", i + 1) for i in range(30)]
+        + [
+            ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END", 31),
+            ("select 1", 32),
+        ],
+    ),
 }
 
 
@@ -514,8 +523,10 @@ def test_statements_around_a_rejected_one_keep_their_text_and_line(
 ) -> None:
     from dbledger.dialects import for_name, postgres
 
-    if window is not None:  # a window smaller than a statement: the same cut, read in pieces
+    if window is not None:  # windows smaller than a statement: the same cut, read in pieces
         monkeypatch.setattr(postgres, "_WINDOW", window)
+        monkeypatch.setattr(postgres, "_SCANNED_AFTER_RUN", window)
+        monkeypatch.setattr(postgres, "_RUN", 2)
     sql, expected = case
     found = for_name("postgresql").split(sql, 1, Path("x.sql"))
     assert [(statement.sql, statement.line) for statement in found] == expected

@@ -172,6 +172,7 @@ def _relation_names(node: Any) -> Iterator[tuple[str | None, str]]:
 # statements cost their number times its size.
 _WINDOW = 1 << 20
 _AFTER_ERROR = 1 << 12
+_RUN, _SCANNED_AFTER_RUN = 8, 1 << 16
 
 
 def _bounds(sql: str, path: Path, first_line: int) -> list[tuple[int, int]]:
@@ -183,7 +184,7 @@ def _bounds(sql: str, path: Path, first_line: int) -> list[tuple[int, int]]:
     from pglast import parser
 
     found: list[tuple[int, int]] = []
-    start, window = 0, _WINDOW
+    start, window, rejected_in_a_row = 0, _WINDOW, 0
     while start < len(sql):
         end = min(len(sql), start + window)
         if end < len(sql) and (line_end := sql.rfind("\n", start, end)) > start:
@@ -196,9 +197,14 @@ def _bounds(sql: str, path: Path, first_line: int) -> list[tuple[int, int]]:
                 window *= 4  # in the window's last statement, which its end may have cut
                 continue
             start = _good_prefix(sql, start, error, found)
-            start = _scan_past(sql, start, error, path, first_line, found)
+            # A run of rejected statements (a file in another dialect, say) is scanned in larger
+            # pieces: going back to the parser after each would cost a parse per statement.
+            rejected_in_a_row += 1
+            reach = _SCANNED_AFTER_RUN if rejected_in_a_row >= _RUN else 0
+            start = _scan_past(sql, start, min(error + reach, len(sql) - 1), path, first_line, found)
             window = _AFTER_ERROR  # where one statement was rejected, others may follow soon
             continue
+        rejected_in_a_row = 0
         if end == len(sql):
             return found + parsed
         if len(parsed) < 2:  # one statement longer than the window: read more at once
@@ -239,14 +245,15 @@ def _good_prefix(sql: str, start: int, error: int, found: list[tuple[int, int]])
 
 
 def _scan_past(
-    sql: str, start: int, error: int, path: Path, first_line: int, found: list[tuple[int, int]]
+    sql: str, start: int, beyond: int, path: Path, first_line: int, found: list[tuple[int, int]]
 ) -> int:
     """Cut ``sql`` from ``start`` at the scanner's top-level semicolons, up to the first one past
-    ``error``; return the offset after it (the parser takes over from there). The scanned window
-    grows until it holds that semicolon outside any string or block."""
+    offset ``beyond`` (the rejected statement's error, or further); return the offset after it
+    (the parser takes over from there). The scanned window grows until it holds that semicolon
+    outside any string or block."""
     from pglast import parser
 
-    window = error - start + 256  # grown until it holds the semicolon; small: errors may be dense
+    window = beyond - start + 256  # grown until it holds the semicolon; small: errors may be dense
     while True:
         end = min(len(sql), start + window)
         try:
@@ -262,7 +269,7 @@ def _scan_past(
                 str(path), f"line {line}: {reason}: close it, or the rest of the file is part of it"
             ) from None
         ends = [start + cut for cut in _top_level_ends(tokens)]
-        past = [cut for cut in ends if cut > error]
+        past = [cut for cut in ends if cut > beyond]
         if past or end == len(sql):
             stop = past[0] if past else len(sql)
             previous = start
