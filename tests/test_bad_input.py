@@ -38,6 +38,22 @@ def one_document(result: Result) -> dict[str, object]:
     return document
 
 
+def started(url: str, folder: Path, *args: str, until: str) -> subprocess.Popen[str]:
+    """dbledger running in the background, once it has printed a line starting with ``until``
+    on stderr (the rest of stderr stays unread in the pipe)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dbledger", "--database-url", url, "--dir", str(folder), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith(until):
+            return process
+    raise AssertionError(f"dbledger ended without printing {until!r}")
+
+
 # -- 1. text the scanner cannot cut ------------------------------------------------------------
 
 
@@ -174,26 +190,7 @@ def test_a_signal_during_up_rolls_back_and_answers_in_json(
     signum: int, code: int, pg_url: str, migrations_dir: Path
 ) -> None:
     write(migrations_dir, "001_slow.sql", "CREATE TABLE slow (id integer);\nSELECT pg_sleep(30);\n")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dbledger",
-            "--database-url",
-            pg_url,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:  # wait until the migration runs
-        if line.startswith("applying 001_slow"):
-            break
+    process = started(pg_url, migrations_dir, "up", "--json", until="applying 001_slow")
     time.sleep(0.3)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
@@ -298,8 +295,13 @@ def test_the_default_connect_timeout_is_stated(tmp_path: Path) -> None:
 def test_a_bad_connect_timeout_is_a_usage_error(value: str, sqlite_url: str, migrations_dir: Path) -> None:
     result = cli(sqlite_url, migrations_dir, "--connect-timeout", value, "status")
     assert result.returncode == 2
-    assert "connect timeout" in last_line(result) or "invalid float value" in last_line(result)
-    assert "Traceback" not in result.stderr
+    expected = (
+        "dbledger: error: argument --connect-timeout: invalid float value: 'abc'"
+        if value == "abc"
+        else f"dbledger: error: invalid connect timeout {float(value)!r}: give whole seconds, at least 2 "
+        "and at most 86400"
+    )
+    assert last_line(result) == expected
 
 
 # -- 9. SQLite: a reader behind another process's write lock -------------------------------------
@@ -406,16 +408,7 @@ def test_reading_a_sqlite_file_that_does_not_exist_says_so(
 
 def test_a_terminated_session_says_the_connection_was_lost(pg_url: str, migrations_dir: Path) -> None:
     write(migrations_dir, "001_slow.sql", "CREATE TABLE slow (id integer);\nSELECT pg_sleep(30);\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dbledger", "--database-url", pg_url, "--dir", str(migrations_dir), "up"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if line.startswith("applying 001_slow"):
-            break
+    process = started(pg_url, migrations_dir, "up", until="applying 001_slow")
     for _ in range(100):
         killed = query(
             pg_url,
@@ -553,27 +546,11 @@ def test_ctrl_c_while_waiting_for_a_sqlite_lock(sqlite_url: str, migrations_dir:
     holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dbledger",
-                "--database-url",
-                sqlite_url,
-                "--dir",
-                str(migrations_dir),
-                "status",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stderr is not None
-        for line in process.stderr:
-            if line.startswith("waiting for the lock of"):
-                break
+        process = started(sqlite_url, migrations_dir, "status", until="waiting for the lock of")
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)  # not after the holder lets go
+        # The holder keeps the lock until the finally below: a command that could not be
+        # interrupted would wait out its 600 s lock timeout, and this would raise TimeoutExpired.
+        _, stderr = process.communicate(timeout=60)
     finally:
         holder.close()
     assert process.returncode == 130
@@ -639,21 +616,6 @@ def test_a_project_run_from_a_subfolder_uses_the_projects_defaults(tmp_path: Pat
     assert result.returncode == 0, result.output
     assert (tmp_path / "dbledger.sqlite3").exists()  # the project's database, not a second one
     assert not (tmp_path / "sub" / "dbledger.sqlite3").exists()
-
-
-def test_verbose_masks_passwords_in_any_spelling(pg_url: str, migrations_dir: Path) -> None:
-    write(
-        migrations_dir,
-        "001_config.sql",
-        "CREATE TABLE settings (note text);\n"
-        "INSERT INTO settings VALUES ('PGPASSWORD=hunter2hunter psql -h db');\n"
-        'INSERT INTO settings VALUES (\'{"password": "hunter4hunter"}\');\n',
-    )
-    result = cli(pg_url, migrations_dir, "-v", "up")
-    assert result.returncode == 0, result.output
-    assert "hunter2hunter" not in result.output
-    assert "hunter4hunter" not in result.output
-    assert "  001_config line 2: INSERT INTO settings VALUES ('PGPASSWORD=*** psql -h db')" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,8 @@ def test_problems_are_never_cut_across_lines(applied: str, migrations_dir: Path)
     write(migrations_dir, f"001_{LONG}.sql", "CREATE TABLE t (id integer, edited integer);\n")
     result = cli(applied, migrations_dir, "status")
     [problem] = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
-    assert problem.endswith("'dbledger repair' to accept the new checksum") or "dbledger repair" in problem
+    assert problem.startswith(f"problem: migration '001_{LONG}' was modified after it was applied")
+    assert problem.endswith("restore the file, or run 'dbledger repair' to accept the new checksum")
 
 
 def test_color_always_colours_a_pipe_and_never_and_no_color_do_not(
@@ -164,16 +165,22 @@ def test_verbose_shows_each_statement_redacted(pg_url: str, migrations_dir: Path
     write(
         migrations_dir,
         "001_role.sql",
-        "CREATE TABLE a (id integer);\n"
+        "CREATE TABLE a (id integer, note text);\n"
         "CREATE ROLE reporter_x LOGIN PASSWORD 'hunter2secret';\n"
-        "DROP ROLE reporter_x;\n",
+        "DROP ROLE reporter_x;\n"
+        "INSERT INTO a VALUES (1, 'PGPASSWORD=hunter3hunter psql -h db');\n"
+        'INSERT INTO a VALUES (2, \'{"password": "hunter4hunter"}\');\n',
     )
     result = cli(pg_url, migrations_dir, "-v", "up")
     assert result.returncode == 0, result.output
-    assert "  001_role line 1: CREATE TABLE a (id integer)" in result.stderr.splitlines()
-    assert "  001_role line 2: CREATE ROLE reporter_x LOGIN PASSWORD '***'" in result.stderr.splitlines()
-    assert "hunter2secret" not in result.output
-    assert query(pg_url, "SELECT count(*) FROM a") == [(0,)]
+    shown = result.stderr.splitlines()
+    assert "  001_role line 1: CREATE TABLE a (id integer, note text)" in shown
+    assert "  001_role line 2: CREATE ROLE reporter_x LOGIN PASSWORD '***'" in shown
+    assert "  001_role line 4: INSERT INTO a VALUES (1, 'PGPASSWORD=*** psql -h db')" in shown
+    assert '  001_role line 5: INSERT INTO a VALUES (2, \'{"password": "***"}\')' in shown
+    for secret in ("hunter2secret", "hunter3hunter", "hunter4hunter"):
+        assert secret not in result.output
+    assert query(pg_url, "SELECT count(*) FROM a") == [(2,)]
 
 
 def test_quiet_and_verbose_exclude_each_other(tmp_path: Path) -> None:
@@ -191,7 +198,7 @@ def test_every_help_ends_with_examples(command: str, tmp_path: Path) -> None:
     assert result.returncode == 0
     tail = result.stdout.rstrip().split("examples:\n")[-1].splitlines()
     assert 2 <= len(tail) <= 3
-    assert all(line.startswith("  dbledger ") or "dbledger" in line for line in tail)
+    assert all(line.startswith("  ") and "dbledger " in line for line in tail), tail
 
 
 def test_version(tmp_path: Path) -> None:

@@ -41,7 +41,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    default: Any = argparse.SUPPRESS if suppress else None
+    """The options every command takes, before or after its name. On a subcommand they default
+    to SUPPRESS, so a value given before the name is not overwritten by the default after it."""
+
+    def given(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    default: Any = given(None)
     parser.add_argument(
         "--database-url",
         metavar="URL",
@@ -72,13 +78,13 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
+        default=given(False),
         help="print one JSON document on stdout",
     )
     parser.add_argument(
         "--color",
         choices=("auto", "always", "never"),
-        default=argparse.SUPPRESS if suppress else "auto",
+        default=given("auto"),
         help="style the output: auto (on a terminal, unless NO_COLOR is set), always, never",
     )
     loudness = parser.add_mutually_exclusive_group()
@@ -86,14 +92,14 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "-q",
         "--quiet",
         action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
+        default=given(False),
         help="print only errors (and what the command was asked to print)",
     )
     loudness.add_argument(
         "-v",
         "--verbose",
         action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
+        default=given(False),
         help="also print each statement as it runs",
     )
 

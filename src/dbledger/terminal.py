@@ -14,8 +14,6 @@ import os
 import sys
 from typing import IO, Any, Literal
 
-from dbledger.redaction import redact
-
 ColorChoice = Literal["auto", "always", "never"]
 
 # Plain progress lines, one per event, for a log or a pipe.
@@ -102,8 +100,9 @@ class Reporter:
 
 
 def _one_line(sql: str, width: int = 200) -> str:
-    """A statement for a progress line: redacted first (a cut could split a secret), on one line."""
-    text = " ".join(redact(sql).split())
+    """A statement for a progress line, on one line (the executor sent it redacted: cutting it
+    here cannot split a secret)."""
+    text = " ".join(sql.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
