@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -34,7 +35,8 @@ def main() -> int:
     with temporary_postgres() as cluster:
         url = cluster.create_database("saas_xray")
         port = free_port()
-        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port)}
+        token = secrets.token_hex(16)  # GET /api/db/version admits only requests bearing it
+        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VERSION_TOKEN": token}
         service = subprocess.Popen([sys.executable, "-m", "connections_service"], env=env)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
@@ -61,7 +63,7 @@ def main() -> int:
                 )
                 show(api.delete("/api/connections/slack-test-9876543210"))
                 show(api.get("/api/audit-logs", params={"resource_id": "slack-test-9876543210"}))
-                show(api.get("/api/db/version"))
+                show(api.get("/api/db/version", headers={"Authorization": f"Bearer {token}"}))
                 show(api.get("/health"))
         finally:
             service.terminate()

@@ -24,6 +24,9 @@ from dbledger.testing import free_port
 StartService = Callable[..., "Service"]
 
 START_TIMEOUT = 60.0  # eight replicas importing FastAPI at once on two cores take a while
+# Every service the tests start is given this token for GET /api/db/version.
+VERSION_TOKEN = "test-version-token-5b1d"
+BEARER = {"Authorization": f"Bearer {VERSION_TOKEN}"}
 
 
 @dataclass
@@ -94,11 +97,11 @@ def service_starter(folder: Path, secrets: list[str]) -> Iterator[StartService]:
     def start(
         database_url: str | None, *, directory: Path | None = None, env: dict[str, str] | None = None
     ) -> Service:
-        environment = {
-            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DBLEDGER_DIR", "HOST", "PORT")
-        }
+        own = ("DATABASE_URL", "DBLEDGER_DIR", "HOST", "PORT", "DATABASE_WAIT", "VERSION_TOKEN")
+        environment = {k: v for k, v in os.environ.items() if k not in own}
         port = free_port()
         environment["PORT"] = str(port)
+        environment["VERSION_TOKEN"] = VERSION_TOKEN
         if database_url is not None:
             environment["DATABASE_URL"] = database_url
         if directory is not None:
@@ -124,8 +127,8 @@ def service_starter(folder: Path, secrets: list[str]) -> Iterator[StartService]:
         for service in started:
             service.stop()
     for service in started:
-        for secret in secrets:
-            assert secret not in service.log, f"a password appears in {service.log_path}"
+        for secret in [*secrets, VERSION_TOKEN]:
+            assert secret not in service.log, f"a password or token appears in {service.log_path}"
 
 
 def password_of(database_url: str) -> str:

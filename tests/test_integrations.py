@@ -1,36 +1,47 @@
 """dbledger.integrations used by an application of its own: a FastAPI app started by the
-``uvicorn`` command with ``migrating_lifespan`` and ``ledger_router``."""
+``uvicorn`` command with ``migrating_lifespan`` and ``ledger_router``; then the router in
+process, for what each audience may see: ``/health`` is open and names migrations only, the
+version endpoint needs the application's token, and neither answers 500 when the database is
+gone."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
+import dbledger
+from dbledger.integrations.fastapi import bearer_token, ledger_router, open_access
 from dbledger.testing import free_port
 from tests.helpers import query, write
+from tests.service_helpers import password_of
 
 APP = """
 import os
 from fastapi import FastAPI
-from dbledger.integrations.fastapi import ledger_router, migrating_lifespan
+from dbledger.integrations.fastapi import bearer_token, ledger_router, migrating_lifespan
 
 URL, DIR = os.environ["APP_DATABASE_URL"], os.environ["APP_MIGRATIONS"]
 app = FastAPI(lifespan=migrating_lifespan(URL, DIR))
-app.include_router(ledger_router(URL, DIR))
+app.include_router(ledger_router(URL, DIR, version_access=bearer_token(os.environ["APP_TOKEN"])))
 """
+TOKEN = "s3cr3t-version-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def start(tmp_path: Path, url: str, folder: Path, port: int) -> subprocess.Popen[str]:
     write(tmp_path, "app.py", APP)
-    env = {**os.environ, "APP_DATABASE_URL": url, "APP_MIGRATIONS": str(folder)}
+    env = {**os.environ, "APP_DATABASE_URL": url, "APP_MIGRATIONS": str(folder), "APP_TOKEN": TOKEN}
     command = [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)]
     return subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -58,7 +69,7 @@ def test_lifespan_migrates_before_listening_and_health_reports(
         assert query(pg_url, "SELECT migration_name, success FROM schema_migrations") == [("001_a", True)]
         health = httpx.get(f"http://127.0.0.1:{port}/health")
         assert (health.status_code, health.json()["status"]) == (200, "ok")
-        version = httpx.get(f"http://127.0.0.1:{port}/api/db/version").json()
+        version = httpx.get(f"http://127.0.0.1:{port}/api/db/version", headers=BEARER).json()
         assert version["version"] == 1
         assert [m["name"] for m in version["applied"]] == ["001_a"]
 
@@ -86,24 +97,116 @@ def test_lifespan_failure_never_opens_the_port(pg_url: str, migrations_dir: Path
     assert "no_such_column" in error
 
 
-def test_health_is_503_when_the_database_is_unreachable(migrations_dir: Path) -> None:
-    from fastapi import FastAPI
-
-    from dbledger.integrations.fastapi import ledger_router
-
+def serve(router: Any) -> FastAPI:
     app = FastAPI()
-    app.include_router(
-        ledger_router(f"postgresql://nobody:secretpw99@127.0.0.1:{free_port()}/x", migrations_dir)
-    )
+    app.include_router(router)
+    return app
 
-    async def get_health() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+
+def get(app: FastAPI, path: str, headers: dict[str, Any] | None = None) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            return await client.get("/health")
+            return await client.get(path, headers=headers)
 
-    response = asyncio.run(get_health())
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "unavailable"
-    assert "cannot connect" in body["reasons"][0]
-    assert "secretpw99" not in json.dumps(body)
+    return asyncio.run(call())
+
+
+def test_both_endpoints_answer_503_without_the_location_when_the_database_is_unreachable(
+    migrations_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    url = f"postgresql://nobody:secretpw99@127.0.0.1:{port}/x"
+    app = serve(ledger_router(url, migrations_dir, version_access=open_access))
+
+    health, version = get(app, "/health"), get(app, "/api/db/version")
+
+    for response in (health, version):
+        assert response.status_code == 503
+        assert response.json() == {
+            "status": "unavailable",
+            "reasons": ["the database is unreachable: the service's log has the details"],
+        }
+    # The operator finds where it tried in the log, password masked.
+    assert f"cannot connect to postgresql://nobody:***@127.0.0.1:{port}/x" in caplog.text
+    assert "secretpw99" not in caplog.text
+
+
+def test_the_version_endpoint_admits_only_the_applications_token(pg_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (x INTEGER);\n")
+    dbledger.migrate(pg_url, migrations_dir)
+    app = serve(ledger_router(pg_url, migrations_dir, version_access=bearer_token(TOKEN)))
+
+    assert get(app, "/api/db/version", BEARER).status_code == 200
+    refusals = {
+        "no header": get(app, "/api/db/version"),
+        "another scheme": get(app, "/api/db/version", {"Authorization": f"Basic {TOKEN}"}),
+        "another token": get(app, "/api/db/version", {"Authorization": "Bearer guess"}),
+        "a prefix": get(app, "/api/db/version", {"Authorization": f"Bearer {TOKEN[:-1]}"}),
+        # Not ASCII: a string comparison in constant time would raise; bytes compare.
+        "not ASCII": get(app, "/api/db/version", {"Authorization": "Bearer s3cr3t-versión-token".encode()}),
+    }
+    for case, response in refusals.items():
+        assert (case, response.status_code) == (case, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert TOKEN not in response.text
+    assert refusals["no header"].json() == {"detail": "this endpoint needs 'Authorization: Bearer <token>'"}
+    assert refusals["another token"].json() == {
+        "detail": "the bearer token is not the one this endpoint accepts"
+    }
+    # /health stays open: a load balancer has no token.
+    assert get(app, "/health").status_code == 200
+
+    # Without a token configured the endpoint is closed to everyone, not open.
+    for token in (None, ""):
+        closed = serve(ledger_router(pg_url, migrations_dir, version_access=bearer_token(token)))
+        for headers in (None, {"Authorization": "Bearer "}, BEARER):
+            refused = get(closed, "/api/db/version", headers)
+            assert refused.status_code == 401
+        assert refused.json()["detail"] == (
+            "this endpoint is closed: the application has no token configured for it"
+        )
+
+
+def test_health_names_a_failed_migration_and_only_the_version_endpoint_shows_its_error(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (x INTEGER);\n")
+    write(migrations_dir, "002_b.sql", "INSERT INTO a VALUES ('private-value-1234');\n")
+    with pytest.raises(dbledger.MigrationFailed):
+        dbledger.migrate(pg_url, migrations_dir)
+    app = serve(ledger_router(pg_url, migrations_dir, version_access=bearer_token(TOKEN)))
+
+    health = get(app, "/health")
+    assert health.status_code == 503
+    assert health.json() == {
+        "status": "unhealthy",
+        "version": 1,
+        "reasons": ["migration '002_b' failed: its error is in the version endpoint"],
+    }
+
+    version = get(app, "/api/db/version", BEARER)
+    assert version.status_code == 200
+    body = version.json()
+    [failed] = body["failed"]
+    assert failed["name"] == "002_b"
+    assert "private-value-1234" in failed["error_message"]
+    assert "22P02" in failed["error_message"]
+    # Where the database and the files are is the operator's configuration, not the endpoint's.
+    assert "database" not in body
+    assert "directory" not in body
+    assert str(migrations_dir) not in version.text
+    assert password_of(pg_url) not in version.text
+    assert str(urlsplit(pg_url).hostname) not in version.text
+
+
+def test_the_openapi_document_declares_every_status_the_router_answers(migrations_dir: Path) -> None:
+    app = serve(ledger_router("sqlite:///x.db", migrations_dir, version_access=bearer_token(TOKEN)))
+
+    paths = app.openapi()["paths"]
+
+    assert set(paths["/api/db/version"]["get"]["responses"]) == {"200", "401", "503"}
+    assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
+    schemas = app.openapi()["components"]["schemas"]
+    assert "schema" in schemas["DatabaseVersion"]["properties"]
+    assert set(schemas["Health"]["properties"]["status"]["enum"]) == {"ok", "unhealthy", "unavailable"}

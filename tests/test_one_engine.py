@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 import dbledger
-from dbledger.integrations.fastapi import ledger_router
+from dbledger.integrations.fastapi import ledger_router, open_access
 from tests.helpers import query, run_cli, table_exists, write
 
 
@@ -269,7 +269,7 @@ def test_a_transaction_false_migration_at_work_is_running(db_url: str, migration
     dbledger.migrate(db_url, migrations_dir)
     write(migrations_dir, "002_index.sql", "-- migrate:up transaction:false\nCREATE INDEX t_id ON t (id);\n")
     app = FastAPI()
-    app.include_router(ledger_router(db_url, migrations_dir))
+    app.include_router(ledger_router(db_url, migrations_dir, version_access=open_access))
     seen: dict[str, object] = {}
 
     def watch(event: str, name: str, ms: int | None) -> None:

@@ -37,6 +37,7 @@ import dbledger
 from dbledger.redaction import redact
 from tests.helpers import query, table_exists, write
 from tests.service_helpers import (
+    BEARER,
     Service,
     StartService,
     execute_script,
@@ -507,7 +508,8 @@ def test_endpoints(pg_url: str, start_service: StartService) -> None:
         assert error_fields(client.get("/api/audit-logs")) == ["resource_id"]
 
         # The schema version, from dbledger's router.
-        version = client.get("/api/db/version")
+        assert client.get("/api/db/version").status_code == 401
+        version = client.get("/api/db/version", headers=BEARER)
         assert version.status_code == 200
         state = version.json()
         assert state["version"] == 4
@@ -701,6 +703,6 @@ def test_the_service_keeps_its_ledger_where_it_is_told(pg_url: str, start_servic
     placed = query(pg_url, "SELECT migration_name FROM ops.deploys ORDER BY applied_order")
     assert placed == [(name,) for name in NAMES]
     assert not query(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'schema_migrations'")
-    version = httpx.get(f"{service.url}/api/db/version", timeout=10).json()
+    version = httpx.get(f"{service.url}/api/db/version", headers=BEARER, timeout=10).json()
     assert [m["name"] for m in version["applied"]] == NAMES
     assert version["pending"] == []

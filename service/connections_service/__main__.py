@@ -7,6 +7,9 @@ Environment:
     DBLEDGER_DIR   migrations folder, default the package's own ``migrations/``
     DBLEDGER_LEDGER_TABLE  where dbledger keeps its ledger, default ``schema_migrations`` (read
                    by dbledger itself, for the startup migration and the version endpoints alike)
+    DATABASE_WAIT  seconds a request waits for the database before answering 503, default 3
+    VERSION_TOKEN  the bearer token ``GET /api/db/version`` requires; unset, that endpoint
+                   admits no one (``/health`` stays open)
 
 The order is the point. ``migrate_or_exit`` returns only once every migration is applied, and
 otherwise logs why and exits 1; only after it returned does uvicorn bind the port. A process that
@@ -27,18 +30,20 @@ closes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from connections_service import MIGRATIONS
 from connections_service.app import create_app
+from connections_service.db import DEFAULT_WAIT
 from dbledger.integrations.startup import migrate_or_exit
 from dbledger.redaction import redact
 
@@ -134,6 +139,27 @@ class Settings:
     host: str
     port: int
     directory: Path
+    wait: float = DEFAULT_WAIT
+    version_token: str | None = field(default=None, repr=False)  # a secret: never shown
+
+
+# A request waits at least this long: less is shorter than one connection attempt can take.
+MIN_WAIT, MAX_WAIT = 0.1, 300.0
+
+
+def _read_wait(environ: Mapping[str, str]) -> float:
+    text = environ.get("DATABASE_WAIT", "").strip()
+    if not text:
+        return DEFAULT_WAIT
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = math.nan
+    if not MIN_WAIT <= wait <= MAX_WAIT:  # NaN fails both
+        raise ValueError(
+            f"DATABASE_WAIT must be a number of seconds between {MIN_WAIT:g} and {MAX_WAIT:g}, not {text!r}"
+        )
+    return wait
 
 
 def read_settings(environ: Mapping[str, str]) -> Settings:
@@ -159,6 +185,8 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         host=environ.get("HOST", "").strip() or "127.0.0.1",
         port=int(port_text),
         directory=Path(directory) if directory else MIGRATIONS,
+        wait=_read_wait(environ),
+        version_token=environ.get("VERSION_TOKEN", "").strip() or None,
     )
 
 
@@ -172,8 +200,15 @@ def main() -> None:
     migration_log = logging.getLogger("connections_service.migrate")
     migration_log.addFilter(FullCommandFilter(settings.directory))
     migrate_or_exit(settings.database_url, settings.directory, log=migration_log)  # exits 1 on failure
+    if settings.version_token is None:
+        logger.info("VERSION_TOKEN is not set: GET /api/db/version admits no one")
     uvicorn.run(
-        create_app(settings.database_url, settings.directory),
+        create_app(
+            settings.database_url,
+            settings.directory,
+            wait=settings.wait,
+            version_token=settings.version_token,
+        ),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -6,16 +6,18 @@
     GET    /api/connections/{id}           404 when unknown
     DELETE /api/connections/{id}           204, 404 when unknown
     GET    /api/audit-logs?resource_id=
-    GET    /api/db/version, GET /health    dbledger's ledger router
+    GET    /health                         dbledger's ledger router: open, for load balancers
+    GET    /api/db/version                 the same, behind ``Authorization: Bearer <token>``
 
 Endpoints are plain functions (FastAPI runs them in its thread pool) over a psycopg connection
 pool that the lifespan opens and closes. The application does not migrate: ``__main__`` has done
-that before the application exists.
+that before the application exists. Every error status is in ``responses`` and declared in the
+OpenAPI document; none is a 500.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,10 +27,11 @@ import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connections_service import db, ids
+from connections_service.body_limit import BodyLimit
 from connections_service.models import (
     ID_PATTERN,
     AuditLog,
@@ -36,19 +39,26 @@ from connections_service.models import (
     ConnectionCreate,
     Organization,
     OrganizationCreate,
+    Text,
 )
-from dbledger.integrations.fastapi import ledger_router
-from dbledger.redaction import redact
+from connections_service.responses import (
+    BODY_ERRORS,
+    CONFLICT,
+    NOT_FOUND,
+    UNAVAILABLE,
+    database_unavailable,
+    http_error,
+    validation_failed,
+)
+from dbledger.integrations.fastapi import bearer_token, ledger_router
 
 __all__ = ["create_app"]
-
-logger = logging.getLogger("connections_service")
 
 # A generated connection id can collide with one another replica generated in the same
 # millisecond; each retry takes a later millisecond.
 GENERATED_ID_ATTEMPTS = 5
 
-router = APIRouter()
+router = APIRouter(responses=UNAVAILABLE)
 
 
 def _pool(request: Request) -> ConnectionPool:
@@ -60,7 +70,9 @@ Pool = Annotated[ConnectionPool, Depends(_pool)]
 ConnectionId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.post("/api/organizations", status_code=201, tags=["organizations"])
+@router.post(
+    "/api/organizations", status_code=201, tags=["organizations"], responses={**CONFLICT, **BODY_ERRORS}
+)
 def create_organization(body: OrganizationCreate, pool: Pool) -> Organization:
     with pool.connection() as conn:
         try:
@@ -69,7 +81,7 @@ def create_organization(body: OrganizationCreate, pool: Pool) -> Organization:
             raise HTTPException(409, str(exc)) from None
 
 
-@router.post("/api/connections", status_code=201, tags=["connections"])
+@router.post("/api/connections", status_code=201, tags=["connections"], responses={**CONFLICT, **BODY_ERRORS})
 def create_connection(body: ConnectionCreate, pool: Pool) -> Connection:
     with pool.connection() as conn:
         try:
@@ -110,7 +122,7 @@ def list_connections(
         return db.list_connections(conn, organization_id)
 
 
-@router.get("/api/connections/{connection_id}", tags=["connections"])
+@router.get("/api/connections/{connection_id}", tags=["connections"], responses=NOT_FOUND)
 def get_connection(connection_id: ConnectionId, pool: Pool) -> Connection:
     with pool.connection() as conn:
         found = db.get_connection(conn, connection_id)
@@ -119,7 +131,7 @@ def get_connection(connection_id: ConnectionId, pool: Pool) -> Connection:
     return found
 
 
-@router.delete("/api/connections/{connection_id}", status_code=204, tags=["connections"])
+@router.delete("/api/connections/{connection_id}", status_code=204, tags=["connections"], responses=NOT_FOUND)
 def delete_connection(connection_id: ConnectionId, pool: Pool) -> Response:
     with pool.connection() as conn:
         deleted = db.delete_connection(conn, connection_id)
@@ -129,28 +141,26 @@ def delete_connection(connection_id: ConnectionId, pool: Pool) -> Response:
 
 
 @router.get("/api/audit-logs", tags=["audit"])
-def list_audit_logs(
-    resource_id: Annotated[str, Query(min_length=1, max_length=255)], pool: Pool
-) -> list[AuditLog]:
+def list_audit_logs(resource_id: Annotated[Text, Query()], pool: Pool) -> list[AuditLog]:
     with pool.connection() as conn:
         return db.list_audit_logs(conn, resource_id)
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """A lost database is the server's trouble but not a bug: 503, so clients and load
-    balancers retry elsewhere, instead of a bare 500."""
-    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, message)
-    return JSONResponse({"detail": f"database unavailable: {message}"}, status_code=503)
-
-
-def create_app(database_url: str, directory: str | os.PathLike[str]) -> FastAPI:
+def create_app(
+    database_url: str,
+    directory: str | os.PathLike[str],
+    *,
+    wait: float = db.DEFAULT_WAIT,
+    version_token: str | None = None,
+) -> FastAPI:
     """The application for the database at ``database_url``, whose migrations are in
-    ``directory`` (the version and health endpoints compare the two)."""
+    ``directory`` (the version and health endpoints compare the two). A request waits at most
+    ``wait`` seconds for the database before its 503. ``GET /api/db/version`` admits requests
+    bearing ``version_token``, and none without one."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await run_in_threadpool(db.open_pool, database_url)
+        pool = await run_in_threadpool(db.open_pool, database_url, wait)
         app.state.pool = pool
         try:
             yield
@@ -158,8 +168,20 @@ def create_app(database_url: str, directory: str | os.PathLike[str]) -> FastAPI:
             await run_in_threadpool(pool.close)
 
     app = FastAPI(title="connections-service", lifespan=lifespan)
-    app.include_router(ledger_router(database_url, directory))
+    app.state.wait = wait
+    app.add_middleware(BodyLimit)
+    app.include_router(
+        ledger_router(
+            database_url,
+            directory,
+            version_access=bearer_token(version_token),
+            connect_timeout=max(2, math.ceil(wait)),
+        )
+    )
     app.include_router(router)
-    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    # Everything the database can answer with but the two conflicts db.py turns into 409/422.
+    app.add_exception_handler(psycopg.Error, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
     return app

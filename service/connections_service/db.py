@@ -8,6 +8,7 @@ for instance for a retry with another generated id.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from connections_service.models import AuditLog, Connection, Organization
 
 __all__ = [
+    "DEFAULT_WAIT",
     "DuplicateId",
     "UnknownOrganization",
     "create_connection",
@@ -33,6 +35,8 @@ __all__ = [
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
 POOL_OPEN_TIMEOUT = 30.0
+# Seconds a request waits for a connection before its 503 (DATABASE_WAIT).
+DEFAULT_WAIT = 3.0
 
 _INSERT_ORGANIZATION = """
 INSERT INTO organizations (id, name) VALUES (%s, %s)
@@ -91,22 +95,40 @@ class UnknownOrganization(Exception):
         super().__init__(f"organization {organization_id!r} does not exist")
 
 
-def open_pool(database_url: str) -> ConnectionPool:
+def open_pool(database_url: str, wait: float = DEFAULT_WAIT) -> ConnectionPool:
     """A pool with its first connection made (raises PoolTimeout when the database stays out of
-    reach). Close it with ``pool.close()``."""
+    reach). A request waits at most ``wait`` seconds for a connection. Close it with
+    ``pool.close()``."""
     pool = ConnectionPool(
         database_url,
         min_size=POOL_MIN_SIZE,
         max_size=POOL_MAX_SIZE,
-        kwargs={"application_name": "connections-service"},
+        # libpq counts whole seconds, at least 2; an address that drops packets would otherwise
+        # hold each attempt for the system's TCP timeout (minutes).
+        kwargs={"application_name": "connections-service", "connect_timeout": max(2, math.ceil(wait))},
         name="connections-service",
-        # A database restart or failover kills every pooled connection; checking each one as it
-        # leaves the pool (one empty round trip) replaces it instead of failing the request.
-        check=ConnectionPool.check_connection,
+        timeout=wait,
+        # The pool retries a lost connection with a growing backoff (1, 2, 4... s) for as long
+        # as this; past it, the next request starts a fresh attempt at once. Retrying only as
+        # long as a request waits keeps recovery within seconds of the database's return.
+        reconnect_timeout=wait,
+        check=lambda conn: _check(pool, conn),
         open=False,
     )
     pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
     return pool
+
+
+def _check(pool: ConnectionPool, conn: psycopg.Connection[Any]) -> None:
+    """Check each connection as it leaves the pool (one empty round trip), so a dead one is
+    replaced instead of failing the request. One dead connection usually means all of them died
+    (a database restart, a failover): check the others at once, rather than one per request with
+    the pool's backoff in between, which outlasts the request's wait."""
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        pool.check()
+        raise
 
 
 def create_organization(conn: psycopg.Connection[Any], id: str, name: str) -> Organization:

@@ -22,9 +22,9 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 def find_postgres_bin() -> Path:
@@ -50,12 +50,17 @@ def free_port() -> int:
 
 @dataclass
 class Cluster:
-    """A running cluster: connect as ``user`` with ``password`` over TCP on 127.0.0.1."""
+    """A running cluster: connect as ``user`` with ``password`` over TCP on 127.0.0.1.
+    ``stop()`` and ``start()`` take it down and bring it back on the same port, with its data,
+    to test what an application does during an outage."""
 
     port: int
     password: str
     user: str = "postgres"
     host: str = "127.0.0.1"
+    # pg_ctl's command line up to the action ("start" or "stop" is appended), with its options.
+    control: list[str] = field(default_factory=list, repr=False)
+    start_options: list[str] = field(default_factory=list, repr=False)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
@@ -67,6 +72,20 @@ class Cluster:
 
     def drop_database(self, name: str) -> None:
         _admin(self.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self, mode: Literal["fast", "immediate"] = "fast") -> None:
+        """Stop the server: every session is cut. ``fast`` keeps what was committed; ``immediate``
+        is a crash, and with this cluster's durability off it loses the last commits."""
+        _pg_ctl([*self.control, "-m", mode, "stop"], check=False)
+
+    def start(self) -> None:
+        """Start it again and wait until it accepts connections."""
+        _pg_ctl([*self.control, *self.start_options, "start"], check=True)
+
+
+def _pg_ctl(command: list[str], *, check: bool) -> None:
+    # From "/": the working folder may be one the cluster's user cannot enter.
+    subprocess.run(command, cwd="/", capture_output=True, check=check, **_as_user())
 
 
 def _admin(url: str, statement: str) -> None:
@@ -96,7 +115,7 @@ def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cl
     base = Path(tempfile.mkdtemp(prefix="dbledger-pg-"))
     drop = _as_user()
     password = secrets.token_hex(12)
-    cluster = Cluster(port=free_port(), password=password)
+    port = free_port()
     data, log = base / "data", base / "postgres.log"
     (base / "pwfile").write_text(password + "\n")
     if drop:
@@ -112,41 +131,29 @@ def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cl
         "full_page_writes": "off",
         **(settings or {}),
     }
-    run: dict[str, Any] = {"cwd": base, "check": True, "capture_output": True, **drop}
+    flags = " ".join(f"-c {key}={value}" for key, value in options.items())
+    cluster = Cluster(
+        port=port,
+        password=password,
+        control=[str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "60"],
+        start_options=["-l", str(log), "-o", f"-p {port} {flags}"],
+    )
+    initdb = [
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={base / 'pwfile'}",
+    ]
     try:
-        subprocess.run(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                f"--pwfile={base / 'pwfile'}",
-            ],
-            **run,
-        )
-        flags = " ".join(f"-c {key}={value}" for key, value in options.items())
-        subprocess.run(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-p {cluster.port} {flags}",
-                "start",
-            ],
-            **run,
-        )
+        subprocess.run(initdb, cwd=base, check=True, capture_output=True, **drop)
+        cluster.start()
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(base, ignore_errors=True)
         output = (exc.stdout or b"").decode() + (exc.stderr or b"").decode()
@@ -154,11 +161,5 @@ def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cl
     try:
         yield cluster
     finally:
-        subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            cwd=base,
-            capture_output=True,
-            check=False,
-            **drop,
-        )
+        cluster.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)

@@ -1,74 +1,203 @@
 """FastAPI (and any Starlette application): version and health endpoints, and a lifespan that
 migrates before the application accepts traffic.
 
-    from dbledger.integrations.fastapi import ledger_router, migrating_lifespan
+    from dbledger.integrations.fastapi import bearer_token, ledger_router, migrating_lifespan
 
     app = FastAPI(lifespan=migrating_lifespan(DATABASE_URL, "migrations"))
-    app.include_router(ledger_router(DATABASE_URL, "migrations"))
+    app.include_router(
+        ledger_router(DATABASE_URL, "migrations", version_access=bearer_token(os.environ["VERSION_TOKEN"]))
+    )
 
-``GET /api/db/version``: the schema version, applied migrations with times and checksums, and
-pending, failed, modified, missing ones. ``GET /health``: 200 when the database answers and the
-ledger is clean (nothing failed, dirty, modified, missing or pending); 503 with the reasons.
+``GET /health``, open to all (a load balancer's probe): 200 when the database answers and the
+ledger is clean (nothing failed, dirty, modified, missing or pending); 503 with one line per
+migration at fault, or with the kind of outage. ``GET /api/db/version``, behind the
+``version_access`` dependency the application supplies: the ledger as ``dbledger status --json``
+shows it, without the database's location or the folder's path. Neither ever answers 500: what
+dbledger cannot read is a 503 saying why, and the full message goes to the ``dbledger`` log.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
 from dbledger.api import Status, migrate, status
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import DbledgerError
+from dbledger.integrations.views import health_body, health_reasons, unavailable_body, version_body
+
+__all__ = ["bearer_token", "health_reasons", "ledger_router", "migrating_lifespan", "open_access"]
 
 PathLike = str | os.PathLike[str]
 
+# Seconds the endpoints wait for a new connection: a probe must answer before its own timeout
+# (Kubernetes' default is 1 s; most set a few), and libpq waits at least 2.
+HEALTH_CONNECT_TIMEOUT = 3
 
-def health_reasons(state: Status) -> list[str]:
-    """Why a service on this database should not be called healthy; empty when it should."""
-    reasons = list(state.problems)
-    reasons += [
-        f"migration '{m.name}' is pending: the database is behind this service's migrations"
-        for m in state.plan.pending
-        if m.name not in state.plan.rows  # a failed one is already explained by its problem line
-    ]
-    return reasons
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy", "unavailable"]
+    version: int | None = None
+    reasons: list[str]
+
+
+class LedgerEntry(BaseModel):
+    name: str
+    version: int
+    state: str
+    checksum: str | None
+    applied_at: str | None
+    applied_order: int | None
+    execution_time_ms: int | None
+    error_message: str | None
+
+
+class Modified(LedgerEntry):
+    checksum_on_disk: str
+
+
+class Renamed(LedgerEntry):
+    renamed_to: str
+
+
+class Pending(BaseModel):
+    name: str
+    version: int
+    checksum: str
+    transaction: bool
+
+
+class OutOfOrder(BaseModel):
+    name: str
+    version: int
+
+
+class Fingerprints(BaseModel):
+    expected: str
+    found: str
+    drifted: bool
+
+
+class DatabaseVersion(BaseModel):
+    """The body of the version endpoint (the ledger as ``dbledger status --json`` shows it)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    ledger_exists: bool
+    ledger_format: int | None
+    version: int | None
+    applied: list[LedgerEntry]
+    applied_in_version_order: bool
+    pending: list[Pending]
+    running: list[LedgerEntry]
+    failed: list[LedgerEntry]
+    modified: list[Modified]
+    renamed: list[Renamed]
+    missing: list[LedgerEntry]
+    out_of_order: list[OutOfOrder]
+    dirty: list[LedgerEntry]
+    problems: list[str]
+    # "schema" in the body; the attribute is renamed because BaseModel has a method of that name.
+    schema_: Fingerprints | None = Field(default=None, alias="schema")
+    history: dict[str, Any] | None
+
+
+class Refusal(BaseModel):
+    detail: str
+
+
+# Module level: FastAPI resolves a dependency's (postponed) annotations in the module's namespace.
+_BEARER = HTTPBearer(auto_error=False, description="the token the application was given")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "dbledger could not read the database or the files"}
+}
+
+
+def bearer_token(token: str | None) -> Callable[..., None]:
+    """A dependency admitting only requests with ``Authorization: Bearer <token>``, compared in
+    constant time. An empty or missing ``token`` admits no one: the endpoint is closed until the
+    application is given one, rather than open by accident."""
+    expected = (token or "").encode("utf-8")
+
+    def require_token(credentials: BearerCredentials) -> None:
+        if not expected:
+            reason = "this endpoint is closed: the application has no token configured for it"
+        elif credentials is None:
+            reason = "this endpoint needs 'Authorization: Bearer <token>'"
+        # Header values arrive decoded as latin-1; compare bytes, which takes any character.
+        elif hmac.compare_digest(credentials.credentials.encode("latin-1", "replace"), expected):
+            return
+        else:
+            reason = "the bearer token is not the one this endpoint accepts"
+        raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
+    return require_token
+
+
+def open_access() -> None:
+    """A ``version_access`` that admits everyone (a service on a private network)."""
 
 
 def ledger_router(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
+    version_access: Callable[..., Any],
     ledger_table: str | None = None,
+    connect_timeout: int = HEALTH_CONNECT_TIMEOUT,
     version_path: str = "/api/db/version",
     health_path: str = "/health",
 ) -> APIRouter:
     """A router with the version and health endpoints for one database and migrations folder
-    (and ledger table, default as the command line resolves it)."""
-    router = APIRouter()
+    (and ledger table, default as the command line resolves it). ``version_access`` is the
+    dependency that guards the version endpoint: ``bearer_token(...)``, one of the
+    application's own, or ``open_access`` to say in so many words that it is public."""
+    router = APIRouter(tags=["database"])
 
-    @router.get(version_path, tags=["database"])
-    def db_version() -> dict[str, Any]:
-        return status(database_url, directory, check_schema=True, ledger_table=ledger_table).to_dict()
-
-    @router.get(health_path, tags=["database"])
-    def health() -> JSONResponse:
+    def read(endpoint: str) -> Status | JSONResponse:
         try:
-            state = status(database_url, directory, check_schema=True, ledger_table=ledger_table)
+            return status(
+                database_url,
+                directory,
+                check_schema=True,
+                ledger_table=ledger_table,
+                connect_timeout=connect_timeout,
+            )
         except DbledgerError as exc:
-            return JSONResponse({"status": "unavailable", "reasons": [exc.message]}, status_code=503)
-        reasons = health_reasons(state)
-        body: dict[str, Any] = {
-            "status": "unhealthy" if reasons else "ok",
-            "version": state.version,
-            "reasons": reasons,
-        }
-        return JSONResponse(body, status_code=503 if reasons else 200)
+            return JSONResponse(unavailable_body(exc, endpoint), status_code=503)
+
+    @router.get(
+        version_path,
+        response_model=DatabaseVersion,
+        responses={401: {"model": Refusal, "description": "refused by the access check"}, **_UNAVAILABLE},
+        dependencies=[Depends(version_access)],
+    )
+    def db_version() -> JSONResponse:
+        state = read(version_path)
+        return state if isinstance(state, JSONResponse) else JSONResponse(version_body(state))
+
+    @router.get(
+        health_path,
+        response_model=Health,
+        responses={503: {"model": Health, "description": "unhealthy, with one reason per line"}},
+    )
+    def health() -> JSONResponse:
+        state = read(health_path)
+        if isinstance(state, JSONResponse):
+            return state
+        code, body = health_body(state)
+        return JSONResponse(body, status_code=code)
 
     return router
 
