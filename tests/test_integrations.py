@@ -210,3 +210,21 @@ def test_the_openapi_document_declares_every_status_the_router_answers(migration
     schemas = app.openapi()["components"]["schemas"]
     assert "schema" in schemas["DatabaseVersion"]["properties"]
     assert set(schemas["Health"]["properties"]["status"]["enum"]) == {"ok", "unhealthy", "unavailable"}
+
+
+def test_health_answers_503_when_the_server_accepts_and_never_answers(
+    silent_server: int, migrations_dir: Path
+) -> None:
+    url = f"postgresql://app:s3cret@127.0.0.1:{silent_server}/app"
+    app = serve(ledger_router(url, migrations_dir, version_access=open_access, connect_timeout=2))
+
+    async def probe() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            # Without a connect timeout libpq would wait for ever; this bound only catches that.
+            return await asyncio.wait_for(client.get("/health"), timeout=60)
+
+    response = asyncio.run(probe())
+
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["the database is unreachable: the service's log has the details"]

@@ -569,6 +569,15 @@ def test_read_settings() -> None:
     with pytest.raises(ValueError, match="PORT must be a port number between 1 and 65535, not '0'"):
         read_settings({"DATABASE_URL": url, "PORT": "0"})
 
+    # How long a request waits for the database, and the version endpoint's token.
+    assert (settings.wait, settings.version_token) == (3.0, None)
+    settings = read_settings({"DATABASE_URL": url, "DATABASE_WAIT": "0.5", "VERSION_TOKEN": " tok "})
+    assert (settings.wait, settings.version_token) == (0.5, "tok")
+    assert "tok" not in repr(settings)
+    for bad in ("0", "-1", "nan", "inf", "1e9", "3s", "forever"):
+        with pytest.raises(ValueError, match=re.escape(f"between 0.1 and 300, not {bad!r}")):
+            read_settings({"DATABASE_URL": url, "DATABASE_WAIT": bad})
+
 
 def test_log_filter_masks_passwords_in_messages_and_tracebacks() -> None:
     stream = io.StringIO()

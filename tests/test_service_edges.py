@@ -24,6 +24,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from connections_service.models import TEXT_PATTERN, storable_text
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from dbledger.testing import temporary_postgres
 from tests.helpers import query
@@ -210,6 +213,26 @@ def test_names_people_write_are_accepted(service: Service) -> None:
         created = [client.post("/api/organizations", json={"name": name}) for name in names]
     assert [r.status_code for r in created] == [201] * len(names)
     assert [r.json()["name"] for r in created] == names
+
+
+@settings(max_examples=2000, deadline=None, database=None, derandomize=True)
+@given(st.text(alphabet=st.characters(codec=None, max_codepoint=0x3100), max_size=6))
+@example("\ufeff")
+@example("\u180e")
+@example("\x1c")
+@example("\u2028x")
+def test_the_documented_pattern_and_the_check_agree(text: str) -> None:
+    """What the OpenAPI document promises (TEXT_PATTERN) is what the service accepts."""
+    try:
+        storable_text(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == (re.fullmatch(TEXT_PATTERN, text) is not None and not has_surrogate(text))
+
+
+def has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 # -- sizes ----------------------------------------------------------------------------------------
