@@ -228,3 +228,21 @@ def test_health_answers_503_when_the_server_accepts_and_never_answers(
 
     assert response.status_code == 503
     assert response.json()["reasons"] == ["the database is unreachable: the service's log has the details"]
+
+
+def test_a_ledger_row_no_dbledger_wrote_is_a_503_not_a_500(
+    pg_url: str, migrations_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(migrations_dir, "001_a.sql", "CREATE TABLE a (x INTEGER);\n")
+    dbledger.migrate(pg_url, migrations_dir)
+    query(pg_url, "ALTER TABLE schema_migrations ALTER COLUMN version TYPE text")
+    query(pg_url, "UPDATE schema_migrations SET version = 'abc'")
+    app = serve(ledger_router(pg_url, migrations_dir, version_access=open_access))
+
+    for path in ("/health", "/api/db/version"):
+        response = get(app, path)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["status"] == "unavailable"
+        assert response.json()["reasons"][0].startswith("the ledger could not be read (ValueError)")
+    assert "ValueError" in caplog.text

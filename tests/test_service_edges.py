@@ -304,6 +304,24 @@ def test_a_405_names_every_method_of_the_path(service: Service) -> None:
     assert health.headers["allow"] == "GET"
 
 
+def test_audit_data_that_is_not_an_object_is_still_served(service: Service, database: str) -> None:
+    query(
+        database,
+        "INSERT INTO audit_logs (id, event_type, resource_type, resource_id, event_data) VALUES"
+        " ('a1', 'manual', 'note', 'odd-data', '[1, 2]'), ('a2', 'manual', 'note', 'odd-data', '\"s\"')",
+    )
+    with api(service) as client:
+        trail = client.get("/api/audit-logs", params={"resource_id": "odd-data"})
+    assert trail.status_code == 200
+    assert sorted(str(entry["event_data"]) for entry in trail.json()) == ["[1, 2]", "s"]
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(service: Service) -> None:
+    response = httpx.get(f"{service.url}/health/", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+
+
 # -- the version endpoint --------------------------------------------------------------------------
 
 

@@ -135,7 +135,7 @@ def configure_logging(level: int = logging.INFO) -> logging.Handler:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    database_url: str = field(repr=False)  # carries the password
     host: str
     port: int
     directory: Path

@@ -45,6 +45,7 @@ from connections_service.responses import (
     BODY_ERRORS,
     CONFLICT,
     NOT_FOUND,
+    TOO_LARGE,
     UNAVAILABLE,
     database_unavailable,
     http_error,
@@ -58,7 +59,7 @@ __all__ = ["create_app"]
 # millisecond; each retry takes a later millisecond.
 GENERATED_ID_ATTEMPTS = 5
 
-router = APIRouter(responses=UNAVAILABLE)
+router = APIRouter(responses={**UNAVAILABLE, **TOO_LARGE})
 
 
 def _pool(request: Request) -> ConnectionPool:
@@ -167,7 +168,8 @@ def create_app(
         finally:
             await run_in_threadpool(pool.close)
 
-    app = FastAPI(title="connections-service", lifespan=lifespan)
+    # No redirect for a trailing slash: its Location would be built from the client's Host header.
+    app = FastAPI(title="connections-service", lifespan=lifespan, redirect_slashes=False)
     app.state.wait = wait
     app.add_middleware(BodyLimit)
     app.include_router(

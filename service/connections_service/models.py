@@ -123,5 +123,5 @@ class AuditLog(BaseModel):
     event_type: str
     resource_type: str
     resource_id: str | None
-    event_data: dict[str, Any]
+    event_data: Any  # JSONB: the trigger writes an object, but the column holds any JSON value
     created_at: datetime

@@ -38,6 +38,7 @@ __all__ = [
     "CONFLICT",
     "EXCERPT_LENGTH",
     "NOT_FOUND",
+    "TOO_LARGE",
     "UNAVAILABLE",
     "Problem",
     "database_unavailable",
@@ -68,9 +69,11 @@ def _declare(code: int, description: str) -> dict[int | str, dict[str, Any]]:
 NOT_FOUND = _declare(404, "no connection has this id")
 CONFLICT = _declare(409, "a row with this id exists already")
 UNAVAILABLE = _declare(503, "the database is out of reach or refused; retry after Retry-After seconds")
+# The body limit applies to every request, a GET's too.
+TOO_LARGE = _declare(413, "the body is larger than the service accepts")
 BODY_ERRORS = {
-    **_declare(400, "the body is not JSON the service can read (not UTF-8, too deeply nested)"),
-    **_declare(413, "the body is larger than the service accepts"),
+    **_declare(400, "the body cannot be parsed (too deeply nested, a number of thousands of digits)"),
+    **TOO_LARGE,
 }
 
 

@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dbledger.api import Status, migrate, status
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
-from dbledger.errors import DbledgerError
 from dbledger.integrations.views import health_body, health_reasons, unavailable_body, version_body
 
 __all__ = ["bearer_token", "health_reasons", "ledger_router", "migrating_lifespan", "open_access"]
@@ -119,6 +118,9 @@ class Refusal(BaseModel):
 _BEARER = HTTPBearer(auto_error=False, description="the token the application was given")
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
+# Probes and clients may ask again soon: an outage or a migration in progress passes.
+_RETRY = {"Retry-After": "5"}
+
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Health, "description": "dbledger could not read the database or the files"}
 }
@@ -174,8 +176,8 @@ def ledger_router(
                 ledger_table=ledger_table,
                 connect_timeout=connect_timeout,
             )
-        except DbledgerError as exc:
-            return JSONResponse(unavailable_body(exc, endpoint), status_code=503)
+        except Exception as exc:  # a ledger row no dbledger wrote, a driver's surprise: still a 503
+            return JSONResponse(unavailable_body(exc, endpoint), status_code=503, headers=_RETRY)
 
     @router.get(
         version_path,

@@ -70,14 +70,17 @@ def version_body(state: Status) -> dict[str, Any]:
     return body
 
 
-def unavailable_body(exc: DbledgerError, endpoint: str) -> dict[str, Any]:
+def unavailable_body(exc: Exception, endpoint: str) -> dict[str, Any]:
     """The 503 body when dbledger could not read the state at all. The full message, which names
     the host or the file at fault, goes to the log; the body says only what kind of trouble."""
-    logger.warning("%s: %s", endpoint, exc.message)  # dbledger's messages are redacted
+    message = exc.message if isinstance(exc, DbledgerError) else f"{type(exc).__name__}: {exc}"
+    logger.warning("%s: %s", endpoint, redact(message))
     if isinstance(exc, DatabaseUnavailable):
         reason = "the database is unreachable"
     elif isinstance(exc, DatabaseError):
         reason = f"the database refused to show the ledger (SQLSTATE {exc.sqlstate or 'unknown'})"
-    else:
+    elif isinstance(exc, DbledgerError):
         reason = f"the migrations could not be checked ({type(exc).__name__})"
+    else:
+        reason = f"the ledger could not be read ({type(exc).__name__})"
     return {"status": "unavailable", "reasons": [f"{reason}: the service's log has the details"]}
