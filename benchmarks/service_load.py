@@ -73,7 +73,6 @@ def new_connection() -> dict[str, str]:
 
 
 async def call(
-    client: httpx.AsyncClient,
     tally: Tally,
     expected: tuple[int, ...],
     send: Callable[[], Awaitable[httpx.Response]],
@@ -89,17 +88,17 @@ async def call(
 
 
 async def read_one(client: httpx.AsyncClient, tally: Tally, ids: list[str]) -> None:
-    await call(client, tally, (200,), lambda: client.get(f"/api/connections/{random.choice(ids)}"))
+    await call(tally, (200,), lambda: client.get(f"/api/connections/{random.choice(ids)}"))
 
 
 async def read_while_down(client: httpx.AsyncClient, tally: Tally, ids: list[str]) -> None:
-    await call(client, tally, (503,), lambda: client.get(f"/api/connections/{random.choice(ids)}"))
+    await call(tally, (503,), lambda: client.get(f"/api/connections/{random.choice(ids)}"))
 
 
 async def create_and_delete(client: httpx.AsyncClient, tally: Tally, ids: list[str]) -> None:
     body = new_connection()
-    await call(client, tally, (201,), lambda: client.post("/api/connections", json=body))
-    await call(client, tally, (204,), lambda: client.delete(f"/api/connections/{body['id']}"))
+    await call(tally, (201,), lambda: client.post("/api/connections", json=body))
+    await call(tally, (204,), lambda: client.delete(f"/api/connections/{body['id']}"))
 
 
 async def mixed(client: httpx.AsyncClient, tally: Tally, ids: list[str]) -> None:
@@ -108,15 +107,15 @@ async def mixed(client: httpx.AsyncClient, tally: Tally, ids: list[str]) -> None
         await read_one(client, tally, ids)
     elif roll < 0.8:
         params = {"organization_id": ORG}
-        await call(client, tally, (200,), lambda: client.get("/api/connections", params=params))
+        await call(tally, (200,), lambda: client.get("/api/connections", params=params))
     elif roll < 0.9:
         body = new_connection()
-        await call(client, tally, (201,), lambda: client.post("/api/connections", json=body))
+        await call(tally, (201,), lambda: client.post("/api/connections", json=body))
     else:
         body = new_connection()
-        created = await call(client, Tally(), (201,), lambda: client.post("/api/connections", json=body))
+        created = await call(Tally(), (201,), lambda: client.post("/api/connections", json=body))
         if created is not None:
-            await call(client, tally, (204,), lambda: client.delete(f"/api/connections/{body['id']}"))
+            await call(tally, (204,), lambda: client.delete(f"/api/connections/{body['id']}"))
 
 
 Scenario = Callable[[httpx.AsyncClient, Tally, list[str]], Awaitable[None]]

@@ -7,6 +7,8 @@ gone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import os
 import socket
 import subprocess
@@ -22,6 +24,8 @@ from fastapi import FastAPI
 
 import dbledger
 from dbledger.integrations.fastapi import bearer_token, ledger_router, open_access
+from dbledger.integrations.views import health_reasons
+from dbledger.plan import Plan
 from dbledger.testing import free_port
 from tests.helpers import query, write
 from tests.service_helpers import password_of
@@ -246,3 +250,12 @@ def test_a_ledger_row_no_dbledger_wrote_is_a_503_not_a_500(
         assert response.json()["status"] == "unavailable"
         assert response.json()["reasons"][0].startswith("the ledger could not be read (ValueError)")
     assert "ValueError" in caplog.text
+
+
+def test_health_names_every_kind_of_trouble_the_plan_classifies() -> None:
+    """A kind of trouble added to the plan must reach /health too, or a probe would call a
+    database healthy that 'dbledger up' refuses."""
+    fine = {"migrations", "rows", "applied", "running"}  # the files, the ledger, and no trouble
+    kinds = {f.name for f in dataclasses.fields(Plan)} - fine
+    source = inspect.getsource(health_reasons)
+    assert {kind for kind in kinds if f"plan.{kind}" not in source} == set()

@@ -574,6 +574,7 @@ def test_read_settings() -> None:
     settings = read_settings({"DATABASE_URL": url, "DATABASE_WAIT": "0.5", "VERSION_TOKEN": " tok "})
     assert (settings.wait, settings.version_token) == (0.5, "tok")
     assert "tok" not in repr(settings)
+    assert "pw" not in repr(settings)  # the database URL's password
     for bad in ("0", "-1", "nan", "inf", "1e9", "3s", "forever"):
         with pytest.raises(ValueError, match=re.escape(f"between 0.1 and 300, not {bad!r}")):
             read_settings({"DATABASE_URL": url, "DATABASE_WAIT": bad})

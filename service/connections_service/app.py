@@ -17,7 +17,6 @@ OpenAPI document; none is a 500.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -177,7 +176,7 @@ def create_app(
             database_url,
             directory,
             version_access=bearer_token(version_token),
-            connect_timeout=max(2, math.ceil(wait)),
+            connect_timeout=db.connect_timeout(wait),
         )
     )
     app.include_router(router)

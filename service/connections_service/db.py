@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_WAIT",
     "DuplicateId",
     "UnknownOrganization",
+    "connect_timeout",
     "create_connection",
     "create_organization",
     "delete_connection",
@@ -95,6 +96,12 @@ class UnknownOrganization(Exception):
         super().__init__(f"organization {organization_id!r} does not exist")
 
 
+def connect_timeout(wait: float) -> int:
+    """The connect timeout for a request wait of ``wait`` seconds: libpq counts whole seconds,
+    at least 2."""
+    return max(2, math.ceil(wait))
+
+
 def open_pool(database_url: str, wait: float = DEFAULT_WAIT) -> ConnectionPool:
     """A pool with its first connection made (raises PoolTimeout when the database stays out of
     reach). A request waits at most ``wait`` seconds for a connection. Close it with
@@ -103,9 +110,9 @@ def open_pool(database_url: str, wait: float = DEFAULT_WAIT) -> ConnectionPool:
         database_url,
         min_size=POOL_MIN_SIZE,
         max_size=POOL_MAX_SIZE,
-        # libpq counts whole seconds, at least 2; an address that drops packets would otherwise
-        # hold each attempt for the system's TCP timeout (minutes).
-        kwargs={"application_name": "connections-service", "connect_timeout": max(2, math.ceil(wait))},
+        # An address that drops packets would otherwise hold each attempt for the system's TCP
+        # timeout (minutes).
+        kwargs={"application_name": "connections-service", "connect_timeout": connect_timeout(wait)},
         name="connections-service",
         timeout=wait,
         # The pool retries a lost connection with a growing backoff (1, 2, 4... s) for as long

@@ -139,7 +139,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer to an HTTP error, except that a 405 lists every method of the path, as
     the OpenAPI document has them (Starlette names those of the first route it tried only)."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405 and (methods := _methods_of(request.app, request.url.path)):
+    # The document's paths are the application's own, without the prefix it may be mounted under.
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    if exc.status_code == 405 and (methods := _methods_of(request.app, path)):
         exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
     return await http_exception_handler(request, exc)
 
@@ -157,7 +159,10 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
         sqlstate = getattr(exc, "sqlstate", None) or "unknown"
         reason = f"the database refused the request (SQLSTATE {sqlstate})"
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    logger.warning("%s %s: %s: %s", request.method, request.url.path, reason, redact(first_line))
+    # A driver's message: masked by structure, and by value for the passwords dbledger knows.
+    logger.warning(
+        "%s %s: %s: %s", request.method, request.url.path, reason, redact(first_line, secrets=True)
+    )
     return JSONResponse(
         {"detail": f"database unavailable: {reason}; try again shortly"},
         status_code=503,

@@ -59,8 +59,8 @@ def health_body(state: Status) -> tuple[int, dict[str, Any]]:
 
 
 def version_body(state: Status) -> dict[str, Any]:
-    """The ledger as ``status --json`` shows it, without locations; error texts redacted again,
-    as they may have been recorded by an older dbledger."""
+    """The ledger as ``status --json`` shows it, without locations. dbledger records error texts
+    redacted; a row written by hand or by another tool is not, so they are masked here too."""
     body = {key: value for key, value in state.to_dict().items() if key not in _LOCATIONS}
     body["problems"] = [redact(line) for line in body["problems"]]
     for kind in ("applied", "running", "failed", "modified", "renamed", "missing", "dirty"):
@@ -73,8 +73,10 @@ def version_body(state: Status) -> dict[str, Any]:
 def unavailable_body(exc: Exception, endpoint: str) -> dict[str, Any]:
     """The 503 body when dbledger could not read the state at all. The full message, which names
     the host or the file at fault, goes to the log; the body says only what kind of trouble."""
-    message = exc.message if isinstance(exc, DbledgerError) else f"{type(exc).__name__}: {exc}"
-    logger.warning("%s: %s", endpoint, redact(message))
+    if isinstance(exc, DbledgerError):
+        logger.warning("%s: %s", endpoint, exc.message)  # dbledger's messages are redacted
+    else:  # not dbledger's words: masked by structure, and by value for the passwords it knows
+        logger.warning("%s: %s", endpoint, redact(f"{type(exc).__name__}: {exc}", secrets=True))
     if isinstance(exc, DatabaseUnavailable):
         reason = "the database is unreachable"
     elif isinstance(exc, DatabaseError):
