@@ -24,7 +24,7 @@ from fastapi import FastAPI
 
 import dbledger
 from dbledger.integrations.fastapi import bearer_token, ledger_router, open_access
-from dbledger.integrations.views import health_reasons
+from dbledger.integrations.views import ledger_findings
 from dbledger.plan import Plan
 from dbledger.testing import free_port
 from tests.helpers import query, write
@@ -187,6 +187,9 @@ def test_health_names_a_failed_migration_and_only_the_version_endpoint_shows_its
         "status": "unhealthy",
         "version": 1,
         "reasons": ["migration '002_b' failed: its error is in the version endpoint"],
+        "warnings": [],
+        "running": [],
+        "drift": {"breaking": 0, "risky": 0, "slow": 0, "harmless": 0},
     }
 
     version = get(app, "/api/db/version", BEARER)
@@ -210,10 +213,18 @@ def test_the_openapi_document_declares_every_status_the_router_answers(migration
     paths = app.openapi()["paths"]
 
     assert set(paths["/api/db/version"]["get"]["responses"]) == {"200", "401", "503"}
-    assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
+    for path in ("/health", "/health/ready"):
+        assert set(paths[path]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/health/live"]["get"]["responses"]) == {"200"}
     schemas = app.openapi()["components"]["schemas"]
     assert "schema" in schemas["DatabaseVersion"]["properties"]
-    assert set(schemas["Health"]["properties"]["status"]["enum"]) == {"ok", "unhealthy", "unavailable"}
+    assert set(schemas["Health"]["properties"]["status"]["enum"]) == {
+        "ok",
+        "warning",
+        "running",
+        "unhealthy",
+        "unavailable",
+    }
 
 
 def test_health_answers_503_when_the_server_accepts_and_never_answers(
@@ -257,5 +268,5 @@ def test_health_names_every_kind_of_trouble_the_plan_classifies() -> None:
     database healthy that 'dbledger up' refuses."""
     fine = {"migrations", "rows", "applied", "running"}  # the files, the ledger, and no trouble
     kinds = {f.name for f in dataclasses.fields(Plan)} - fine
-    source = inspect.getsource(health_reasons)
+    source = inspect.getsource(ledger_findings)
     assert {kind for kind in kinds if f"plan.{kind}" not in source} == set()

@@ -293,7 +293,17 @@ def test_a_transaction_false_migration_at_work_is_running(db_url: str, migration
     assert seen["dirty"] == []
     assert seen["problems"] == []
     assert seen["verify"] == []
-    assert seen["health"] == (200, {"status": "ok", "version": 1, "reasons": []})
+    assert seen["health"] == (
+        200,
+        {
+            "status": "running",
+            "version": 1,
+            "reasons": [],
+            "warnings": [],
+            "running": ["002_index"],
+            "drift": {"breaking": 0, "risky": 0, "slow": 0, "harmless": 0},
+        },
+    )
     assert [r["name"] for r in seen["version"]] == ["002_index"]  # type: ignore[attr-defined]
     assert seen["cli"] == (0, ["002_index"])
     assert dbledger.status(db_url, migrations_dir).plan.running == []

@@ -10,6 +10,11 @@ Environment:
     DATABASE_WAIT  seconds a request waits for the database before answering 503, default 3
     VERSION_TOKEN  the bearer token ``GET /api/db/version`` requires; unset, that endpoint
                    admits no one (``/health`` stays open)
+    HEALTH_UNHEALTHY_DRIFT  the least severe schema drift that makes readiness (``/health``,
+                   ``/health/ready``) 503: ``breaking`` (default), ``risky``, ``slow``,
+                   ``harmless`` (any drift) or ``never``
+    HEALTH_LEDGER_AHEAD  ``warning`` (default) or ``unhealthy``: what readiness makes of
+                   migrations a newer release applied that this one does not have
 
 The order is the point. ``migrate_or_exit`` returns only once every migration is applied, and
 otherwise logs why and exits 1; only after it returned does uvicorn bind the port. A process that
@@ -38,12 +43,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import uvicorn
 
 from connections_service import MIGRATIONS
 from connections_service.app import create_app
 from connections_service.db import DEFAULT_WAIT
+from dbledger.integrations.fastapi import (
+    DRIFT_THRESHOLDS,
+    LEDGER_AHEAD,
+    DriftThreshold,
+    HealthPolicy,
+    LedgerAhead,
+)
 from dbledger.integrations.startup import migrate_or_exit
 from dbledger.redaction import redact
 
@@ -141,6 +154,7 @@ class Settings:
     directory: Path
     wait: float = DEFAULT_WAIT
     version_token: str | None = field(default=None, repr=False)  # a secret: never shown
+    health: HealthPolicy = field(default_factory=HealthPolicy)
 
 
 # A request waits at least this long: less is shorter than one connection attempt can take.
@@ -160,6 +174,23 @@ def _read_wait(environ: Mapping[str, str]) -> float:
             f"DATABASE_WAIT must be a number of seconds between {MIN_WAIT:g} and {MAX_WAIT:g}, not {text!r}"
         )
     return wait
+
+
+def _read_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if text not in choices:
+        listed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+        raise ValueError(f"{name} must be one of {listed}, not {text!r}")
+    return text
+
+
+def _read_health(environ: Mapping[str, str]) -> HealthPolicy:
+    default = HealthPolicy()
+    drift = _read_choice(environ, "HEALTH_UNHEALTHY_DRIFT", DRIFT_THRESHOLDS, default.unhealthy_drift)
+    ahead = _read_choice(environ, "HEALTH_LEDGER_AHEAD", LEDGER_AHEAD, default.ledger_ahead)
+    return HealthPolicy(cast(DriftThreshold, drift), cast(LedgerAhead, ahead))
 
 
 def read_settings(environ: Mapping[str, str]) -> Settings:
@@ -187,6 +218,7 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         directory=Path(directory) if directory else MIGRATIONS,
         wait=_read_wait(environ),
         version_token=environ.get("VERSION_TOKEN", "").strip() or None,
+        health=_read_health(environ),
     )
 
 
@@ -208,6 +240,7 @@ def main() -> None:
             settings.directory,
             wait=settings.wait,
             version_token=settings.version_token,
+            health=settings.health,
         ),
         host=settings.host,
         port=settings.port,

@@ -6,8 +6,9 @@
     GET    /api/connections/{id}           404 when unknown
     DELETE /api/connections/{id}           204, 404 when unknown
     GET    /api/audit-logs?resource_id=
-    GET    /health                         dbledger's ledger router: open, for load balancers
-    GET    /api/db/version                 the same, behind ``Authorization: Bearer <token>``
+    GET    /health/live                    dbledger's ledger router, open to probes: liveness (no database)
+    GET    /health/ready, /health          readiness: 200 (ok, warning, running) or 503 with reasons
+    GET    /api/db/version                 the same router, behind ``Authorization: Bearer <token>``
 
 Endpoints are plain functions (FastAPI runs them in its thread pool) over a psycopg connection
 pool that the lifespan opens and closes. The application does not migrate: ``__main__`` has done
@@ -50,7 +51,7 @@ from connections_service.responses import (
     http_error,
     validation_failed,
 )
-from dbledger.integrations.fastapi import bearer_token, ledger_router
+from dbledger.integrations.fastapi import HealthPolicy, bearer_token, ledger_router
 
 __all__ = ["create_app"]
 
@@ -152,11 +153,14 @@ def create_app(
     *,
     wait: float = db.DEFAULT_WAIT,
     version_token: str | None = None,
+    health: HealthPolicy | None = None,
 ) -> FastAPI:
     """The application for the database at ``database_url``, whose migrations are in
     ``directory`` (the version and health endpoints compare the two). A request waits at most
     ``wait`` seconds for the database before its 503. ``GET /api/db/version`` admits requests
-    bearing ``version_token``, and none without one."""
+    bearing ``version_token``, and none without one. ``health`` says what makes readiness 503
+    (default: ``HealthPolicy()``)."""
+    health = health or HealthPolicy()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +181,8 @@ def create_app(
             directory,
             version_access=bearer_token(version_token),
             connect_timeout=db.connect_timeout(wait),
+            unhealthy_drift=health.unhealthy_drift,
+            ledger_ahead=health.ledger_ahead,
         )
     )
     app.include_router(router)

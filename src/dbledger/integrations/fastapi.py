@@ -8,12 +8,22 @@ migrates before the application accepts traffic.
         ledger_router(DATABASE_URL, "migrations", version_access=bearer_token(os.environ["VERSION_TOKEN"]))
     )
 
-``GET /health``, open to all (a load balancer's probe): 200 when the database answers and the
-ledger is clean (nothing failed, dirty, modified, missing or pending); 503 with one line per
-migration at fault, or with the kind of outage. ``GET /api/db/version``, behind the
-``version_access`` dependency the application supplies: the ledger as ``dbledger status --json``
-shows it, without the database's location or the folder's path. Neither ever answers 500: what
-dbledger cannot read is a 503 saying why, and the full message goes to the ``dbledger`` log.
+Health, open to all (probes have no credentials):
+
+- ``GET /health/live``, liveness: 200 while the process answers. It never touches the database,
+  and it runs on the event loop, not in the thread pool, so it answers even while every worker
+  thread waits for a database that is gone: an outage must not get every replica restarted.
+- ``GET /health/ready``, readiness, and ``GET /health`` (the same, as it always was): 200 when
+  this code can serve on this database (``ok``; ``warning`` with the findings that do not stop
+  it, such as a hand-made index or the database being ahead of this code; ``running`` while a
+  ``transaction:false`` migration is at work); 503 (``unhealthy``) with one line per migration or
+  schema object at fault, or (``unavailable``, with ``Retry-After``) with the kind of outage.
+  ``HealthPolicy`` (the router's ``unhealthy_drift`` and ``ledger_ahead``) draws the line.
+
+``GET /api/db/version``, behind the ``version_access`` dependency the application supplies: the
+ledger as ``dbledger status --json`` shows it, without the database's location or the folder's
+path. None ever answers 500: what dbledger cannot read is a 503 saying why, and the full message
+goes to the ``dbledger`` log.
 """
 
 from __future__ import annotations
@@ -32,9 +42,31 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dbledger.api import Status, migrate, status
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
-from dbledger.integrations.views import health_body, health_reasons, unavailable_body, version_body
+from dbledger.integrations.views import (
+    DRIFT_THRESHOLDS,
+    LEDGER_AHEAD,
+    DriftThreshold,
+    HealthPolicy,
+    LedgerAhead,
+    health_body,
+    health_reasons,
+    liveness_body,
+    unavailable_body,
+    version_body,
+)
 
-__all__ = ["bearer_token", "health_reasons", "ledger_router", "migrating_lifespan", "open_access"]
+__all__ = [
+    "DRIFT_THRESHOLDS",
+    "LEDGER_AHEAD",
+    "DriftThreshold",
+    "HealthPolicy",
+    "LedgerAhead",
+    "bearer_token",
+    "health_reasons",
+    "ledger_router",
+    "migrating_lifespan",
+    "open_access",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -43,10 +75,30 @@ PathLike = str | os.PathLike[str]
 HEALTH_CONNECT_TIMEOUT = 3
 
 
+class DriftCounts(BaseModel):
+    """How many schema differences of each severity the live schema has."""
+
+    breaking: int
+    risky: int
+    slow: int
+    harmless: int
+
+
 class Health(BaseModel):
-    status: Literal["ok", "unhealthy", "unavailable"]
+    """The body of readiness (``/health``, ``/health/ready``). ``reasons``: why not ready (empty
+    when ready); ``warnings``: findings that leave it ready; ``running``: migrations at work.
+    An ``unavailable`` body has ``status`` and ``reasons`` only."""
+
+    status: Literal["ok", "warning", "running", "unhealthy", "unavailable"]
     version: int | None = None
     reasons: list[str]
+    warnings: list[str] = []
+    running: list[str] = []
+    drift: DriftCounts | None = None
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"]
 
 
 class LedgerEntry(BaseModel):
@@ -80,10 +132,21 @@ class OutOfOrder(BaseModel):
     version: int
 
 
+class SchemaDifference(BaseModel):
+    kind: str
+    name: str
+    message: str
+    details: str | None
+    change: Literal["missing", "extra", "changed"]
+    attribute: str | None
+    severity: Literal["harmless", "slow", "risky", "breaking"]
+
+
 class Fingerprints(BaseModel):
     expected: str
     found: str
     drifted: bool
+    differences: list[SchemaDifference] | None = None  # when drifted
 
 
 class DatabaseVersion(BaseModel):
@@ -126,6 +189,19 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Health,
+        "description": "not ready (unhealthy, one reason per line), or the state could not be read "
+        "(unavailable, with Retry-After)",
+    }
+}
+_READINESS = (
+    "Readiness: 200 when this code can serve on this database (ok, warning, running), 503 when it "
+    "cannot (unhealthy) or the database cannot be read (unavailable)."
+)
+
+
 def bearer_token(token: str | None) -> Callable[..., None]:
     """A dependency admitting only requests with ``Authorization: Bearer <token>``, compared in
     constant time. An empty or missing ``token`` admits no one: the endpoint is closed until the
@@ -160,11 +236,19 @@ def ledger_router(
     connect_timeout: int = HEALTH_CONNECT_TIMEOUT,
     version_path: str = "/api/db/version",
     health_path: str = "/health",
+    unhealthy_drift: DriftThreshold = "breaking",
+    ledger_ahead: LedgerAhead = "warning",
 ) -> APIRouter:
     """A router with the version and health endpoints for one database and migrations folder
     (and ledger table, default as the command line resolves it). ``version_access`` is the
     dependency that guards the version endpoint: ``bearer_token(...)``, one of the
-    application's own, or ``open_access`` to say in so many words that it is public."""
+    application's own, or ``open_access`` to say in so many words that it is public.
+
+    ``health_path`` is readiness; ``{health_path}/live`` and ``{health_path}/ready`` are liveness
+    and readiness. ``unhealthy_drift`` (a severity, or ``"never"``) and ``ledger_ahead``
+    (``"warning"`` or ``"unhealthy"``) say what makes readiness 503: see ``HealthPolicy``. A
+    value outside those is a ``ConfigError`` naming it, raised here, at startup."""
+    policy = HealthPolicy(unhealthy_drift, ledger_ahead)
     router = APIRouter(tags=["database"])
 
     def read(endpoint: str) -> Status | JSONResponse:
@@ -179,6 +263,13 @@ def ledger_router(
         except Exception as exc:  # a ledger row no dbledger wrote, a driver's surprise: still a 503
             return JSONResponse(unavailable_body(exc, endpoint), status_code=503, headers=_RETRY)
 
+    def ready(endpoint: str) -> JSONResponse:
+        state = read(endpoint)
+        if isinstance(state, JSONResponse):
+            return state
+        code, body = health_body(state, policy)
+        return JSONResponse(body, status_code=code)
+
     @router.get(
         version_path,
         response_model=DatabaseVersion,
@@ -190,16 +281,25 @@ def ledger_router(
         return state if isinstance(state, JSONResponse) else JSONResponse(version_body(state))
 
     @router.get(
-        health_path,
-        response_model=Health,
-        responses={503: {"model": Health, "description": "unhealthy, with one reason per line"}},
+        f"{health_path.rstrip('/')}/live",
+        response_model=Liveness,
+        description="Liveness: 200 while the process answers; the database is never read.",
     )
+    async def health_live() -> JSONResponse:  # on the event loop: no worker thread needed
+        return JSONResponse(liveness_body())
+
+    @router.get(
+        f"{health_path.rstrip('/')}/ready",
+        response_model=Health,
+        responses=_NOT_READY,
+        description=_READINESS,
+    )
+    def health_ready() -> JSONResponse:
+        return ready(f"{health_path.rstrip('/')}/ready")
+
+    @router.get(health_path, response_model=Health, responses=_NOT_READY, description=_READINESS)
     def health() -> JSONResponse:
-        state = read(health_path)
-        if isinstance(state, JSONResponse):
-            return state
-        code, body = health_body(state)
-        return JSONResponse(body, status_code=code)
+        return ready(health_path)
 
     return router
 
