@@ -58,9 +58,10 @@ class Backup:
 Producer = Callable[[Path, Path, Callable[[str], BackupFailed]], str]
 
 
-def dump_postgres(database: Database, directory: Path, *, label: str) -> Backup:
+def dump_postgres(database: Database, directory: Path, *, label: str, schema: str | None = None) -> Backup:
     """pg_dump of ``database`` (custom format) into ``directory``, as
-    ``<dbname>-<UTC timestamp>-<label>.dump``."""
+    ``<dbname>-<UTC timestamp>-<label>.dump``; with a target ``schema``, of that schema alone
+    (its objects and data, the schema itself included), as ``<dbname>.<schema>-...``."""
     import psycopg
 
     try:
@@ -72,9 +73,12 @@ def dump_postgres(database: Database, directory: Path, *, label: str) -> Backup:
     conninfo = psycopg.conninfo.make_conninfo("", **params)
     dbname = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
     name = str(dbname or os.environ.get("PGUSER") or getpass.getuser())
+    # pg_dump reads --schema as a pattern: in double quotes, a name matches only itself.
+    only = [] if schema is None else ['--schema="' + schema.replace('"', '""') + '"']
+    name = name if schema is None else f"{name}.{schema}"
 
     def produce(partial: Path, target: Path, failed: Callable[[str], BackupFailed]) -> str:
-        program = _pg_dump(conninfo, password, partial, failed)
+        program = _pg_dump(conninfo, password, partial, failed, only)
         address = shlex.quote(_without_password(database.url, conninfo))
         return (
             f"{program} --clean --if-exists --no-owner --single-transaction --dbname {address} "
@@ -171,8 +175,15 @@ def find_pg_dump() -> tuple[Path, int] | None:
     return path, major
 
 
-def _pg_dump(conninfo: str, password: object, partial: Path, failed: Callable[[str], BackupFailed]) -> str:
-    """Run pg_dump into ``partial``; return the pg_restore to restore it with."""
+def _pg_dump(
+    conninfo: str,
+    password: object,
+    partial: Path,
+    failed: Callable[[str], BackupFailed],
+    only: list[str],
+) -> str:
+    """Run pg_dump (with the options ``only``, which narrow it to a schema) into ``partial``;
+    return the pg_restore to restore it with."""
     located = find_pg_dump()
     if located is None:
         raise failed(
@@ -183,7 +194,14 @@ def _pg_dump(conninfo: str, password: object, partial: Path, failed: Callable[[s
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = str(password)
-    command = [str(pg_dump), "--format=custom", "--no-password", f"--file={partial}", f"--dbname={conninfo}"]
+    command = [
+        str(pg_dump),
+        "--format=custom",
+        "--no-password",
+        *only,
+        f"--file={partial}",
+        f"--dbname={conninfo}",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         server = re.search(r"server version: (\d+)", done.stderr)

@@ -1,5 +1,6 @@
 """Replay migration files on an empty database of the same kind, through the same preflight and
-executor as ``up``, to learn the schema they produce.
+executor as ``up``, to learn the schema they produce. A target schema (one tenant's) is replayed
+into a schema of the same name with the same search_path, and only that schema is compared.
 
 Used by ``drift --replay`` (what the applied migrations produce), ``baseline --verify`` (what
 the files up to V produce), and the refusal of a database built without dbledger (which prefix
@@ -49,13 +50,16 @@ def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, 
             "must run outside one (transaction:false): replay on a scratch database instead (give "
             "this user CREATEDB and leave out --shadow-url)"
         )
-    with open_backend(shadow, backend.names) as target:
+    # With the live connection's target schema and search_path: the replay lands in a schema of
+    # the same name, so the two models compare equal.
+    with open_backend(backend.replay_address(shadow), backend.names) as target:
         if target.read_ledger() is not None or target.user_tables():
             raise ConfigError(
                 f"shadow database {shadow.display} is not empty: give an empty database (it is "
                 "only read from and left empty)"
             )
         with target.rolled_back():
+            target.prepare_replay()
             executor = Executor(target, record=False)
             for step in steps:
                 try:

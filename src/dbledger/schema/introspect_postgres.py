@@ -7,6 +7,10 @@ Definitions come from the server's own deparsers (``format_type``, ``pg_get_cons
 ``search_path``. The queries therefore run in one transaction with ``search_path`` set to
 ``pg_catalog, public``, so the text does not depend on the caller's session. Requires
 PostgreSQL 14 or newer (``pg_get_function_sqlbody``).
+
+A target schema (one tenant of a schema-per-tenant database) narrows every query to the objects
+in that schema: other tenants' tables, and what the tenant only uses from elsewhere (an
+extension in ``public``, a shared function), are not part of its model.
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ def _qname(nsp: str, name: str) -> str:
     )
 
 
+# Stands for the condition that keeps the objects of the target schema only (``true`` for the
+# whole database); filled in at each call, like the ledger's.
+_IN_SCOPE = "/*in-scope*/"
 _USER_SCHEMA = (
     "{n}.nspname NOT IN ('pg_catalog', 'information_schema')"
     " AND {n}.nspname NOT LIKE 'pg\\_toast%' AND {n}.nspname NOT LIKE 'pg\\_temp%'"
+    f" AND {_IN_SCOPE}"
 )
 
 
@@ -70,9 +78,10 @@ SELECT quote_ident(n.nspname) FROM pg_namespace n
 WHERE {_USER_SCHEMA.format(n="n")} AND {_not_extension_member("pg_namespace", "n.oid")}
 """
 
-_EXTENSIONS = """
+_EXTENSIONS = f"""
 SELECT quote_ident(x.extname), quote_ident(n.nspname)
 FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
+WHERE {_IN_SCOPE}
 """
 
 _ENUMS = f"""
@@ -197,20 +206,31 @@ def ledger_condition(
     return f"NOT ({n}.nspname = {sql.Literal(schema).as_string(conn)} AND {c}.relname IN ({names}))"
 
 
+def scope_condition(conn: psycopg.Connection[Any], schema: str | None, n: str = "n") -> str:
+    """SQL true for a namespace ``n`` inside the target: ``schema`` alone, or (None) any."""
+    return "true" if schema is None else f"{n}.nspname = {sql.Literal(schema).as_string(conn)}"
+
+
 def introspect_postgres(
-    conn: psycopg.Connection[Any], ledger_schema: str | None = None, ledger_tables: tuple[str, ...] = ()
+    conn: psycopg.Connection[Any],
+    ledger_schema: str | None = None,
+    ledger_tables: tuple[str, ...] = (),
+    *,
+    schema: str | None = None,
 ) -> SchemaModel:
-    """The user schema of the database behind ``conn``: every schema but the system ones,
-    dbledger's tables (``ledger_tables`` in ``ledger_schema``) and extensions' objects left out.
-    Runs in a transaction of its own (a savepoint when one is open) and changes nothing."""
+    """The user schema of the database behind ``conn``: every schema but the system ones (or,
+    given a target ``schema``, that one alone), dbledger's tables (``ledger_tables`` in
+    ``ledger_schema``) and extensions' objects left out. Runs in a transaction of its own (a
+    savepoint when one is open) and changes nothing."""
     not_ledger = ledger_condition(conn, ledger_schema, ledger_tables)
     not_owned = ledger_condition(conn, ledger_schema, ledger_tables, n="tn", c="t")
+    in_scope = scope_condition(conn, schema)
     with conn.transaction():
         conn.execute(b"SET LOCAL search_path = pg_catalog, public")
 
         def rows(query: str) -> list[tuple[Any, ...]]:
             text = query.replace(_NOT_LEDGER, not_ledger).replace(_NOT_LEDGER_OWNED, not_owned)
-            return conn.execute(text.encode()).fetchall()
+            return conn.execute(text.replace(_IN_SCOPE, in_scope).encode()).fetchall()
 
         columns: dict[int, list[Column]] = defaultdict(list)
         for relid, name, type_, nullable, default, identity, generated, position in rows(_COLUMNS):
