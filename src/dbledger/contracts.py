@@ -43,6 +43,14 @@ class Statement(NamedTuple):
     line: int
 
 
+class WaitLimits(NamedTuple):
+    """What each statement of a migration may wait for a lock, and run, in milliseconds (0: no
+    limit); sent to the database before the statements run."""
+
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+
 # Stands for the end of a migration's transaction in errors raised at COMMIT (line 0: no line of
 # the file).
 COMMIT_STATEMENT = Statement(sql="COMMIT", line=0)

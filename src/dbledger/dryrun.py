@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbledger.annotation import Annotation, Annotator
+from dbledger.config import WaitPolicy
 from dbledger.preflight import Step, Work
 from dbledger.redaction import redact
 
@@ -51,6 +52,8 @@ class DryRun:
     direction: str
     atomic: bool
     migrations: list[PlannedMigration]
+    # What each statement may wait for a lock (PostgreSQL), said once above the plan.
+    waits: WaitPolicy | None = None
 
     @property
     def estimate_ms(self) -> float | None:
@@ -66,6 +69,7 @@ class DryRun:
             "direction": self.direction,
             "atomic": self.atomic,
             "estimate_ms": self.estimate_ms,
+            "waits": None if self.waits is None else self.waits._asdict(),
             "migrations": [
                 {
                     "name": m.name,
@@ -116,6 +120,8 @@ def render(run: DryRun) -> str:
     """The plan as a SQL script a person can read (and could run by hand): each migration with
     its transaction boundaries, each statement preceded by its line and analysis as comments."""
     out: list[str] = [f"-- dbledger {run.direction} --dry-run on {run.database}: nothing was changed"]
+    if run.waits is not None and run.migrations:
+        out.append(f"-- {wait_rule(run.waits)}")
     if not run.migrations:
         out.append("-- nothing to do")
     if run.atomic and run.migrations:
@@ -144,6 +150,17 @@ def render(run: DryRun) -> str:
         out.append("")
         out.append(f"-- estimated total: {_duration(total).removeprefix('; estimated ')}")
     return "\n".join(out)
+
+
+def wait_rule(waits: WaitPolicy) -> str:
+    """The run's lock-wait rule in one line."""
+    if waits.lock_timeout == 0:
+        return "each statement waits for its locks without a limit (--statement-lock-timeout 0)"
+    retries = f"tried again up to {waits.retries} times" if waits.retries else "not tried again"
+    return (
+        f"each statement waits at most {waits.lock_timeout:g} s for a lock; a migration that gives up "
+        f"is rolled back and {retries}"
+    )
 
 
 def _duration(ms: float | None) -> str:

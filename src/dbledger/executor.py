@@ -17,10 +17,12 @@ Called under the migration lock, except for replays on a scratch database (no le
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
 from dbledger.backends.base import Backend
+from dbledger.config import DEFAULT_WAITS, MAX_RETRY_DELAY, WaitPolicy
 from dbledger.contracts import (
     COMMIT_STATEMENT,
     REMOVED,
@@ -32,11 +34,16 @@ from dbledger.contracts import (
     RolledBack,
     RowChange,
     Statement,
+    WaitLimits,
     no_progress,
 )
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
 from dbledger.preflight import Step
 from dbledger.redaction import redact
+
+# A migration that gave up on a lock (lock_timeout) or was chosen as a deadlock's victim is rolled
+# back whole and can simply run again once the other session is gone.
+RETRIED_SQLSTATES = frozenset({"55P03", "40P01"})
 
 
 def _elapsed_ms(start: float) -> int:
@@ -46,10 +53,19 @@ def _elapsed_ms(start: float) -> int:
 class Executor:
     """Runs steps on one backend. ``record=False`` for a replay: no ledger is written."""
 
-    def __init__(self, backend: Backend, *, progress: Progress = no_progress, record: bool = True) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        progress: Progress = no_progress,
+        record: bool = True,
+        policy: WaitPolicy = DEFAULT_WAITS,
+    ) -> None:
         self.backend = backend
         self.progress = progress
         self.record = record
+        self.policy = policy
+        self._session_limits: WaitLimits | None = None  # set on the session outside a transaction
         self._fresh = True  # no migration has run on this session yet
         # A callback that asks for each statement (the command line's -v) gets each, redacted;
         # the others cost nothing per statement (a data file can hold 500,000).
@@ -58,7 +74,71 @@ class Executor:
     def _clean_session(self, *, within_transaction: bool = False) -> None:
         if not self._fresh:
             self.backend.reset_session(within_transaction=within_transaction)
+            self._session_limits = None  # the reset put the server's own limits back
         self._fresh = False
+
+    # -- lock waits ------------------------------------------------------------------------
+    def _limits(self, step: Step, statement: Statement | None = None) -> WaitLimits:
+        """What ``statement`` (or every statement of a transactional ``step``) may wait for a
+        lock and run: the section's own options, else the run's policy; CONCURRENTLY has its own."""
+        section = step.section
+        lock = section.lock_timeout
+        if lock is None:
+            concurrent = statement is not None and "CONCURRENTLY" in (
+                self.backend.dialect.outside_transaction_only(statement) or ""
+            )
+            lock = self.policy.concurrently_lock_timeout if concurrent else self.policy.lock_timeout
+        run = (
+            section.statement_timeout
+            if section.statement_timeout is not None
+            else self.policy.statement_timeout
+        )
+        return WaitLimits(round(lock * 1000), round(run * 1000))
+
+    def _may_retry(self, step: Step, err: DatabaseError, attempt: int, limits: WaitLimits) -> bool:
+        """After ``err`` rolled a migration (or one of its statements) back: when it gave up on a
+        lock and retries are left, wait a growing, jittered delay and say so; then True."""
+        if err.sqlstate not in RETRIED_SQLSTATES or attempt >= self.policy.retries:
+            return False
+        import random  # only on a retry
+
+        delay = min(MAX_RETRY_DELAY, self.policy.retry_delay * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not a secret
+        what = (
+            "a deadlock" if err.sqlstate == "40P01" else f"a lock after {limits.lock_timeout_ms / 1000:g} s"
+        )
+        blockers = self.backend.blockers()
+        held = f" (held by {'; '.join(blockers)})" if blockers else ""
+        self.progress(
+            "retry",
+            f"{step.name}: gave up on {what}{held}; rolled back, try {attempt + 2} of "
+            f"{self.policy.retries + 1} in {delay:.1f} s",
+            None,
+        )
+        time.sleep(delay)
+        return True
+
+    def _gave_up(self, err: DatabaseError, attempt: int, limits: WaitLimits) -> DatabaseError:
+        """``err`` with what an operator needs when a migration gave up on a lock: how often it
+        was tried, who held the lock, and what to do."""
+        if err.sqlstate not in RETRIED_SQLSTATES:
+            return err
+        tries = f"tried {attempt + 1} time{'s' if attempt else ''}"
+        blockers = self.backend.blockers()
+        held = (
+            "".join(f"\n  blocked by {who}" for who in blockers) or "\n  (the blocking session was not seen)"
+        )
+        waited = f"{limits.lock_timeout_ms / 1000:g} s" if limits.lock_timeout_ms else "no limit"
+        advice = (
+            f"\ngave up on a lock ({tries}, each waiting {waited}):{held}\n"
+            "to let it wait longer: --statement-lock-timeout, --lock-retries, or lock_timeout:DURATION "
+            "on the section's marker line"
+        )
+        return DatabaseError(
+            err.message + advice,
+            sqlstate=err.sqlstate,
+            statement=err.statement,
+            connection_lost=err.connection_lost,
+        )
 
     # -- up --------------------------------------------------------------------------------
     def apply(self, step: Step, order: int) -> Applied:
@@ -67,15 +147,22 @@ class Executor:
         estimate = self._estimate(step)
         if not step.transactional:
             return self._apply_outside(step, order, estimate)
-        started = time.perf_counter()
-        try:
-            with self.backend.transaction():
-                self.progress("start", step.name, None)
-                self._run(step)
-                ms = _elapsed_ms(started)
-                self._write(self._applied(step, order, ms, estimate), after=step)
-        except DatabaseError as err:
-            raise self._failed(step, err, _elapsed_ms(started), dirty=False) from None
+        limits = self._limits(step)
+        self.progress("start", step.name, None)
+        for attempt in itertools.count():
+            started = time.perf_counter()
+            try:
+                with self.backend.transaction(limits), self.backend.watching_waits(limits):
+                    self._run(step)
+                    ms = _elapsed_ms(started)
+                    self._write(self._applied(step, order, ms, estimate, attempt), after=step)
+                break
+            except DatabaseError as err:
+                if not self._may_retry(step, err, attempt, limits):
+                    raise self._failed(
+                        step, self._gave_up(err, attempt, limits), _elapsed_ms(started), dirty=False
+                    ) from None
+                self._clean_session()
         self.progress("done", step.name, ms)
         return Applied(step.name, step.migration.version, ms, step.migration.checksum)
 
@@ -103,14 +190,24 @@ class Executor:
             inside = self.backend.in_transaction()
             if self._each_statement:
                 self._tell(step, statement)
-            try:
-                self.backend.execute(statement)
-            except DatabaseError as err:
-                self.backend.roll_back_open()
-                # Outside a transaction, a statement that commits in phases (CREATE INDEX
-                # CONCURRENTLY, a procedure) leaves its first phases behind when a later one fails.
-                phased = not inside and self.backend.dialect.commits_in_phases(statement)
-                return err, committed or phased
+            limits = self._limits(step, statement)
+            if not inside and limits != self._session_limits:
+                self.backend.limit_waits(limits)
+                self._session_limits = limits
+            for attempt in itertools.count():
+                try:
+                    with self.backend.watching_waits(limits):
+                        self.backend.execute(statement)
+                    break
+                except DatabaseError as err:
+                    self.backend.roll_back_open()
+                    # Outside a transaction, a statement that commits in phases (CREATE INDEX
+                    # CONCURRENTLY, a procedure) leaves its first phases behind when a later one
+                    # fails: it is never tried again. A statement inside a transaction the
+                    # section opened itself cannot be tried again alone.
+                    phased = not inside and self.backend.dialect.commits_in_phases(statement)
+                    if inside or phased or not self._may_retry(step, err, attempt, limits):
+                        return self._gave_up(err, attempt, limits), committed or phased
             committed = committed or not self.backend.in_transaction()
         return None
 
@@ -121,8 +218,13 @@ class Executor:
         applied: list[Applied] = []
         current: Step | None = None
         started = time.perf_counter()
+        # The run's limits for the whole deploy (a section's own options hold only for a
+        # migration in its own transaction).
+        limits = WaitLimits(
+            round(self.policy.lock_timeout * 1000), round(self.policy.statement_timeout * 1000)
+        )
         try:
-            with self.backend.transaction():
+            with self.backend.transaction(limits), self.backend.watching_waits(limits):
                 for position, step in enumerate(steps):
                     current = step
                     self._clean_session(within_transaction=True)
@@ -141,7 +243,8 @@ class Executor:
             if err.statement is COMMIT_STATEMENT and len(steps) > 1:
                 raise self._failed_at_commit(steps, err) from None
             undone = tuple(a.name for a in applied if a.name != current.name)
-            raise self._failed(current, err, _elapsed_ms(started), dirty=False, undone=undone) from None
+            failure = self._gave_up(err, 0, limits)
+            raise self._failed(current, failure, _elapsed_ms(started), dirty=False, undone=undone) from None
         for result in applied:
             self.progress("done", result.name, result.execution_time_ms)
         return applied
@@ -153,13 +256,20 @@ class Executor:
         self.progress("rollback", step.name, None)
         started = time.perf_counter()
         if step.transactional:
-            try:
-                with self.backend.transaction():
-                    self._run(step)
-                    ms = _elapsed_ms(started)
-                    self._write(self._rolled_back(step, ms), after=step)
-            except DatabaseError as err:
-                raise self._rollback_failed(step, row, err, dirty=False) from None
+            limits = self._limits(step)
+            for attempt in itertools.count():
+                try:
+                    with self.backend.transaction(limits), self.backend.watching_waits(limits):
+                        self._run(step)
+                        ms = _elapsed_ms(started)
+                        self._write(self._rolled_back(step, ms), after=step)
+                    break
+                except DatabaseError as err:
+                    if not self._may_retry(step, err, attempt, limits):
+                        gave_up = self._gave_up(err, attempt, limits)
+                        raise self._rollback_failed(step, row, gave_up, dirty=False) from None
+                    self._clean_session()
+                    started = time.perf_counter()
         else:
             with self.backend.transaction():  # half a rollback must be as visible as half a migration
                 self._write(self._row_state(step, "start", "dirty", runner=self.backend.lock_token))
@@ -237,7 +347,9 @@ class Executor:
             action, migration.name, change, version=migration.version, checksum=migration.checksum, **fields
         )
 
-    def _applied(self, step: Step, order: int, ms: int, estimate: int | None) -> LedgerEvent:
+    def _applied(
+        self, step: Step, order: int, ms: int, estimate: int | None, retries: int = 0
+    ) -> LedgerEvent:
         return self._event(
             step,
             "apply",
@@ -246,6 +358,9 @@ class Executor:
             execution_time_ms=ms,
             estimate_ms=estimate,
             applied_order=order,
+            detail=f"applied after {retries} lock-wait retr{'ies' if retries > 1 else 'y'}"
+            if retries
+            else None,
         )
 
     def _started(self, step: Step) -> LedgerEvent:

@@ -9,6 +9,9 @@ marker line::
     CREATE INDEX CONCURRENTLY ...;
     -- migrate:down
     DROP INDEX CONCURRENTLY ...;
+
+``lock_timeout:10s`` and ``statement_timeout:5min`` on a marker line bound that section's
+statements instead of the run's settings (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from dbledger.config import parse_duration
 from dbledger.errors import ConfigError, MigrationFileError
 
 FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)\.sql$")
@@ -29,6 +33,9 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _BOOLEANS = {"true": True, "false": False}
 # Options a section marker may carry, and the values each accepts.
 KNOWN_OPTIONS = {"transaction": _BOOLEANS, "backup": _BOOLEANS}
+# Options that take a duration (500ms, 3s, 2min; 0: no limit): this section's statements wait
+# at most that long for a lock, or run at most that long, instead of the run's setting.
+DURATION_OPTIONS = ("lock_timeout", "statement_timeout")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class Section:
     line: int  # 1-based line of the file on which ``sql`` starts
     transaction: bool = True
     backup: bool = False  # take a backup before it runs, when the run has --backup DIR
+    lock_timeout: float | None = None  # seconds; None: the run's setting
+    statement_timeout: float | None = None
     # Only comments and blank lines (the template 'dbledger new' writes): listed as not written
     # yet by the read commands, refused by any command that would run it.
     empty: bool = False
@@ -155,7 +164,7 @@ def parse(path: Path, raw: bytes) -> Migration:
 
 def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
     lines = text.split("\n")
-    markers: list[tuple[str, int, dict[str, bool]]] = []  # (kind, 0-based line, options)
+    markers: list[tuple[str, int, dict[str, Any]]] = []  # (kind, 0-based line, options)
     for index, line in enumerate(lines):
         found = _MARKER.match(line.strip())
         if found is None:
@@ -197,13 +206,22 @@ def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
     return sections["up"], down
 
 
-def _options(path: Path, line: int, text: str) -> dict[str, bool]:
-    options: dict[str, bool] = {}
+def _options(path: Path, line: int, text: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
     for token in text.split():
         key, sep, value = token.partition(":")
+        if key in DURATION_OPTIONS and sep:
+            try:
+                options[key] = parse_duration(value, key)
+            except ConfigError as exc:
+                raise MigrationFileError(str(path), f"line {line}: {exc.message}") from None
+            continue
         allowed = KNOWN_OPTIONS.get(key)
         if allowed is None or not sep:
-            known = ", ".join(f"{k}:{'|'.join(v)}" for k, v in KNOWN_OPTIONS.items())
+            known = ", ".join(
+                [f"{k}:{'|'.join(v)}" for k, v in KNOWN_OPTIONS.items()]
+                + [f"{k}:DURATION" for k in DURATION_OPTIONS]
+            )
             raise MigrationFileError(
                 str(path), f"line {line}: unknown option {token!r} (known options: {known})"
             )

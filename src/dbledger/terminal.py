@@ -30,9 +30,12 @@ LINES = {
     "rollback": "rolling back {subject} ...",
     "rolled back": "rolled back {subject} in {ms} ms",
     "statement": "  {subject}",
+    "retry": "dbledger: retry: {subject}",
 }
 # Events a live display shows as a line that stays (the others only update the display).
-_KEPT = frozenset({"using", "upgrade", "done", "warning", "note", "backup", "rolled back", "statement"})
+_KEPT = frozenset(
+    {"using", "upgrade", "done", "warning", "note", "backup", "rolled back", "statement", "retry"}
+)
 # Events that begin something the live display shows with its elapsed time.
 _ONGOING = {"start": "applying {subject}", "rollback": "rolling back {subject}"}
 _WAITS = {"waiting": "waiting for the migration lock, held by {subject}", "busy": "waiting for {subject}"}

@@ -40,6 +40,24 @@ LOCK_BLOCKS: dict[str, str] = {
 }
 
 
+# Which modes each mode waits for (PostgreSQL's table of conflicting lock modes), by strength.
+_CONFLICTS = {
+    1: {8},
+    2: {7, 8},
+    3: {5, 6, 7, 8},
+    4: {4, 5, 6, 7, 8},
+    5: {3, 4, 6, 7, 8},
+    6: {3, 4, 5, 6, 7, 8},
+    7: {2, 3, 4, 5, 6, 7, 8},
+    8: {1, 2, 3, 4, 5, 6, 7, 8},
+}
+
+
+def conflicts(wanted: str, held: str) -> bool:
+    """Does a request for ``wanted`` wait while another session holds ``held``?"""
+    return lock_strength(held) in _CONFLICTS[lock_strength(wanted)]
+
+
 def lock_strength(mode: str | None) -> int:
     """0 for no lock, 1 (ACCESS SHARE) to 8 (ACCESS EXCLUSIVE)."""
     return 0 if mode is None else LOCK_MODES.index(mode) + 1

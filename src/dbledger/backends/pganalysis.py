@@ -13,7 +13,9 @@ from typing import Any
 import psycopg
 
 from dbledger.analysis import MigrationEstimate, Overlay, PostgresCatalog, estimate_migration, history_scale
+from dbledger.analysis.model import conflicts, lock_from_pg_locks
 from dbledger.annotation import Annotation, SectionAnnotation
+from dbledger.backends.pgwaits import describe
 from dbledger.contracts import HistoryRow, Statement
 from dbledger.errors import DatabaseError
 from dbledger.redaction import redact
@@ -30,8 +32,20 @@ def learned_scale(history: list[HistoryRow]) -> float:
     return history_scale(pairs)
 
 
+# Who holds a table-level lock on one of the named tables now (this session left out).
+_HOLDERS_NOW = """
+SELECT DISTINCT ON (l.relation, l.mode, a.pid) l.relation::regclass::text, l.mode, a.pid, a.application_name,
+       a.usename, a.state, now() - coalesce(a.xact_start, a.query_start), a.query
+FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)
+WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.relation IN (SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)
+"""
+
+
 class PostgresAnnotator:
-    def __init__(self, conn: psycopg.Connection[Any], *, scale: float = 1.0) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, scale: float = 1.0, live: bool = False) -> None:
+        self.conn = conn
+        self.live = live  # a dry run: name the sessions a statement would wait for now
         self.catalog = Overlay(PostgresCatalog(conn))
         self.scale = scale
 
@@ -42,12 +56,42 @@ class PostgresAnnotator:
             )
         except psycopg.Error as exc:  # the catalog could not be read: the connection's error
             raise DatabaseError(redact(str(exc)), sqlstate=exc.sqlstate) from exc
+        waits = (
+            self._waits_now(estimate) if self.live else []
+        )  # before this migration's own tables join the catalog
         for item in estimate.statements:  # the next migration sees this one's schema
             self.catalog.apply(item.analysis.changes)
         return SectionAnnotation(
             statements=[_annotation(item) for item in estimate.statements],
-            notes=_lock_notes(estimate),
+            notes=_lock_notes(estimate) + waits,
         )
+
+    def _waits_now(self, estimate: MigrationEstimate) -> list[str]:
+        """The sessions that hold, right now, a lock one of the statements would wait for: the
+        wait a dry run cannot estimate, named so the operator can decide before the run."""
+        wanted = [
+            (lock.table, lock.mode)
+            for item in estimate.statements
+            for lock in item.analysis.locks
+            if not lock.new
+        ]
+        if not wanted:
+            return []
+        try:
+            rows = self.conn.execute(_HOLDERS_NOW, ([table for table, _ in wanted],)).fetchall()
+        except psycopg.Error:  # a diagnosis; the plan stands without it
+            return []
+        notes = []
+        for table, held, *session in rows:
+            mode = lock_from_pg_locks(held)
+            blocked = sorted({want for name, want in wanted if name == table and conflicts(want, mode)})
+            if blocked:
+                notes.append(
+                    f"waits now: {table} is held ({mode}) by {describe(*session)}; {', '.join(blocked)} "
+                    "waits for it: each statement waits at most its lock timeout, then the migration is "
+                    "rolled back and tried again"
+                )
+        return notes
 
 
 def _annotation(item: Any) -> Annotation:
