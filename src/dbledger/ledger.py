@@ -9,7 +9,9 @@ dbledger keeps four tables, all named after the ledger table (``schema_migration
 - ``NAME_history``: append-only, one row per action, each chained to the one before by SHA-256;
 - ``NAME_schema``: the schema each run left (fingerprint and model), for ``drift``;
 - ``NAME_version``: one row, the format version of the four (``LEDGER_VERSION``), so a newer
-  dbledger can upgrade them in place.
+  dbledger can upgrade them in place;
+- ``NAME_lock``: the migration lease, only where runs exclude one another with the lease lock
+  (PgBouncer in transaction mode, databases without advisory locks).
 """
 
 from __future__ import annotations
@@ -73,9 +75,14 @@ class LedgerNames(NamedTuple):
         return f"{self.table}_version"
 
     @property
-    def tables(self) -> tuple[str, str, str, str]:
-        """The four table names, ledger first."""
-        return (self.table, self.history, self.snapshots, self.version)
+    def lock(self) -> str:
+        return f"{self.table}_lock"
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """dbledger's table names, ledger first; the lease table last (it exists only where the
+        lease lock was used)."""
+        return (self.table, self.history, self.snapshots, self.version, self.lock)
 
     def qualified(self, schema: str | None = None) -> str:
         """``schema.table`` for messages, with the schema the connection resolved when given."""
