@@ -33,6 +33,7 @@ EXERCISED = {
     "redo",
     "drift",
     "dump",
+    "wait",
 }
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
@@ -162,6 +163,24 @@ def test_status(as_json: bool, db_url: str, migrations_dir: Path) -> None:
 
     document = outcome(failed, as_json, 2)
     assert "003_Bad-Name.sql" in failed.stderr
+
+
+@JSON
+def test_wait(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    pending = cli(db_url, migrations_dir, as_json, "wait", "--timeout", "1s")
+    document = outcome(pending, as_json, 1)
+    if as_json:
+        assert document["error"]["type"] == "NotMigrated"
+        assert "001_create_items" in document["error"]["message"]
+    run_cli("up", "--database-url", db_url, "--dir", str(migrations_dir), cwd=migrations_dir.parent)
+    ready = cli(db_url, migrations_dir, as_json, "wait")
+    document = outcome(ready, as_json, 0)
+    if as_json:
+        assert document["version"] == 1
+        assert document["pending"] == []
+    else:
+        assert "ready: every migration is applied (version 1)" in ready.stdout
 
 
 @JSON

@@ -4,6 +4,10 @@ from dbledger.integrations.startup import migrate_or_exit
 
 migrate_or_exit(os.environ["DATABASE_URL"], "migrations")   # exits 1 on any failure
 uvicorn.run(app, port=8000)                                   # reached only after success
+
+A replica that must not migrate (a Job or an init container runs ``dbledger up``) waits instead::
+
+wait_or_exit(os.environ["DATABASE_URL"], "migrations", timeout=600)
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import sys
 from typing import NoReturn
 
-from dbledger.api import Report, migrate
+from dbledger.api import Report, Status, migrate, wait_until_migrated
 from dbledger.config import DEFAULT_LOCK_TIMEOUT
 from dbledger.errors import DbledgerError
 
@@ -50,6 +54,31 @@ def migrate_or_exit(
     else:
         log.info("database schema is up to date (%s)", report.database)
     return report
+
+
+def wait_or_exit(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    timeout: float = 300.0,
+    ledger_table: str | None = None,
+    log: logging.Logger = logger,
+) -> Status:
+    """Wait until another run has applied every migration in the folder; on a timeout, or a
+    failed or dirty migration, log the reason and exit 1."""
+
+    def progress(event: str, what: str, ms: int | None) -> None:
+        if event in ("busy", "warning"):
+            log.info("waiting for %s", what)
+
+    try:
+        found = wait_until_migrated(
+            database_url, directory, timeout=timeout, ledger_table=ledger_table, progress=progress
+        )
+    except DbledgerError as exc:
+        _exit(log, exc)
+    log.info("database schema is up to date (version %s)", found.version)
+    return found
 
 
 def _exit(log: logging.Logger, exc: DbledgerError) -> NoReturn:
