@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dbledger.config import PYPROJECT_KEYS
 from tests.helpers import Result, query, run_cli, table_exists, write
 
 CREATE_T = "CREATE TABLE t (id integer);\n"
@@ -95,7 +96,7 @@ def test_unterminated_quote_names_the_file_and_line(
         (
             b"[tool.dbledger]\ndatabase-url = 'sqlite:///x.db'\n",
             "[tool.dbledger]: unknown key 'database-url'; did you mean 'database_url'? "
-            "(known: database_url, dir, ledger_table)",
+            f"(known: {', '.join(PYPROJECT_KEYS)})",
         ),
     ],
     ids=["tool-not-a-table", "not-utf8", "nested-3000-deep", "unknown-key"],
@@ -133,7 +134,7 @@ def test_an_unknown_dbledger_variable_is_warned_about(sqlite_url: str, migration
     assert result.returncode == 0, result.output
     assert (
         "dbledger: warning: unknown environment variable DBLEDGER_LEDGER; did you mean "
-        "'DBLEDGER_LEDGER_TABLE'? (known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, "
+        "'DBLEDGER_LEDGER_TABLE'? (known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, "
         "DBLEDGER_TEST_POSTGRES_URL): it is ignored"
     ) in result.stderr.splitlines()
 

@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from dbledger.config import DEFAULT_DATABASE_URL, DEFAULT_DIRECTORY, parse_database_url, resolve
+from dbledger.config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_DIRECTORY,
+    PYPROJECT_KEYS,
+    parse_database_url,
+    resolve,
+)
 from dbledger.errors import ConfigError, UsageError
 from tests.helpers import Result, query, run_cli, table_exists, write
 
@@ -221,11 +227,11 @@ def test_pyproject_without_a_dbledger_table(tmp_path: Path) -> None:
         (
             b"[tool.dbledger]\ndatabase-url = 'sqlite:///x.db'\n",
             "[tool.dbledger]: unknown key 'database-url'; did you mean 'database_url'? "
-            "(known: database_url, dir, ledger_table)",
+            f"(known: {', '.join(PYPROJECT_KEYS)})",
         ),
         (
             b"[tool.dbledger]\ncolour = 'x'\n",
-            "[tool.dbledger]: unknown key 'colour' (known: database_url, dir, ledger_table)",
+            f"[tool.dbledger]: unknown key 'colour' (known: {', '.join(PYPROJECT_KEYS)})",
         ),
     ],
 )
@@ -242,7 +248,8 @@ def test_unknown_dbledger_variables_are_warned_about(tmp_path: Path) -> None:
     settings = resolve(environ={"DBLEDGER_DIRECTORY": "x", "DBLEDGER_DIR": "y"}, cwd=tmp_path)
     assert settings.warnings == (
         "unknown environment variable DBLEDGER_DIRECTORY; did you mean 'DBLEDGER_DIR'? "
-        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_TEST_POSTGRES_URL): it is ignored",
+        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, DBLEDGER_TEST_POSTGRES_URL): "
+        "it is ignored",
     )
 
 

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("replay", "drift", "dryrun"),
     ("engine",),
     ("api",),
+    ("targets", "fleet"),
     ("output", "terminal", "completion", "integrations", "cli", "__init__", "__main__"),
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
@@ -92,6 +93,7 @@ def test_the_backends_know_nothing_above_them() -> None:
         "drift",
         "dryrun",
         "api",
+        "fleet",
         "cli",
         "output",
         "integrations",

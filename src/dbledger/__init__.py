@@ -6,7 +6,20 @@
 Importing this package is cheap: the database drivers load only when a database is opened.
 """
 
-from dbledger.api import Report, Status, baseline, down, drift, migrate, new, redo, repair, status, verify
+from dbledger.api import (
+    Report,
+    Status,
+    baseline,
+    down,
+    drift,
+    migrate,
+    new,
+    redo,
+    repair,
+    status,
+    verify,
+    wait_until_migrated,
+)
 from dbledger.errors import (
     BackupFailed,
     ConfigError,
@@ -15,12 +28,14 @@ from dbledger.errors import (
     DbledgerError,
     DriftFound,
     ExistingSchema,
+    FleetFailed,
     ForeignLedger,
     Interrupted,
     LedgerStateError,
     LockTimeout,
     MigrationFailed,
     MigrationFileError,
+    NotMigrated,
     Terminated,
     UsageError,
 )
@@ -34,12 +49,14 @@ __all__ = [
     "DbledgerError",
     "DriftFound",
     "ExistingSchema",
+    "FleetFailed",
     "ForeignLedger",
     "Interrupted",
     "LedgerStateError",
     "LockTimeout",
     "MigrationFailed",
     "MigrationFileError",
+    "NotMigrated",
     "Report",
     "Status",
     "Terminated",
@@ -54,4 +71,5 @@ __all__ = [
     "repair",
     "status",
     "verify",
+    "wait_until_migrated",
 ]

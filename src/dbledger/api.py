@@ -1,35 +1,48 @@
 """The Python API: one plain function per command. The command line and the integrations call
 these and nothing below them.
 
-Each function takes the database URL, the migrations directory and the ledger table (``None``
-means: resolve them from the environment, ``pyproject.toml`` and the defaults, as the command line
-does), resolves them once, reports which it uses through ``progress("using", ...)``, and raises a
-``DbledgerError`` on any failure.
+Each function takes the database URL, the migrations directory, the ledger table and the target
+``schema`` (``None`` means: resolve them from the environment, ``pyproject.toml`` and the defaults,
+as the command line does), resolves them once, reports which it uses through
+``progress("using", ...)``, and raises a ``DbledgerError`` on any failure.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbledger import engine
 from dbledger.backends import open_backend
-from dbledger.backends.base import Backend
+from dbledger.backends.base import Backend, poll_intervals
 from dbledger.config import (
     DEFAULT_LOCK_TIMEOUT,
+    MAX_LOCK_TIMEOUT,
     Settings,
+    WaitPolicy,
     check_connect_timeout,
+    check_lease_ttl,
+    check_lock_mode,
     check_lock_timeout,
+    check_wait_policy,
     parse_database_url,
     resolve,
 )
 from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, no_progress
-from dbledger.errors import ConfigError, DriftFound, LedgerStateError, UsageError
+from dbledger.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    DriftFound,
+    LedgerStateError,
+    NotMigrated,
+    UsageError,
+)
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import FILE_NAME, Folder, Migration, read_folder
 from dbledger.plan import Allowances, Plan, make_plan
@@ -92,7 +105,8 @@ class Status:
     plan: Plan
     ledger_exists: bool
     problems: list[str] = field(default_factory=list)
-    # With check_schema: the recorded and the live fingerprint ({"expected", "found", "drifted"}).
+    # With check_schema: the recorded and the live fingerprint ({"expected", "found", "drifted"}),
+    # and when they differ "differences" (each Difference.to_dict(), with its severity).
     schema: dict[str, Any] | None = None
     ledger_format: int | None = None
     # verify: the history chain's head hash and what breaks it ({"head", "problems"}).
@@ -148,13 +162,25 @@ def _session(
     progress: Progress,
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     reading: bool = False,
+    schema: str | None = None,
 ) -> Iterator[tuple[Settings, list[Migration], Backend]]:
     """Resolve the settings once, say which are used, read the files (a malformed one fails
     before any connection), and open the database. ``reading``: the command only reads, so a
-    database that does not exist yet is worth a note."""
+    database that does not exist yet is worth a note. ``waits`` and ``lock_mode`` override the
+    configuration's (a WaitPolicy whole, or a mapping of the fields to change)."""
     check_lock_timeout(lock_timeout)
-    settings = _settings(database_url, directory, ledger_table, progress)
+    settings = _settings(database_url, directory, ledger_table, progress, schema=schema)
+    if waits is not None:  # a whole policy, or the fields to change in the configuration's
+        chosen = waits if isinstance(waits, WaitPolicy) else settings.waits._replace(**waits)
+        settings = replace(settings, waits=check_wait_policy(chosen))
+    if lock_mode is not None:
+        settings = replace(settings, lock_mode=check_lock_mode(lock_mode))
+    if lease_ttl is not None:
+        settings = replace(settings, lease_ttl=check_lease_ttl(lease_ttl))
     migrations = _read_folder(settings, progress).migrations
     with _open(settings, progress, lock_timeout=lock_timeout, connect_timeout=connect_timeout) as backend:
         if reading and (absent := backend.absence()) is not None:
@@ -170,9 +196,14 @@ def _read_folder(settings: Settings, progress: Progress) -> Folder:
 
 
 def _settings(
-    database_url: str | None, directory: PathLike | None, ledger_table: str | None, progress: Progress
+    database_url: str | None,
+    directory: PathLike | None,
+    ledger_table: str | None,
+    progress: Progress,
+    *,
+    schema: str | None = None,
 ) -> Settings:
-    settings = resolve(database_url, directory, ledger_table=ledger_table)
+    settings = resolve(database_url, directory, ledger_table=ledger_table, schema=schema)
     progress("using", settings.describe(), None)
     for warning in settings.warnings:
         progress("warning", warning, None)
@@ -195,6 +226,10 @@ def _open(
         lock_timeout=lock_timeout,
         connect_timeout=connect_timeout,
         on_busy=lambda holder: progress("busy", holder, None),
+        on_note=lambda text: progress("note", text, None),
+        waits=settings.waits,
+        lock_mode=settings.lock_mode,
+        lease_ttl=settings.lease_ttl,
     )
 
 
@@ -209,8 +244,12 @@ def migrate(
     atomic: bool = False,
     backup_dir: PathLike | None = None,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Apply every pending migration (up to version ``to``), or raise a DbledgerError.
@@ -223,7 +262,16 @@ def migrate(
         to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
     with _session(
-        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        lock_timeout=lock_timeout,
+        waits=waits,
+        lock_mode=lock_mode,
+        lease_ttl=lease_ttl,
+        schema=schema,
     ) as (
         settings,
         migrations,
@@ -246,6 +294,7 @@ def status(
     *,
     check_schema: bool = True,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Status:
@@ -253,9 +302,76 @@ def status(
     ``check_schema``, also compare the live schema's fingerprint with the one the last run
     recorded (an introspection: ~10 ms for 10 tables, ~250 ms for 1000, see docs/drift.md)."""
     with _session(
-        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        progress or no_progress,
+        reading=True,
+        schema=schema,
     ) as session:
         return _inspect(*session, check_schema=check_schema)
+
+
+def wait_until_migrated(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    timeout: float = 300.0,
+    ledger_table: str | None = None,
+    schema: str | None = None,
+    connect_timeout: float | None = None,
+    progress: Progress | None = None,
+) -> Status:
+    """Return once every migration in the folder is applied: for a replica that does not migrate
+    while another process (a Job, an init container) runs ``up``. A database that is not up yet
+    is waited for too. Raises NotMigrated after ``timeout`` seconds, or at once when a migration
+    failed, is dirty with no run at work on it, or was changed after it was applied."""
+    import time
+
+    if not 0 < timeout <= MAX_LOCK_TIMEOUT:
+        raise ConfigError(
+            f"invalid wait timeout {timeout!r}: give seconds above 0, at most {MAX_LOCK_TIMEOUT:g}"
+        )
+    report = progress or no_progress
+    settings = _settings(database_url, directory, ledger_table, report, schema=schema)
+    migrations = _read_folder(settings, report).migrations
+    deadline = time.monotonic() + timeout
+    intervals = poll_intervals(start=0.2, cap=2.0)
+    told = ""
+    while True:
+        try:
+            with _open(settings, report, connect_timeout=connect_timeout) as backend:
+                found = _inspect(settings, migrations, backend, check_schema=False)
+            waiting = _still_to_come(found.plan)
+        except (DatabaseUnavailable, DatabaseError) as exc:  # not up yet, or restarting
+            waiting = f"the database: {exc.message.splitlines()[0]}"
+        if not waiting:
+            return found
+        if waiting != told:
+            report("busy", waiting, None)
+            told = waiting
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NotMigrated(f"gave up after waiting {timeout:g} s for {waiting}")
+        time.sleep(min(next(intervals), left))
+
+
+def _still_to_come(plan: Plan) -> str:
+    """What a waiting replica still waits for, in words ("" when every file is applied); raises
+    NotMigrated for what waiting cannot mend."""
+    stuck = [f"migration '{r.name}' failed" for r in plan.failed]
+    stuck += [
+        f"migration '{r.name}' is dirty (it may be half applied)" for r in plan.dirty if r not in plan.running
+    ]
+    stuck += [f"migration '{m.name}' was changed after it was applied" for m, _ in plan.modified]
+    if stuck:
+        raise NotMigrated("; ".join(stuck) + ": waiting cannot mend this; see 'dbledger status'")
+    coming = [m.name for m in plan.pending] + [r.name for r in plan.running]
+    if not coming:
+        return ""
+    shown = ", ".join(coming[:3]) + (f" and {len(coming) - 3} more" if len(coming) > 3 else "")
+    return f"{len(coming)} migration(s) to be applied by another run: {shown}"
 
 
 def _inspect(
@@ -280,11 +396,14 @@ def _inspect(
         )
     schema = None
     if check_schema and (recorded := backend.latest_schema()) is not None:
-        from dbledger.schema import fingerprint
+        from dbledger.schema import diff, fingerprint
+        from dbledger.schema.storage import loads
 
-        found = fingerprint(backend.introspect())
+        model = backend.introspect()
+        found = fingerprint(model)
         schema = {"expected": recorded[0], "found": found, "drifted": found != recorded[0]}
-        if schema["drifted"]:
+        if schema["drifted"]:  # each difference with its severity, for /health (no more I/O)
+            schema["differences"] = [d.to_dict() for d in diff(loads(recorded[1]), model)]
             problems.append(
                 f"the live schema differs from the one recorded after the last migration run "
                 f"(fingerprint {recorded[0][:12]}… recorded, {found[:12]}… now): run 'dbledger drift' "
@@ -326,6 +445,7 @@ def verify(
     *,
     strict: bool = False,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Status:
@@ -333,7 +453,7 @@ def verify(
     history says; raise LedgerStateError when a check fails (and, with ``strict``, when anything
     is pending: the incident's "written but never applied")."""
     report = progress or no_progress
-    settings = _settings(database_url, directory, ledger_table, report)
+    settings = _settings(database_url, directory, ledger_table, report, schema=schema)
     folder = _read_folder(settings, report)  # read once: its strays fail verify too
     with _open(settings, report, connect_timeout=connect_timeout) as backend:
         if (absent := backend.absence()) is not None:
@@ -361,15 +481,28 @@ def repair(
     *,
     forget_missing: bool = False,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     progress: Progress | None = None,
 ) -> list[Repaired]:
     """Accept modified checksums, record renamed files, clear failed and dirty records (and,
     with ``forget_missing``, records whose files are gone); every change is recorded."""
     report = progress or no_progress
     with _session(
-        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        lock_timeout=lock_timeout,
+        waits=waits,
+        lock_mode=lock_mode,
+        lease_ttl=lease_ttl,
+        schema=schema,
     ) as (
         _,
         migrations,
@@ -386,15 +519,28 @@ def baseline(
     verify: bool = False,
     shadow_url: str | None = None,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     progress: Progress | None = None,
 ) -> list[str]:
     """Mark migrations up to ``version`` as applied without running them."""
     report = progress or no_progress
     shadow = None if shadow_url is None else parse_database_url(shadow_url)
     with _session(
-        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        lock_timeout=lock_timeout,
+        waits=waits,
+        lock_mode=lock_mode,
+        lease_ttl=lease_ttl,
+        schema=schema,
     ) as (
         _,
         migrations,
@@ -410,8 +556,12 @@ def down(
     steps: int | None = None,
     to: int | None = None,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     progress: Progress | None = None,
 ) -> list[RolledBack]:
     """Roll back the newest ``steps`` applied migrations (default 1), or every one above version
@@ -419,7 +569,16 @@ def down(
     cannot be rolled back."""
     report = progress or no_progress
     with _session(
-        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        lock_timeout=lock_timeout,
+        waits=waits,
+        lock_mode=lock_mode,
+        lease_ttl=lease_ttl,
+        schema=schema,
     ) as (
         _,
         migrations,
@@ -433,14 +592,27 @@ def redo(
     directory: PathLike | None = None,
     *,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
     progress: Progress | None = None,
 ) -> tuple[RolledBack | None, list[Applied]]:
     """Roll back the newest applied migration and apply it again; (None, []) when nothing is applied."""
     report = progress or no_progress
     with _session(
-        database_url, directory, ledger_table, connect_timeout, report, lock_timeout=lock_timeout
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        lock_timeout=lock_timeout,
+        waits=waits,
+        lock_mode=lock_mode,
+        lease_ttl=lease_ttl,
+        schema=schema,
     ) as (
         _,
         migrations,
@@ -459,7 +631,9 @@ def plan_migrate(
     allow_existing_schema: bool = False,
     atomic: bool = False,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> DryRun:
     """What ``migrate`` would do, statement by statement, analysed; changes nothing. Refuses
@@ -470,15 +644,23 @@ def plan_migrate(
         to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
     with _session(
-        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        progress or no_progress,
+        reading=True,
+        schema=schema,
+        waits=waits,
     ) as (
         settings,
         migrations,
         backend,
     ):
         work = engine.prepare_up(backend, migrations, options, backend.read_ledger())
-        planned = dryrun.planned(work, backend.annotator(calibrate=True))
-    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned)
+        planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
+    waits = settings.waits if backend.dialect_name == "postgresql" else None
+    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, waits)
 
 
 def plan_down(
@@ -488,22 +670,32 @@ def plan_down(
     steps: int | None = None,
     to: int | None = None,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> DryRun:
     """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
     from dbledger import dryrun
 
     with _session(
-        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        progress or no_progress,
+        reading=True,
+        schema=schema,
+        waits=waits,
     ) as (
         settings,
         migrations,
         backend,
     ):
         work = engine.prepare_down(backend, migrations, backend.read_ledger(), steps=steps, target=to)
-        planned = dryrun.planned(work, backend.annotator(calibrate=True))
-    return dryrun.DryRun(settings.database.display, str(settings.directory), "down", False, planned)
+        planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
+    waits = settings.waits if backend.dialect_name == "postgresql" else None
+    return dryrun.DryRun(settings.database.display, str(settings.directory), "down", False, planned, waits)
 
 
 def drift(
@@ -513,6 +705,7 @@ def drift(
     replay: bool = False,
     shadow_url: str | None = None,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Drift:
@@ -522,7 +715,13 @@ def drift(
 
     shadow = None if shadow_url is None else parse_database_url(shadow_url)
     with _session(
-        database_url, directory, ledger_table, connect_timeout, progress or no_progress, reading=True
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        progress or no_progress,
+        reading=True,
+        schema=schema,
     ) as (
         settings,
         migrations,
@@ -538,6 +737,7 @@ def dump(
     database_url: str | None = None,
     *,
     ledger_table: str | None = None,
+    schema: str | None = None,
     connect_timeout: float | None = None,
     to: PathLike | None = None,
     progress: Progress | None = None,
@@ -547,7 +747,7 @@ def dump(
     from dbledger.schema import dump_sql
 
     report = progress or no_progress
-    settings = _settings(database_url, "", ledger_table, report)
+    settings = _settings(database_url, "", ledger_table, report, schema=schema)
     with _open(settings, report, connect_timeout=connect_timeout) as backend:
         if (absent := backend.absence()) is not None:
             report("note", absent, None)

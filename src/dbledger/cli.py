@@ -15,14 +15,25 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from dbledger import api
-from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT
+from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, LOCK_MODES, parse_duration
 from dbledger.contracts import Progress
-from dbledger.errors import DbledgerError, DriftFound, Interrupted, Terminated
+from dbledger.errors import (
+    ConfigError,
+    DbledgerError,
+    DriftFound,
+    FleetFailed,
+    Interrupted,
+    Terminated,
+    UsageError,
+)
 from dbledger.redaction import redact
 from dbledger.terminal import Reporter, is_terminal, silence, wants_color, write_line
+
+if TYPE_CHECKING:
+    from dbledger.fleet import Fleet, FleetReport
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +79,15 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "schema_migrations)",
     )
     parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=default,
+        help="target one schema of a PostgreSQL database (one tenant): search_path is set to it, "
+        "'up' creates it when missing, and the ledger, lock, existing-schema check, drift, dump and "
+        "backups cover it alone (default: $DBLEDGER_SCHEMA, pyproject.toml, the first schema of a "
+        "search_path the URL's options or $PGOPTIONS set, else the whole database)",
+    )
+    parser.add_argument(
         "--connect-timeout",
         type=float,
         metavar="SECONDS",
@@ -104,29 +124,125 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _duration(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, what)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    return parse
+
+
 def _lock_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    group = parser.add_argument_group("locks and waits")
+    group.add_argument(
         "--lock-timeout",
         type=float,
         metavar="SECONDS",
         default=DEFAULT_LOCK_TIMEOUT,
-        help="how long to wait for another migration run to finish (default: 600)",
+        help="how long to wait for dbledger's own migration lock, held by another run (default: 600)",
+    )
+    group.add_argument(
+        "--lock-mode",
+        choices=LOCK_MODES,
+        default=None,
+        help="how runs exclude one another: a session advisory lock, a lease row (for PgBouncer in "
+        "transaction mode), or auto: the lease when the connection goes through a pooler (default: auto)",
+    )
+    group.add_argument(
+        "--lease-ttl",
+        type=_duration("lease time to live"),
+        metavar="DURATION",
+        default=None,
+        help="with the lease lock: how long a run's lease lasts without its heartbeat, after which "
+        "another run may take over from a run that died (default: 30s)",
+    )
+    group.add_argument(
+        "--statement-lock-timeout",
+        type=_duration("statement lock timeout"),
+        metavar="DURATION",
+        default=None,
+        help="how long each migration statement may wait for a table lock before the migration is "
+        "rolled back and tried again, e.g. 500ms, 3s (default: 3s; 0: no limit; PostgreSQL)",
+    )
+    group.add_argument(
+        "--concurrently-lock-timeout",
+        type=_duration("CONCURRENTLY lock timeout"),
+        metavar="DURATION",
+        default=None,
+        help="the same for CREATE/DROP INDEX CONCURRENTLY and other CONCURRENTLY statements "
+        "(default: 0, no limit: their locks block no reads or writes)",
+    )
+    group.add_argument(
+        "--statement-timeout",
+        type=_duration("statement timeout"),
+        metavar="DURATION",
+        default=None,
+        help="how long each migration statement may run (default: 0, no limit)",
+    )
+    group.add_argument(
+        "--lock-retries",
+        type=int,
+        metavar="N",
+        default=None,
+        help="how many times a migration that gave up on a lock is tried again, after growing "
+        "delays (default: 5)",
+    )
+
+
+def _fleet_options(parser: argparse.ArgumentParser) -> None:
+    """--all and its options: the command on every target of a fleet (up, status, verify, drift)."""
+    group = parser.add_argument_group("many targets (--all)")
+    group.add_argument(
+        "--all",
+        action="store_true",
+        help="run on every target: each a database URL, or a schema of the --database-url database; "
+        "from --targets-file, --targets-query or targets in [tool.dbledger]; then a summary per "
+        "target; exit 1 if any failed. 'up' claims each target through its own migration lock, "
+        "without waiting (--lock-timeout does not apply): a target another runner holds is skipped "
+        "as claimed, tried once more at the end, and is not a failure",
+    )
+    source = group.add_mutually_exclusive_group()
+    source.add_argument(
+        "--targets-file",
+        metavar="FILE",
+        help="with --all: the targets, one database URL or schema name a line ('#' comments)",
+    )
+    source.add_argument(
+        "--targets-query",
+        metavar="SQL",
+        help="with --all: a query on the --database-url database returning one column, a database "
+        "URL or a schema name a row (run read-only)",
+    )
+    group.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="with --all: how many targets at a time, each on its own connection (default: 4)",
+    )
+    group.add_argument(
+        "--continue-on-error",
+        action="store_true",
+        help="with --all: go on after a target failed (default: start no new target after the first "
+        "failure; the running ones finish, the rest are reported as not started)",
     )
 
 
 # Two or three examples at the end of each command's --help.
 EXAMPLES = {
     "up": [
-        "dbledger up",
         "dbledger up --dry-run",
         "DATABASE_URL=postgresql://app@db/app dbledger up --backup backups/",
+        "dbledger up --all --targets-file tenants.txt --jobs 8 --continue-on-error",
     ],
     "down": ["dbledger down", "dbledger down --steps 2 --dry-run", "dbledger down --to 3"],
     "redo": ["dbledger redo", "dbledger --dir db/migrations redo"],
     "drift": ["dbledger drift", "dbledger drift --replay", "dbledger drift --json"],
     "dump": ["dbledger dump", "dbledger dump schema.sql"],
-    "status": ["dbledger status", "dbledger status --json"],
-    "verify": ["dbledger verify", "dbledger verify --strict"],
+    "status": ["dbledger status", "dbledger status --json", "dbledger status --all --json"],
+    "verify": ["dbledger verify", "dbledger verify --strict", "dbledger verify --all --strict"],
+    "wait": ["dbledger wait", "dbledger wait --timeout 10min  # in a replica; a Job runs 'dbledger up'"],
     "new": ["dbledger new add_users_email", 'dbledger new "Add users email"  # becomes add_users_email'],
     "repair": ["dbledger repair", "dbledger repair --forget-missing"],
     "baseline": ["dbledger baseline 3", "dbledger baseline 3 --verify"],
@@ -199,6 +315,7 @@ def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
     )
+    _fleet_options(up)
 
     down = _command(commands, "down", "roll back applied migrations with their down sections", lock=True)
     scope = down.add_mutually_exclusive_group()
@@ -221,16 +338,32 @@ def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="replay the applied migrations on a scratch database instead of using the recorded schema",
     )
+    _fleet_options(drift)
 
     dump = _command(commands, "dump", "print the live schema as normalised SQL (or write it to FILE)")
     dump.add_argument("file", nargs="?", metavar="FILE", help="write here instead of stdout")
 
     _command(commands, "redo", "roll back the newest migration and apply it again", lock=True)
-    _command(commands, "status", "applied / pending / failed / modified / missing migrations")
+    status = _command(commands, "status", "applied / pending / failed / modified / missing migrations")
+    _fleet_options(status)
     verify = _command(
         commands, "verify", "check checksums, order, missing files and the history chain; change nothing"
     )
     verify.add_argument("--strict", action="store_true", help="also fail when a migration is pending")
+    _fleet_options(verify)
+
+    wait = _command(
+        commands,
+        "wait",
+        "wait until every migration in the folder is applied (by another run); change nothing",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_duration("wait timeout"),
+        metavar="DURATION",
+        default=300.0,
+        help="give up after this long, e.g. 90s, 10min (default: 300s); exit 1",
+    )
 
     new = _command(commands, "new", "create the next numbered migration file")
     new.add_argument("name", help='what the change does, e.g. add_users_email or "Add users email"')
@@ -287,7 +420,29 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "database_url": args.database_url,
         "directory": args.dir,
         "ledger_table": args.ledger_table,
+        "schema": args.schema,
         "connect_timeout": args.connect_timeout,
+    }
+
+
+def _locking(args: argparse.Namespace) -> dict[str, Any]:
+    """The lock and wait options of a command that writes; a wait option left out keeps the
+    configuration's value."""
+    given = {
+        field: getattr(args, option)
+        for option, field in (
+            ("statement_lock_timeout", "lock_timeout"),
+            ("concurrently_lock_timeout", "concurrently_lock_timeout"),
+            ("statement_timeout", "statement_timeout"),
+            ("lock_retries", "retries"),
+        )
+        if getattr(args, option) is not None
+    }
+    return {
+        "lock_timeout": args.lock_timeout,
+        "waits": given or None,
+        "lock_mode": args.lock_mode,
+        "lease_ttl": args.lease_ttl,
     }
 
 
@@ -300,12 +455,13 @@ def _up(args: argparse.Namespace, progress: Progress) -> Shown:
         "atomic": args.atomic,
     }
     if args.dry_run:
-        return _dry_run(api.plan_migrate(**_settings(args), **options, progress=progress))
+        waits = _locking(args)["waits"]
+        return _dry_run(api.plan_migrate(**_settings(args), **options, waits=waits, progress=progress))
     report = api.migrate(
         **_settings(args),
         **options,
         backup_dir=args.backup,
-        lock_timeout=args.lock_timeout,
+        **_locking(args),
         progress=progress,
     )
     if report.applied:
@@ -325,17 +481,18 @@ def _dry_run(run: Any) -> Shown:
 
 def _down(args: argparse.Namespace, progress: Progress) -> Shown:
     if args.dry_run:
-        return _dry_run(api.plan_down(**_settings(args), steps=args.steps, to=args.to, progress=progress))
-    undone = api.down(
-        **_settings(args), steps=args.steps, to=args.to, lock_timeout=args.lock_timeout, progress=progress
-    )
+        waits = _locking(args)["waits"]
+        return _dry_run(
+            api.plan_down(**_settings(args), steps=args.steps, to=args.to, waits=waits, progress=progress)
+        )
+    undone = api.down(**_settings(args), steps=args.steps, to=args.to, **_locking(args), progress=progress)
     total = sum(r.execution_time_ms for r in undone)
     line = f"rolled back {len(undone)} migration(s) in {total} ms" if undone else "nothing to roll back"
     return Shown({"rolled_back": [r._asdict() for r in undone]}, lines=[line])
 
 
 def _redo(args: argparse.Namespace, progress: Progress) -> Shown:
-    rolled, reapplied = api.redo(**_settings(args), lock_timeout=args.lock_timeout, progress=progress)
+    rolled, reapplied = api.redo(**_settings(args), **_locking(args), progress=progress)
     if rolled is None:
         return Shown({"rolled_back": [], "applied": []}, lines=["nothing to redo: no migration is applied"])
     document = {"rolled_back": [rolled._asdict()], "applied": [a._asdict() for a in reapplied]}
@@ -351,6 +508,7 @@ def _dump(args: argparse.Namespace, progress: Progress) -> Shown:
     text = api.dump(
         args.database_url,
         ledger_table=args.ledger_table,
+        schema=args.schema,
         connect_timeout=args.connect_timeout,
         to=args.file,
         progress=progress,
@@ -369,6 +527,11 @@ def _status(args: argparse.Namespace, progress: Progress) -> Shown:
     return Shown(result.to_dict(), render=lambda: print_status(result, terminal=terminal, color=color))
 
 
+def _wait(args: argparse.Namespace, progress: Progress) -> Shown:
+    found = api.wait_until_migrated(**_settings(args), timeout=args.timeout, progress=progress)
+    return Shown(found.to_dict(), lines=[f"ready: every migration is applied (version {found.version})"])
+
+
 def _verify(args: argparse.Namespace, progress: Progress) -> Shown:
     result = api.verify(**_settings(args), strict=args.strict, progress=progress)
     pending = len(result.plan.pending)
@@ -384,7 +547,7 @@ def _repair(args: argparse.Namespace, progress: Progress) -> Shown:
     repaired = api.repair(
         **_settings(args),
         forget_missing=args.forget_missing,
-        lock_timeout=args.lock_timeout,
+        **_locking(args),
         progress=progress,
     )
     lines = [f"{item.name}: {item.action} ({item.detail})" for item in repaired] or ["nothing to repair"]
@@ -397,7 +560,7 @@ def _baseline(args: argparse.Namespace, progress: Progress) -> Shown:
         **_settings(args),
         verify=args.verify,
         shadow_url=args.shadow_url,
-        lock_timeout=args.lock_timeout,
+        **_locking(args),
         progress=progress,
     )
     lines = [f"baseline {name}" for name in marked]
@@ -425,11 +588,103 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "dump": _dump,
     "status": _status,
     "verify": _verify,
+    "wait": _wait,
     "repair": _repair,
     "baseline": _baseline,
     "new": _new,
     "completion": _completion,
 }
+
+
+_FLEET_ONLY = {"targets_file": "--targets-file", "targets_query": "--targets-query", "jobs": "--jobs"}
+
+
+def _handler(args: argparse.Namespace) -> Callable[[argparse.Namespace, Progress], Shown]:
+    """The command's function; with --all, the fleet's (its options without --all are refused)."""
+    if getattr(args, "all", False):
+        return _fleet
+    given = [option for name, option in _FLEET_ONLY.items() if getattr(args, name, None) is not None]
+    given += ["--continue-on-error"] if getattr(args, "continue_on_error", False) else []
+    if given:
+        raise UsageError(f"{given[0]} works with --all: run 'dbledger {args.command} --all {given[0]} ...'")
+    return COMMANDS[args.command]
+
+
+def _fleet(args: argparse.Namespace, progress: Progress) -> Shown:
+    """--all: the command on every target, then the summary; exit 1 (FleetFailed) if one failed."""
+    from dbledger.fleet import DEFAULT_JOBS, Fleet
+    from dbledger.output import FleetWatch, print_fleet
+    from dbledger.targets import find_targets
+
+    refused = [
+        option
+        for option, given in (
+            ("--dry-run", getattr(args, "dry_run", False)),
+            ("--backup", getattr(args, "backup", None)),
+            ("--shadow-url", getattr(args, "shadow_url", None)),
+        )
+        if given
+    ]
+    if refused:
+        raise UsageError(f"{refused[0]} works on one database: drop --all, or drop {refused[0]}")
+    found = find_targets(
+        args.database_url,
+        schema=args.schema,
+        targets_file=args.targets_file,
+        targets_query=args.targets_query,
+        connect_timeout=args.connect_timeout,
+    )
+    watch = FleetWatch(
+        len(found.targets),
+        live=is_terminal(sys.stderr) and not args.json,
+        verbose=args.verbose,
+        quiet=args.quiet,
+        color=wants_color(args.color, sys.stderr),
+    )
+    fleet = Fleet(
+        found,
+        args.dir,
+        jobs=DEFAULT_JOBS if args.jobs is None else args.jobs,
+        continue_on_error=args.continue_on_error,
+        ledger_table=args.ledger_table,
+        connect_timeout=args.connect_timeout,
+        watch=watch,
+        progress=progress,
+    )
+    try:
+        report = _fleet_command(args, fleet)
+    finally:
+        watch.close()
+    terminal, color = is_terminal(sys.stdout), wants_color(args.color, sys.stdout)
+
+    def render() -> None:
+        print_fleet(report, terminal=terminal, color=color, quiet=args.quiet)
+
+    if report.failed and not args.json:  # the summary first, then the error says how many failed
+        try:
+            render()
+        except BrokenPipeError:
+            silence(sys.stdout)
+    report.check()
+    return Shown(report.to_dict(), render=render)
+
+
+def _fleet_command(args: argparse.Namespace, fleet: Fleet) -> FleetReport:
+    if args.command == "up":
+        options = {
+            "to": args.to,
+            "allow_out_of_order": args.allow_out_of_order,
+            "allow_missing": args.allow_missing,
+            "allow_existing_schema": args.allow_existing_schema,
+            "atomic": args.atomic,
+        }
+        locking = _locking(args)
+        return fleet.migrate(**options, waits=locking["waits"], lock_mode=locking["lock_mode"])
+    if args.command == "verify":
+        return fleet.verify(strict=args.strict)
+    if args.command == "drift":
+        return fleet.drift(replay=args.replay)
+    return fleet.status()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -452,7 +707,7 @@ def _run(args: argparse.Namespace) -> int:
         color=wants_color(args.color, sys.stderr),
     )
     try:
-        shown = COMMANDS[args.command](args, reporter)
+        shown = _handler(args)(args, reporter)
     except DbledgerError as exc:
         reporter.close()
         _show_error(args.json, exc)
@@ -522,7 +777,7 @@ def _show_error(as_json: bool, exc: DbledgerError) -> None:
                 print(line)
         _err(f"dbledger: error: {exc.message}")
         if as_json:
-            found = exc.document if isinstance(exc, DriftFound) else {}
+            found = exc.document if isinstance(exc, DriftFound | FleetFailed) else {}
             print(
                 json.dumps({"ok": False, **found, "error": exc.to_dict()}, indent=2, default=str), flush=True
             )

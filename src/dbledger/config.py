@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -32,9 +32,138 @@ MAX_LOCK_TIMEOUT = 86400.0
 # deploy for libpq's default of forever.
 DEFAULT_CONNECT_TIMEOUT = 10
 # The keys [tool.dbledger] may hold; any other is a usage error naming it.
-PYPROJECT_KEYS = ("database_url", "dir", "ledger_table")
+PYPROJECT_KEYS = (
+    "database_url",
+    "dir",
+    "ledger_table",
+    "schema",
+    "lock",
+    "statement_lock_timeout",
+    "concurrently_lock_timeout",
+    "statement_timeout",
+    "lock_retries",
+    "targets",
+)
+# Keys whose value may also be a TOML number (seconds, or a count).
+_NUMBER_KEYS = (
+    "statement_lock_timeout",
+    "concurrently_lock_timeout",
+    "statement_timeout",
+    "lock_retries",
+    "lease_ttl",
+)
+# How long a lease lasts without a heartbeat: after a holder died, another run takes over then.
+DEFAULT_LEASE_TTL = 30.0
+# How runs exclude one another: PostgreSQL's session advisory lock, a lease row in a table (for
+# poolers in transaction mode and databases without advisory locks), or the lease when the
+# connection is seen to go through a pooler or proxy and the advisory lock otherwise.
+LOCK_MODES = ("auto", "advisory", "lease")
 # The DBLEDGER_* variables dbledger reads; others draw a warning.
-ENVIRONMENT_VARIABLES = ("DBLEDGER_DIR", "DBLEDGER_LEDGER_TABLE", "DBLEDGER_TEST_POSTGRES_URL")
+ENVIRONMENT_VARIABLES = (
+    "DBLEDGER_DIR",
+    "DBLEDGER_LEDGER_TABLE",
+    "DBLEDGER_SCHEMA",
+    "DBLEDGER_TEST_POSTGRES_URL",
+)
+
+
+# What a migration's own statements may wait for a table lock (PostgreSQL's lock_timeout) before
+# the migration gives up, is rolled back and is tried again: while an ALTER waits for its lock,
+# every query on that table queues behind it, so the wait must stay short.
+DEFAULT_STATEMENT_LOCK_TIMEOUT = 3.0
+# How many times a migration that gave up on a lock is tried again before it fails.
+DEFAULT_LOCK_RETRIES = 5
+# Before the first retry; doubled for each next one, with jitter, at most MAX_RETRY_DELAY.
+DEFAULT_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 60.0
+_DURATION = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>ms|s|min|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, None: 1.0}
+
+
+class WaitPolicy(NamedTuple):
+    """How long a migration's statements may wait for the locks they need, and how a migration
+    that gave up is tried again. PostgreSQL only: SQLite has one database-wide write lock, which
+    dbledger takes before a migration starts."""
+
+    lock_timeout: float = DEFAULT_STATEMENT_LOCK_TIMEOUT  # seconds per statement; 0: no limit
+    # CONCURRENTLY's locks block no reads or writes, and a timeout after its first phase leaves
+    # an INVALID index behind: no limit unless asked.
+    concurrently_lock_timeout: float = 0.0
+    statement_timeout: float = 0.0  # seconds per statement; 0: no limit
+    retries: int = DEFAULT_LOCK_RETRIES
+    retry_delay: float = DEFAULT_RETRY_DELAY
+
+
+DEFAULT_WAITS = WaitPolicy()
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds from ``500ms``, ``3s``, ``2min``, ``1h`` or a plain number of seconds; 0 means no
+    limit. ``what`` names the setting in the error."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ConfigError(
+            f"invalid {what} {text!r}: give a duration such as 500ms, 3s, 2min or 1h (0: no limit)"
+        )
+    seconds = float(found.group("number")) * _UNIT_SECONDS[found.group("unit")]
+    return check_wait(seconds, what)
+
+
+def check_wait(seconds: float, what: str) -> float:
+    """A statement's wait: 0 (no limit), or at least a millisecond and at most a day."""
+    if seconds != 0 and not 0.001 <= seconds <= MAX_LOCK_TIMEOUT:
+        raise ConfigError(
+            f"invalid {what} {seconds!r}: give seconds from 0.001 to {MAX_LOCK_TIMEOUT:g}, or 0 for no limit"
+        )
+    return seconds
+
+
+def check_wait_policy(policy: WaitPolicy) -> WaitPolicy:
+    """Every field of ``policy`` in range, or a ConfigError naming the one that is not."""
+    check_wait(policy.lock_timeout, "statement lock timeout")
+    check_wait(policy.concurrently_lock_timeout, "CONCURRENTLY lock timeout")
+    check_wait(policy.statement_timeout, "statement timeout")
+    if not 0 <= policy.retries <= 100 or policy.retries != int(policy.retries):
+        raise ConfigError(f"invalid lock retries {policy.retries!r}: give a whole number from 0 to 100")
+    if not 0 <= policy.retry_delay <= MAX_RETRY_DELAY:
+        raise ConfigError(
+            f"invalid retry delay {policy.retry_delay!r}: give seconds from 0 to {MAX_RETRY_DELAY:g}"
+        )
+    return policy
+
+
+def check_lease_ttl(seconds: float) -> float:
+    """A lease lives from a second to an hour: shorter, a busy heartbeat could miss it."""
+    if not 1 <= seconds <= 3600:
+        raise ConfigError(f"invalid lease time to live {seconds!r}: give seconds from 1 to 3600")
+    return seconds
+
+
+def check_lock_mode(mode: str, what: str = "--lock-mode") -> str:
+    if mode not in LOCK_MODES:
+        raise ConfigError(f"invalid {what} {mode!r}: give one of {', '.join(LOCK_MODES)}")
+    return mode
+
+
+def project_waits(values: Mapping[str, str], where: str) -> WaitPolicy:
+    """The wait policy ``[tool.dbledger]`` sets, the defaults for what it leaves out."""
+
+    def seconds(key: str, default: float) -> float:
+        return parse_duration(values[key], f"{where}: [tool.dbledger] {key}") if key in values else default
+
+    policy = DEFAULT_WAITS._replace(
+        lock_timeout=seconds("statement_lock_timeout", DEFAULT_WAITS.lock_timeout),
+        concurrently_lock_timeout=seconds(
+            "concurrently_lock_timeout", DEFAULT_WAITS.concurrently_lock_timeout
+        ),
+        statement_timeout=seconds("statement_timeout", DEFAULT_WAITS.statement_timeout),
+    )
+    if "lock_retries" in values:
+        text = values["lock_retries"]
+        if not text.isdigit():
+            raise ConfigError(f"invalid {where}: [tool.dbledger] lock_retries {text!r}: give a whole number")
+        policy = check_wait_policy(policy._replace(retries=int(text)))
+    return policy
 
 
 def check_lock_timeout(seconds: float) -> float:
@@ -75,6 +204,9 @@ class Database:
     display: str
     # SQLite: a file path or ":memory:". PostgreSQL: None (``url`` goes to libpq as it is).
     sqlite_path: str | None = None
+    # PostgreSQL: the target schema named by --schema, the connection's search_path set to it.
+    # None: the first schema of a search_path the URL or PGOPTIONS gives, else the whole database.
+    schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,12 +220,16 @@ class Settings:
     ledger: LedgerNames = DEFAULT_LEDGER
     ledger_source: str = "default"
     warnings: tuple[str, ...] = ()  # for stderr: settings that look meant but are not read
+    waits: WaitPolicy = DEFAULT_WAITS  # from [tool.dbledger]; the command line's options win
+    lock_mode: str = "auto"  # one of LOCK_MODES
+    lease_ttl: float = DEFAULT_LEASE_TTL
 
     def describe(self) -> str:
         """One line for stderr: which database, from where; which folder; which ledger."""
         ledger = "" if self.ledger_source == "default" else f", ledger {self.ledger.qualified()}"
+        target = "" if self.database.schema is None else f", schema {self.database.schema}"
         return (
-            f"database {self.database.display} (from {self.database_source}), "
+            f"database {self.database.display} (from {self.database_source}){target}, "
             f"migrations {self.directory}{ledger}"
         )
 
@@ -239,9 +375,42 @@ def _parse_pyproject(path: str, raw: bytes) -> tuple[tuple[str, str], ...]:
     for key, value in section.items():
         if key not in PYPROJECT_KEYS:
             raise ConfigError(f"{path}: [tool.dbledger]: unknown key {key!r}{_nearest(key, PYPROJECT_KEYS)}")
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: [tool.dbledger] {key} must be a string")
+        if key == "targets":  # the one list: kept as lines, one target each (see project_targets)
+            section[key] = _target_lines(path, value)
+        elif key in _NUMBER_KEYS and isinstance(value, int | float) and not isinstance(value, bool):
+            section[key] = str(value)
+        elif not isinstance(value, str):
+            kind = "a string or a number" if key in _NUMBER_KEYS else "a string"
+            raise ConfigError(f"{path}: [tool.dbledger] {key} must be {kind}")
     return tuple(section.items())
+
+
+def _target_lines(path: str, value: object) -> str:
+    """``targets = ["postgresql://...", "tenant_7"]`` as one line per target (a URL or a schema
+    name never holds a line break), or a ConfigError naming the entry at fault."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{path}: [tool.dbledger] targets must be a non-empty list of strings (database URLs or "
+            'schema names), e.g. targets = ["tenant_1", "postgresql://app@db2/app"]'
+        )
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str) or not entry.strip() or "\n" in entry or "\r" in entry:
+            shown = redact(entry) if isinstance(entry, str) else entry
+            raise ConfigError(
+                f"{path}: [tool.dbledger] targets[{index}]: {shown!r} is not a target: give a database "
+                "URL or a schema name, one per string"
+            )
+    return "\n".join(entry.strip() for entry in value)
+
+
+def project_targets(cwd: Path | None = None) -> tuple[str, list[str]] | None:
+    """``targets`` of ``[tool.dbledger]`` (the file as the messages name it, and its entries in
+    order), or None when the nearest section has none."""
+    here = _current_folder() if cwd is None else cwd
+    project = find_pyproject(here)
+    if project.path is None or "targets" not in project.values:
+        return None
+    return os.path.relpath(project.path, here), project.values["targets"].split("\n")
 
 
 def _nearest(name: str, known: tuple[str, ...]) -> str:
@@ -273,11 +442,36 @@ def _current_folder() -> Path:
         ) from None
 
 
+# -- the target schema ------------------------------------------------------------------------
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_schema_name(name: str, source: str = "--schema") -> str:
+    """A target schema's name: lower-case letters, digits and '_', as ledger table names are (it
+    goes into search_path and pg_dump's --schema unquoted), at most 63, not a system schema."""
+    if not _SCHEMA_NAME.match(name) or name.startswith("pg_") or name == "information_schema":
+        raise ConfigError(
+            f"invalid schema {name!r} (from {source}): give lower-case letters, digits and '_', "
+            "starting with a letter or '_', at most 63, not a system schema (e.g. tenant_42)"
+        )
+    return name
+
+
+def _with_schema(database: Database, schema: str, source: str) -> Database:
+    if database.dialect != "postgresql":
+        raise ConfigError(
+            f"a target schema ({schema!r}, from {source}) is for PostgreSQL: a SQLite database "
+            "has one schema; give each tenant its own database file instead"
+        )
+    return replace(database, schema=check_schema_name(schema, source))
+
+
 def resolve(
     database_url: str | None = None,
     directory: str | os.PathLike[str] | None = None,
     *,
     ledger_table: str | None = None,
+    schema: str | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
@@ -315,7 +509,11 @@ def resolve(
         ledger_table, "--ledger-table", "DBLEDGER_LEDGER_TABLE", "ledger_table", DEFAULT_LEDGER_TABLE
     )
 
+    target, target_source, _ = choose(schema, "--schema", "DBLEDGER_SCHEMA", "schema", "")
+
     database = parse_database_url(url)
+    if target_source != "default":  # given, even as '': checked
+        database = _with_schema(database, target, target_source)
     if database.sqlite_path not in (None, ":memory:") and not os.path.isabs(str(database.sqlite_path)):
         database = Database(
             url=database.url,
@@ -326,7 +524,18 @@ def resolve(
     path = Path(folder)
     if not path.is_absolute():
         path = dir_base / path
+    if project is None:  # every value was given: the file may still set the waits and the lock
+        project = find_pyproject(here)
+    values = project.values
+    where = os.path.relpath(project.path, here) if project.path is not None else "pyproject.toml"
     return Settings(
+        waits=project_waits(values, where),
+        lock_mode=check_lock_mode(values.get("lock", "auto"), f"{where}: [tool.dbledger] lock"),
+        lease_ttl=check_lease_ttl(
+            parse_duration(values["lease_ttl"], f"{where}: [tool.dbledger] lease_ttl")
+            if "lease_ttl" in values
+            else DEFAULT_LEASE_TTL
+        ),
         database=database,
         directory=path,
         database_source=url_source,

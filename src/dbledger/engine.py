@@ -127,7 +127,7 @@ def _locked(backend: Backend, progress: Progress) -> Iterator[None]:
 def _executor(backend: Backend, progress: Progress) -> Executor:
     from dbledger.executor import Executor
 
-    return Executor(backend, progress=progress)
+    return Executor(backend, progress=progress, policy=backend.waits)
 
 
 def _make_current(backend: Backend, snapshot: LedgerSnapshot | None, progress: Progress) -> None:

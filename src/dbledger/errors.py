@@ -14,6 +14,7 @@
     │   └── ExistingSchema             the database has tables but no ledger (built without dbledger)
     ├── DriftFound                     the live schema differs from the expected one
     ├── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
+    ├── FleetFailed                    --all: one or more targets failed (each one's error in it)
     └── Interrupted                    exit 130: stopped by SIGINT; the work was rolled back
         └── Terminated                 exit 143: stopped by SIGTERM
 
@@ -36,6 +37,7 @@ __all__ = [
     "DbledgerError",
     "DriftFound",
     "ExistingSchema",
+    "FleetFailed",
     "ForeignLedger",
     "Interrupted",
     "LedgerStateError",
@@ -182,6 +184,11 @@ class ExistingSchema(LedgerStateError):
         )
 
 
+class NotMigrated(DbledgerError):
+    """``wait``: the migrations were not all applied in time, or one failed or is dirty, which
+    no amount of waiting mends."""
+
+
 class DriftFound(DbledgerError):
     """The live schema differs from the expected one: ``document`` is the comparison (as
     ``--json`` prints it), ``lines`` each difference in words."""
@@ -194,6 +201,19 @@ class DriftFound(DbledgerError):
             f"the live schema has {count} difference(s) from the schema the applied migrations "
             "produce: write a migration for a change that should stay, or undo it by hand"
         )
+
+
+class FleetFailed(DbledgerError):
+    """A command run over many targets (``--all``) failed on some of them: ``document`` is the
+    run's summary (as ``--json`` prints it), ``failed`` how many of the ``total`` targets failed."""
+
+    fields: ClassVar[tuple[str, ...]] = ("failed", "total")
+
+    def __init__(self, document: dict[str, Any], failed: int, total: int, first: str) -> None:
+        self.document = document
+        self.failed = failed
+        self.total = total
+        super().__init__(f"{failed} of {total} target(s) failed; the first: {first}")
 
 
 class MigrationFailed(DbledgerError):
@@ -226,7 +246,7 @@ class MigrationFailed(DbledgerError):
         self.undone = undone
         where = f" (line {line})" if line else ""
         message = f"migration '{migration}' failed{where}: {self.error}\n" + _next_step(
-            dirty, rollback, connection_lost
+            dirty, rollback, connection_lost, lock_wait=sqlstate in ("55P03", "40P01")
         )
         if undone:
             message += (
@@ -236,7 +256,12 @@ class MigrationFailed(DbledgerError):
         super().__init__(message)
 
 
-def _next_step(dirty: bool, rollback: bool, connection_lost: bool = False) -> str:
+def _next_step(dirty: bool, rollback: bool, connection_lost: bool = False, *, lock_wait: bool = False) -> str:
+    if lock_wait and not dirty:
+        return (
+            "it was rolled back and left nothing behind; the file need not be at fault: run the "
+            "command again once the blocking session has ended"
+        )
     if connection_lost and not dirty:
         return (
             "the connection to the database was lost while it ran (the session was terminated or "

@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Callable
 
 from dbledger.backends.base import Backend
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.config import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAITS, Database, WaitPolicy
 from dbledger.ledger import DEFAULT_LEDGER, LedgerNames
 
 # dialect -> (module, class)
@@ -25,13 +25,24 @@ def open_backend(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     connect_timeout: float | None = None,
     on_busy: Callable[[str], None] | None = None,
+    waits: WaitPolicy = DEFAULT_WAITS,
+    lock_mode: str = "auto",
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    on_note: Callable[[str], None] | None = None,
 ) -> Backend:
-    """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``."""
+    """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``.
+    ``waits``: what migration statements may wait for locks; ``lock_mode``: how runs exclude
+    one another (dbledger.config.LOCK_MODES)."""
     module, name = REGISTRY[database.dialect]
     backend: type[Backend] = getattr(importlib.import_module(module), name)
     opened = backend(database, names, lock_timeout=lock_timeout, connect_timeout=connect_timeout)
     if on_busy is not None:
         opened.on_busy = on_busy
+    opened.waits = waits
+    opened.lock_mode = lock_mode
+    opened.lease_ttl = lease_ttl
+    if on_note is not None:
+        opened.on_note = on_note
     return opened
 
 

@@ -15,12 +15,12 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
+from dbledger.config import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAITS, Database, WaitPolicy
 from dbledger.contracts import (
     APPLIED_STATES,
     COMMIT_STATEMENT,
@@ -29,6 +29,7 @@ from dbledger.contracts import (
     LedgerRow,
     LedgerSnapshot,
     Statement,
+    WaitLimits,
 )
 from dbledger.errors import DatabaseError, DbledgerError, ForeignLedger, LedgerStateError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
@@ -127,6 +128,10 @@ class Backend(ABC):
         # Told, once per wait, what the backend waits for (the holder of a lock) before it waits.
         self.on_busy: Callable[[str], None] = lambda holder: None
         self._head: str | None = None  # the newest history hash, known while the lock is held
+        self.waits: WaitPolicy = DEFAULT_WAITS  # what migration statements may wait for locks
+        self.lock_mode = "auto"  # how runs exclude one another: dbledger.config.LOCK_MODES
+        self.lease_ttl = DEFAULT_LEASE_TTL  # the lease lock's time to live without a heartbeat
+        self.on_note: Callable[[str], None] = lambda text: None  # told what the backend chose, and why
 
     @cached_property
     def dialect(self) -> Dialect:
@@ -191,8 +196,9 @@ class Backend(ABC):
 
     # -- hooks: transactions and statements ------------------------------------------------
     @abstractmethod
-    def _begin(self) -> None:
-        """Open a transaction (SQLite: one that takes the write lock at once)."""
+    def _begin(self, limits: WaitLimits | None = None) -> None:
+        """Open a transaction (SQLite: one that takes the write lock at once). ``limits``: what
+        its statements may wait for locks and run, for this transaction only (PostgreSQL)."""
 
     @abstractmethod
     def _commit(self) -> None:
@@ -220,6 +226,20 @@ class Backend(ABC):
         migrations of one transaction (``--atomic``, a replay on ``--shadow-url``), which must
         stay open."""
 
+    def limit_waits(self, limits: WaitLimits) -> None:  # noqa: B027 -- SQLite has no such waits
+        """Called outside a transaction before a ``transaction:false`` statement whose limits
+        differ from the ones set last: what the session's next statements may wait and run."""
+
+    def watching_waits(self, limits: WaitLimits) -> AbstractContextManager[None]:
+        """Held while a migration's statements run: sample, from aside, the sessions that keep
+        this one waiting for a lock, for ``blockers()`` to name when the wait times out."""
+        return nullcontext()
+
+    def blockers(self) -> tuple[str, ...]:
+        """The sessions that last kept a migration statement waiting for a lock, in words (pid,
+        application, state, age, query), as ``watching_waits`` saw them; empty when unknown."""
+        return ()
+
     def restore_identity(self) -> None:  # noqa: B027 -- an optional hook: databases without roles
         """Called inside a migration's transaction, after its statements and before its ledger
         rows, when a statement may have changed the session's role: act as the connection's own
@@ -234,6 +254,10 @@ class Backend(ABC):
     @abstractmethod
     def _try_lock(self) -> bool:
         """One attempt at the migration lock, without waiting."""
+
+    def _fence(self) -> None:  # noqa: B027 -- an optional hook: a session lock needs no fence
+        """Called inside every transaction under the lock, just before COMMIT: refuse to commit
+        (raise) when this run no longer holds the lock, as a lease that expired."""
 
     @abstractmethod
     def _unlock(self) -> None:
@@ -253,35 +277,53 @@ class Backend(ABC):
     def describe_holder(self) -> str:
         """The lock holder in words, for the waiting and timeout messages."""
 
-    # -- hooks: the database as a whole ----------------------------------------------------
+    # -- hooks: the database as a whole (or the target schema in it) ------------------------
+    # The target is what the hooks below cover: the whole database, or (PostgreSQL) one schema
+    # of it, for a database with a schema per tenant (dbledger.backends.pgtarget).
+    @property
+    def target_schema(self) -> str | None:
+        """The one schema this connection works on, or None for the whole database."""
+        return None
+
     @abstractmethod
     def user_tables(self) -> list[str]:
         """Called when the ledger table is missing, before the first migration: the tables that
-        already exist (a database built without dbledger), dbledger's own left out."""
+        already exist in the target (a database built without dbledger), dbledger's own left out."""
 
     @abstractmethod
     def schema_signature(self) -> frozenset[tuple[str, str, str]]:
-        """``(kind, name, definition)`` for every user object, dbledger's own tables left out: two
-        databases with equal signatures have the same schema for the purpose of ``baseline``."""
+        """``(kind, name, definition)`` for every user object of the target, dbledger's own tables
+        left out: two databases with equal signatures have the same schema for ``baseline``."""
 
     @abstractmethod
     def scratch(self) -> AbstractContextManager[Backend]:
-        """An empty database of the same kind for replaying migrations, dropped on exit. Raises
-        DbledgerError when it cannot be created (e.g. no CREATEDB privilege)."""
+        """An empty database of the same kind for replaying migrations, dropped on exit, with the
+        same target (its schema created, the search_path the same). Raises DbledgerError when it
+        cannot be created (e.g. no CREATEDB privilege)."""
+
+    def replay_address(self, database: Database) -> Database:
+        """Called before a replay on the empty ``database`` the user gives (``--shadow-url``): its
+        address with this connection's target, so the replay lands where the migrations ran."""
+        return database
+
+    def prepare_replay(self) -> None:  # noqa: B027 -- an optional hook: a target schema only
+        """Called on a ``--shadow-url`` database, inside the replay's transaction (rolled back),
+        before the first migration: create the target schema the migrations expect to run in."""
 
     @abstractmethod
     def introspect(self) -> SchemaModel:
-        """Called by ``drift``, ``dump`` and after each run: the live schema as a normalised
-        model, dbledger's own tables left out. Reads only."""
+        """Called by ``drift``, ``dump`` and after each run: the live schema of the target as a
+        normalised model, dbledger's own tables left out. Reads only."""
 
     @abstractmethod
     def take_backup(self, directory: Path, label: str) -> Backup:
         """Called before a risky deploy's first change with ``up --backup DIR``."""
 
-    def annotator(self, *, calibrate: bool = False) -> Annotator | None:
+    def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator | None:
         """Called by dry runs, and before each migration runs to record its estimate: what
         analyses this database's statements, or None. ``calibrate``: scale estimates by how
-        earlier migrations on this database compared with theirs."""
+        earlier migrations on this database compared with theirs. ``live`` (dry runs): also
+        name the sessions that hold, right now, a lock a statement would wait for."""
         return None
 
     @abstractmethod
@@ -562,14 +604,15 @@ class Backend(ABC):
             self._unlock()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, limits: WaitLimits | None = None) -> Iterator[None]:
         """Wraps one migration together with its ledger rows. Commits on exit, rolls back on an
         exception. An error raised by the commit itself (a deferred constraint) is a
-        DatabaseError for ``COMMIT_STATEMENT``."""
-        self._begin()
+        DatabaseError for ``COMMIT_STATEMENT``. ``limits``: for the migration's statements."""
+        self._begin(limits)
         head = self._head
         try:
             yield
+            self._fence()
         except BaseException:
             self._head = head
             self._rollback()

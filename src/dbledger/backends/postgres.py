@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, LiteralString
 import psycopg
 from psycopg import conninfo, pq, sql
 
+from dbledger.backends import pgtarget
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Database
-from dbledger.contracts import COMMIT_STATEMENT, Statement
+from dbledger.contracts import COMMIT_STATEMENT, Statement, WaitLimits
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
     from dbledger.annotation import Annotator
+    from dbledger.backends.pglease import Lease
+    from dbledger.backends.pgwaits import WaitWatcher
     from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
@@ -155,7 +158,7 @@ GROUP BY c.relname
 # condition that leaves dbledger's own tables out.
 _USER_SCHEMA = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema')"
-    " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+    " AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' AND /*in-scope*/"
 )
 _SIGNATURE = f"""
 SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
@@ -233,6 +236,9 @@ def _connect(database: Database, connect_timeout: float | None) -> psycopg.Conne
         raise ConfigError(
             f"invalid connect_timeout {given!r} for {database.display}: give whole seconds"
         ) from None
+    if database.schema is not None:  # --schema: search_path is that schema, whatever else says
+        given = params.get("options") or os.environ.get("PGOPTIONS")
+        bound["options"] = pgtarget.with_search_path(None if given is None else str(given), database.schema)
     try:
         return psycopg.connect(
             database.url, autocommit=True, application_name="dbledger", prepare_threshold=None, **bound
@@ -262,23 +268,49 @@ class PostgresBackend(Backend):
         self.conn = _connect(database, connect_timeout)
         try:
             row = self.conn.execute(
-                "SELECT current_schema(), current_database(), pg_backend_pid()"
+                "SELECT current_schema(), current_database(), pg_backend_pid(),"
+                " current_setting('search_path'), current_user"
             ).fetchone()
         except psycopg.Error as exc:  # the server went away right after the login
             self.conn.close()
             raise DatabaseUnavailable(f"cannot connect to {database.display}: {_first_line(exc)}") from None
         assert row is not None
-        current, self.dbname, self.pid = row
-        if current is None and names.schema is None:
+        current, self.dbname, self.pid, self._search_path, user = row
+        # The whole database (None), or the one schema it works on (dbledger.backends.pgtarget).
+        self._target = pgtarget.target_of(database.schema, self.conn.info.options, self._search_path, user)
+        if self._target is not None:
+            self._check_search_path(database)
+        if current is None and names.schema is None and self._target is None:
             self.conn.close()
             raise ConfigError(
                 f"{database.display}: search_path names no existing schema to keep the ledger in: "
                 "create the schema, set search_path for this user, or give --ledger-table SCHEMA.TABLE"
             )
-        self._default_schema: str | None = current
-        self._schema: str = names.schema or str(current)
+        # A target schema that does not exist yet is where 'up' creates it and the migrations go.
+        self._default_schema: str | None = self._target or current
+        self._schema: str = names.schema or self._target or str(current)
         self._statements = self._compose()
         self._checks_client = False
+        self._working_pid: int = self.pid  # the backend running the current migration
+        self._watcher: WaitWatcher | None = None
+        self._lease: Lease | None = None  # the lease lock, when this run uses it
+
+    def _check_search_path(self, database: Database) -> None:
+        """A target's migrations must run with the search_path the connection asked for: refuse
+        a server that did not receive it (a pooler that drops startup options)."""
+        try:
+            source = pgtarget.search_path_source(self.conn)
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise _database_error(exc) from exc
+        if source != "client":
+            self.conn.close()
+            raise ConfigError(
+                f"{database.display}: the connection sets search_path for target schema "
+                f"{self._target!r}, but the server did not receive it (search_path is "
+                f"{self._search_path!r}, from the {source}): a pooler such as PgBouncer drops startup "
+                "options; connect to the server itself to migrate a schema"
+            )
 
     def _compose(self) -> LedgerSQL:
         """Every ledger statement with the schema-qualified names in it: a migration that changes
@@ -311,6 +343,11 @@ class PostgresBackend(Backend):
         ]
         if self.names.schema is not None:
             create.insert(0, compose("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        if self._target is not None:  # the first 'up' creates a target schema, as the ledger's
+            target = sql.SQL(pgtarget.CREATE_TARGET).format(
+                target_name=sql.Literal(self._target), target=sql.Identifier(self._target)
+            )
+            create.insert(0, target.as_bytes(self.conn))
         return LedgerSQL(
             create=tuple(create),
             upgrade_from_v1=tuple(compose(text) for text in _UPGRADE_FROM_V1),
@@ -363,8 +400,23 @@ class PostgresBackend(Backend):
         return None if value is None else str(value.isoformat(timespec="milliseconds"))
 
     # -- transactions and statements -------------------------------------------------------
-    def _begin(self) -> None:
-        self._run(b"BEGIN")
+    def _begin(self, limits: WaitLimits | None = None) -> None:
+        if limits is None:
+            self._run(b"BEGIN")
+            return
+        # One round trip: the limits hold for this transaction only (SET LOCAL), and the backend
+        # that runs it is asked for its pid, which a pooler may change from one transaction to
+        # the next (the wait watcher asks about that pid).
+        try:
+            cursor = self.conn.execute(
+                b"BEGIN; " + _limits_sql(limits, local=True) + b"; SELECT pg_backend_pid()"
+            )
+            while cursor.nextset():
+                pass
+            row = cursor.fetchone()
+        except psycopg.Error as exc:
+            raise _database_error(exc) from exc
+        self._working_pid = int(row[0]) if row else self.pid
 
     def _commit(self) -> None:
         # Explicit COMMIT on the autocommit connection, so an error raised by COMMIT itself (a
@@ -387,6 +439,28 @@ class PostgresBackend(Backend):
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as exc:
             raise _statement_error(exc, statement, lost=self.conn.broken) from exc
+
+    def limit_waits(self, limits: WaitLimits) -> None:
+        self._run(_limits_sql(limits, local=False))
+        self._working_pid = self.pid
+
+    @contextmanager
+    def watching_waits(self, limits: WaitLimits) -> Iterator[None]:
+        if limits.lock_timeout_ms == 0:  # no lock timeout: nothing will ask who blocked
+            yield
+            return
+        if self._watcher is None:
+            from dbledger.backends.pgwaits import WaitWatcher
+
+            self._watcher = WaitWatcher(lambda: _connect(self.database, None))
+        self._watcher.arm(self._working_pid, limits.lock_timeout_ms / 2000)
+        try:
+            yield
+        finally:
+            self._watcher.disarm()
+
+    def blockers(self) -> tuple[str, ...]:
+        return self._watcher.seen if self._watcher is not None else ()
 
     def reset_session(self, *, within_transaction: bool = False) -> None:
         self._run(_RESET_SESSION)  # every part of it may run inside a transaction too
@@ -417,24 +491,101 @@ class PostgresBackend(Backend):
         if not self._checks_client and self.conn.info.server_version >= 140000:
             self._run(_CHECK_CLIENT)
             self._checks_client = True
-        got = self._fetch("SELECT pg_try_advisory_lock(%s)", (self._lock_key(),))
-        return bool(got and got[0][0])
+        if self._lease is None and self._wants_lease():
+            from dbledger.backends.pglease import Lease
+
+            reconnect = lambda: _connect(self.database, None)  # noqa: E731 -- the heartbeat's own
+            self._lease = Lease(self.conn, reconnect, self._schema, self.names.lock, self.lease_ttl)
+        if self._lease is not None:
+            try:
+                taken = self._lease.try_take()
+            except psycopg.Error as exc:  # no right to create the lease table, say
+                raise _database_error(exc) from exc
+            if not taken:
+                return False
+            # A run on a direct connection may hold the advisory lock: then this one waits too.
+            if self.lock_holders() - {self.lock_token}:
+                self._lease.release()
+                return False
+            return True
+        try:
+            got = self._fetch(
+                "SELECT pg_try_advisory_lock(%s), to_regclass(%s) IS NOT NULL",
+                (self._lock_key(), sql.Identifier(self._schema, self.names.lock).as_string(self.conn)),
+            )
+        except DatabaseError as exc:
+            if exc.sqlstate != "42883" or self.lock_mode != "auto":  # 42883: no such function
+                raise
+            self.on_note('this database has no advisory locks: using the lease lock (lock = "lease")')
+            self.lock_mode = "lease"
+            return self._try_lock()
+        if not (got and got[0][0]):
+            return False
+        if got[0][1] and self._live_lease() is not None:  # a run through a pooler holds the lease
+            self._unlock()
+            return False
+        return True
+
+    def _wants_lease(self) -> bool:
+        """Whether this run excludes the others with the lease: asked for, or (auto) the
+        connection is seen to pass through a pooler or proxy, which a session lock cannot cross."""
+        if self.lock_mode == "lease":
+            return True
+        if self.lock_mode == "advisory":
+            return False
+        from dbledger.backends.pglease import through_proxy
+
+        reason = through_proxy(self.conn)
+        if reason is None:
+            return False
+        self.on_note(f'{reason}: using the lease lock (set lock = "advisory" to use a session lock)')
+        return True
+
+    def _lease_row(self) -> tuple[Any, ...] | None:
+        """The live lease (owner, token, seconds since its heartbeat, seconds left), or None when
+        it is free or its table does not exist (asked first: no error in the server's log)."""
+        from dbledger.backends.pglease import LIVE_LEASE
+
+        name = sql.Identifier(self._schema, self.names.lock)
+        exists = self._fetch("SELECT to_regclass(%s) IS NOT NULL", (name.as_string(self.conn),))
+        if not exists[0][0]:
+            return None
+        found = self._fetch(sql.SQL(LIVE_LEASE).format(name))
+        return found[0] if found else None
+
+    def _live_lease(self) -> str | None:
+        row = self._lease_row()
+        return None if row is None else str(row[0])
+
+    def _fence(self) -> None:
+        if self._lease is not None:
+            self._lease.fence()
 
     def _unlock(self) -> None:
+        if self._lease is not None and self._lease.token is not None:
+            self._lease.release()
+            return
         with suppress(psycopg.Error):  # a broken connection has released the lock with the session
             self.conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key(),))
 
     @property
     def lock_token(self) -> str:
+        if self._lease is not None:
+            return f"lease {self._lease.owner}"
         return f"backend {self.pid}"
 
     def lock_holders(self) -> frozenset[str]:
-        return frozenset(f"backend {row[0]}" for row in self._fetch(_LOCK_HOLDERS, self._key_parts()))
+        held = {f"backend {row[0]}" for row in self._fetch(_LOCK_HOLDERS, self._key_parts())}
+        owner = self._live_lease()
+        return frozenset(held | ({f"lease {owner}"} if owner is not None else set()))
 
     def describe_holder(self) -> str:
+        from dbledger.backends.pglease import describe_lease
+
         found = self._fetch(_LOCK_HOLDERS, self._key_parts())
         if not found:
-            return "a session that has just released it"
+            lease = self._lease_row()
+            return "a session that has just released it" if lease is None else describe_lease(*lease)
         pid, app, user, addr, started, state = found[0]
         where = f" from {addr}" if addr else ""
         return (
@@ -442,7 +593,11 @@ class PostgresBackend(Backend):
             f"{started:%Y-%m-%d %H:%M:%S %Z}, {state})"
         )
 
-    # -- the database as a whole -----------------------------------------------------------
+    # -- the database as a whole (or the target schema in it) ------------------------------
+    @property
+    def target_schema(self) -> str | None:
+        return self._target
+
     def user_tables(self) -> list[str]:
         found = self._fetch(
             "SELECT n.nspname || '.' || c.relname FROM pg_class c"
@@ -451,18 +606,20 @@ class PostgresBackend(Backend):
             " AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
             " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%'"
             " AND NOT (n.nspname = %s AND c.relname = ANY(%s))"
+            " AND (%s::text IS NULL OR n.nspname = %s)"  # the target schema alone, when there is one
             # tables that come with an extension (pg_stat_statements, postgis) are not the user's
             " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.objid = c.oid AND e.deptype = 'e')"
             " ORDER BY 1",
-            (self._schema, list(self.names.tables)),
+            (self._schema, list(self.names.tables), self._target, self._target),
         )
         return [name for (name,) in found]
 
     def schema_signature(self) -> frozenset[tuple[str, str, str]]:
-        from dbledger.schema.introspect_postgres import ledger_condition
+        from dbledger.schema.introspect_postgres import ledger_condition, scope_condition
 
         condition = ledger_condition(self.conn, self._schema, self.names.tables)
-        found = self._fetch(_SIGNATURE.replace("/*not-ledger*/", condition).encode())
+        text = _SIGNATURE.replace("/*not-ledger*/", condition)
+        found = self._fetch(text.replace("/*in-scope*/", scope_condition(self.conn, self._target)).encode())
         return frozenset((kind, name, definition or "") for kind, name, definition in found)
 
     @contextmanager
@@ -477,9 +634,18 @@ class PostgresBackend(Backend):
                 "CREATEDB), or give an empty database with --shadow-url"
             ) from None
         try:
+            # The same options (search_path) and --schema: a target's replay runs where its own did.
             url = psycopg.conninfo.make_conninfo(self.database.url, dbname=name)
-            scratch = Database(url=url, dialect="postgresql", display=f"scratch database {name}")
+            scratch = Database(
+                url=url, dialect="postgresql", display=f"scratch database {name}", schema=self.database.schema
+            )
             with PostgresBackend(scratch, self.names) as other:
+                assert isinstance(other, PostgresBackend)  # __enter__ is typed as Backend's
+                if self._target is not None:
+                    try:
+                        pgtarget.furnish_scratch(self.conn, other.conn, self._target)
+                    except psycopg.Error as exc:
+                        raise _database_error(exc) from exc
                 yield other
         finally:
             force = sql.SQL(" WITH (FORCE)") if self.conn.info.server_version >= 130000 else sql.SQL("")
@@ -490,22 +656,55 @@ class PostgresBackend(Backend):
         from dbledger.schema.introspect_postgres import introspect_postgres
 
         try:
-            return introspect_postgres(self.conn, self._schema, self.names.tables)
+            return introspect_postgres(self.conn, self._schema, self.names.tables, schema=self._target)
         except psycopg.Error as exc:
             raise _database_error(exc) from exc
 
     def take_backup(self, directory: Path, label: str) -> Backup:
         from dbledger.backup import dump_postgres
 
-        return dump_postgres(self.database, directory, label=label)
+        return dump_postgres(self.database, directory, label=label, schema=self._target)
 
-    def annotator(self, *, calibrate: bool = False) -> Annotator:
+    def replay_address(self, database: Database) -> Database:
+        if self._target is None:
+            return database
+        try:
+            given = conninfo.conninfo_to_dict(database.url).get("options") or os.environ.get("PGOPTIONS")
+        except psycopg.ProgrammingError:  # connecting says what is wrong with it
+            return database
+        options = pgtarget.with_search_path(str(given) if given else None, self._search_path)
+        url = conninfo.make_conninfo(database.url, options=options)
+        return Database(url=url, dialect="postgresql", display=database.display)
+
+    def prepare_replay(self) -> None:
+        if self._target is not None:
+            try:
+                pgtarget.create_target(self.conn, self._target)
+            except psycopg.Error as exc:
+                raise _database_error(exc) from exc
+
+    def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily
 
-        return PostgresAnnotator(self.conn, scale=learned_scale(self.history()) if calibrate else 1.0)
+        scale = learned_scale(self.history()) if calibrate else 1.0
+        return PostgresAnnotator(self.conn, scale=scale, live=live)
 
     def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+        if self._watcher is not None:
+            self._watcher.close()
         self.conn.close()
+
+
+def _limits_sql(limits: WaitLimits, *, local: bool) -> bytes:
+    scope = b"SET LOCAL " if local else b"SET "
+    return (
+        scope
+        + b"lock_timeout = %d; " % limits.lock_timeout_ms
+        + scope
+        + b"statement_timeout = %d" % limits.statement_timeout_ms
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
-from dbledger.contracts import Statement
+from dbledger.contracts import Statement, WaitLimits
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
 from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
 from dbledger.redaction import redact
@@ -320,7 +320,7 @@ class SqliteBackend(Backend):
         return None if value is None else str(value)
 
     # -- transactions and statements -------------------------------------------------------
-    def _begin(self) -> None:
+    def _begin(self, limits: WaitLimits | None = None) -> None:  # SQLite has no per-statement waits
         self._run("BEGIN IMMEDIATE")
         # Inside the transaction a busy statement cannot be retried: SQLite waits the whole timeout.
         self._wait_in_sqlite(self.lock_timeout)
