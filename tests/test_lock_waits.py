@@ -166,7 +166,8 @@ def test_gives_up_after_the_retries_names_the_blocker_and_leaves_nothing(
         )
     assert result.returncode != 0
     assert "55P03" in result.stderr
-    assert "gave up on a lock (tried 2 times, each waiting 0.3 s)" in result.stderr
+    assert "gave up: it waited 0.3 s for a lock (tried 2 times)" in result.stderr
+    assert "to try more often: --lock-retries" in result.stderr
     assert f"blocked by pid {pid} (report-job" in result.stderr
     assert "idle in transaction" in result.stderr
     assert "last query: SELECT pg_backend_pid()" in result.stderr
@@ -353,9 +354,37 @@ def test_the_dry_run_says_the_wait_rule_and_who_would_block_now(
         )
     assert result.returncode == 0, result.output
     assert (
-        "each statement waits at most 2 s for a lock; a migration that gives up is rolled back and "
-        "tried again up to 5 times" in result.stdout
+        "each statement waits at most 2 s for a lock; CONCURRENTLY waits without a limit; a migration "
+        "that gives up is rolled back and tried again up to 5 times" in result.stdout
     )
     assert f"waits now: accounts is held (ACCESS SHARE) by pid {pid} (report-job" in result.stdout
     assert "ACCESS EXCLUSIVE waits for it" in result.stdout
     assert "email" not in columns(accounts)
+
+
+def test_atomic_keeps_the_limits_for_every_migration(
+    pg_url: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    """--atomic resets the session between its migrations inside one transaction; the reset must
+    not take the deploy's lock timeout with it."""
+    seen = "INSERT INTO seen VALUES ('{0}', current_setting('lock_timeout'));\n"
+    write(migrations_dir, "001_a.sql", "CREATE TABLE seen (name text, lock text);\n" + seen.format("a"))
+    write(migrations_dir, "002_b.sql", "SET lock_timeout = '9s';\n" + seen.format("b"))
+    write(migrations_dir, "003_c.sql", seen.format("c"))
+    result = run_cli(
+        "--database-url",
+        pg_url,
+        "--dir",
+        str(migrations_dir),
+        "up",
+        "--atomic",
+        "--statement-lock-timeout",
+        "2s",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.output
+    assert query(pg_url, "SELECT name, lock FROM seen ORDER BY name") == [
+        ("a", "2s"),
+        ("b", "9s"),
+        ("c", "2s"),
+    ]

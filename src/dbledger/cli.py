@@ -679,7 +679,9 @@ def _fleet_command(args: argparse.Namespace, fleet: Fleet) -> FleetReport:
             "atomic": args.atomic,
         }
         locking = _locking(args)
-        return fleet.migrate(**options, waits=locking["waits"], lock_mode=locking["lock_mode"])
+        return fleet.migrate(
+            **options, waits=locking["waits"], lock_mode=locking["lock_mode"], lease_ttl=locking["lease_ttl"]
+        )
     if args.command == "verify":
         return fleet.verify(strict=args.strict)
     if args.command == "drift":

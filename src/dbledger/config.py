@@ -42,6 +42,7 @@ PYPROJECT_KEYS = (
     "concurrently_lock_timeout",
     "statement_timeout",
     "lock_retries",
+    "lease_ttl",
     "targets",
 )
 # Keys whose value may also be a TOML number (seconds, or a count).

@@ -121,7 +121,7 @@ def render(run: DryRun) -> str:
     its transaction boundaries, each statement preceded by its line and analysis as comments."""
     out: list[str] = [f"-- dbledger {run.direction} --dry-run on {run.database}: nothing was changed"]
     if run.waits is not None and run.migrations:
-        out.append(f"-- {wait_rule(run.waits)}")
+        out.append(f"-- {wait_rule(run.waits, run.atomic)}")
     if not run.migrations:
         out.append("-- nothing to do")
     if run.atomic and run.migrations:
@@ -152,14 +152,21 @@ def render(run: DryRun) -> str:
     return "\n".join(out)
 
 
-def wait_rule(waits: WaitPolicy) -> str:
+def wait_rule(waits: WaitPolicy, atomic: bool = False) -> str:
     """The run's lock-wait rule in one line."""
     if waits.lock_timeout == 0:
         return "each statement waits for its locks without a limit (--statement-lock-timeout 0)"
-    retries = f"tried again up to {waits.retries} times" if waits.retries else "not tried again"
+    retries = (
+        f"tried again up to {waits.retries} times" if waits.retries and not atomic else "not tried again"
+    )
+    concurrently = (
+        "; CONCURRENTLY waits without a limit"
+        if waits.concurrently_lock_timeout == 0
+        else f"; CONCURRENTLY at most {waits.concurrently_lock_timeout:g} s"
+    )
     return (
-        f"each statement waits at most {waits.lock_timeout:g} s for a lock; a migration that gives up "
-        f"is rolled back and {retries}"
+        f"each statement waits at most {waits.lock_timeout:g} s for a lock{concurrently}; a "
+        f"{'deploy' if atomic else 'migration'} that gives up is rolled back and {retries}"
     )
 
 

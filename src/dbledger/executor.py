@@ -117,9 +117,12 @@ class Executor:
         time.sleep(delay)
         return True
 
-    def _gave_up(self, err: DatabaseError, attempt: int, limits: WaitLimits) -> DatabaseError:
+    def _gave_up(
+        self, err: DatabaseError, attempt: int, limits: WaitLimits, *, retried: bool = True
+    ) -> DatabaseError:
         """``err`` with what an operator needs when a migration gave up on a lock: how often it
-        was tried, who held the lock, and what to do."""
+        was tried, who held the lock, and what would let it through. ``retried``: whether this
+        kind of statement is tried again at all (not under --atomic, not CONCURRENTLY)."""
         if err.sqlstate not in RETRIED_SQLSTATES:
             return err
         tries = f"tried {attempt + 1} time{'s' if attempt else ''}"
@@ -127,14 +130,17 @@ class Executor:
         held = (
             "".join(f"\n  blocked by {who}" for who in blockers) or "\n  (the blocking session was not seen)"
         )
-        waited = f"{limits.lock_timeout_ms / 1000:g} s" if limits.lock_timeout_ms else "no limit"
-        advice = (
-            f"\ngave up on a lock ({tries}, each waiting {waited}):{held}\n"
-            "to let it wait longer: --statement-lock-timeout, --lock-retries, or lock_timeout:DURATION "
-            "on the section's marker line"
-        )
+        if err.sqlstate == "40P01":
+            what, advice = "lost a deadlock", ""
+        else:
+            waited = f"{limits.lock_timeout_ms / 1000:g} s" if limits.lock_timeout_ms else "without a limit"
+            what = f"waited {waited} for a lock"
+            advice = (
+                "\nto let each statement wait longer: --statement-lock-timeout, or lock_timeout:DURATION "
+                "on the section's marker line" + ("; to try more often: --lock-retries" if retried else "")
+            )
         return DatabaseError(
-            err.message + advice,
+            f"{err.message}\ngave up: it {what} ({tries}):{held}{advice}",
             sqlstate=err.sqlstate,
             statement=err.statement,
             connection_lost=err.connection_lost,
@@ -185,6 +191,10 @@ class Executor:
         """Run a ``transaction:false`` section statement by statement. On failure, roll back a
         transaction the section opened itself and return the error and whether some of the
         section's work may have been committed (then the migration is dirty)."""
+        with self.backend.watching_waits(self._limits(step)):  # armed once for the section
+            return self._each_outside(step)
+
+    def _each_outside(self, step: Step) -> tuple[DatabaseError, bool] | None:
         committed = False
         for statement in step.statements:
             inside = self.backend.in_transaction()
@@ -196,8 +206,7 @@ class Executor:
                 self._session_limits = limits
             for attempt in itertools.count():
                 try:
-                    with self.backend.watching_waits(limits):
-                        self.backend.execute(statement)
+                    self.backend.execute(statement)
                     break
                 except DatabaseError as err:
                     self.backend.roll_back_open()
@@ -206,8 +215,10 @@ class Executor:
                     # fails: it is never tried again. A statement inside a transaction the
                     # section opened itself cannot be tried again alone.
                     phased = not inside and self.backend.dialect.commits_in_phases(statement)
-                    if inside or phased or not self._may_retry(step, err, attempt, limits):
-                        return self._gave_up(err, attempt, limits), committed or phased
+                    if inside or phased:
+                        return self._gave_up(err, attempt, limits, retried=False), committed or phased
+                    if not self._may_retry(step, err, attempt, limits):
+                        return self._gave_up(err, attempt, limits), committed
             committed = committed or not self.backend.in_transaction()
         return None
 
@@ -227,7 +238,10 @@ class Executor:
             with self.backend.transaction(limits), self.backend.watching_waits(limits):
                 for position, step in enumerate(steps):
                     current = step
-                    self._clean_session(within_transaction=True)
+                    if not self._fresh:  # the reset clears SET LOCAL too: the limits again
+                        self._clean_session(within_transaction=True)
+                        self.backend.limit_waits(limits, local=True)
+                    self._fresh = False
                     estimate = self._estimate(step)
                     self.progress("start", step.name, None)
                     started = time.perf_counter()
@@ -243,7 +257,7 @@ class Executor:
             if err.statement is COMMIT_STATEMENT and len(steps) > 1:
                 raise self._failed_at_commit(steps, err) from None
             undone = tuple(a.name for a in applied if a.name != current.name)
-            failure = self._gave_up(err, 0, limits)
+            failure = self._gave_up(err, 0, limits, retried=False)
             raise self._failed(current, failure, _elapsed_ms(started), dirty=False, undone=undone) from None
         for result in applied:
             self.progress("done", result.name, result.execution_time_ms)

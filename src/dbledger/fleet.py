@@ -321,6 +321,7 @@ class Fleet:
         atomic: bool = False,
         waits: WaitPolicy | Mapping[str, Any] | None = None,
         lock_mode: str | None = None,
+        lease_ttl: float | None = None,
     ) -> FleetReport:
         """``migrate`` on every target, each claimed through its own migration lock without
         waiting: a target another runner holds is ``claimed``, and tried once more after the pass."""
@@ -332,6 +333,7 @@ class Fleet:
             "atomic": atomic,
             "waits": waits,
             "lock_mode": lock_mode,
+            "lease_ttl": lease_ttl,
         }
 
         def up(target: Target, folder: Path, progress: Progress) -> TargetResult:

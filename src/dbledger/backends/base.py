@@ -226,9 +226,10 @@ class Backend(ABC):
         migrations of one transaction (``--atomic``, a replay on ``--shadow-url``), which must
         stay open."""
 
-    def limit_waits(self, limits: WaitLimits) -> None:  # noqa: B027 -- SQLite has no such waits
+    def limit_waits(self, limits: WaitLimits, *, local: bool = False) -> None:  # noqa: B027 -- SQLite has none
         """Called outside a transaction before a ``transaction:false`` statement whose limits
-        differ from the ones set last: what the session's next statements may wait and run."""
+        differ from the ones set last: what the session's next statements may wait and run.
+        ``local``: inside a transaction, for the rest of it (after ``reset_session`` cleared them)."""
 
     def watching_waits(self, limits: WaitLimits) -> AbstractContextManager[None]:
         """Held while a migration's statements run: sample, from aside, the sessions that keep

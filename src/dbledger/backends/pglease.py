@@ -116,7 +116,10 @@ class Lease:
             " WHERE l.expires_at < now() RETURNING token"
         ).format(name)
         self._renew = sql.SQL(
-            "UPDATE {} SET heartbeat_at = now(), expires_at = now() + %(ttl)s * interval '1 second'"
+            # clock_timestamp(): inside a migration's transaction now() is when it began, and a
+            # lease renewed from then could already be over at its COMMIT.
+            "UPDATE {} SET heartbeat_at = clock_timestamp(),"
+            " expires_at = clock_timestamp() + %(ttl)s * interval '1 second'"
             " WHERE id = 1 AND token = %(token)s"
         ).format(name)
         self._release = sql.SQL(
@@ -178,7 +181,7 @@ class Lease:
         if done != 1:
             raise LeaseLost(
                 f"this run's migration lease (token {self.token}) expired and another run took the "
-                f"lock: the change it was committing was rolled back. {self.holder() or ''}".strip()
+                "lock: the change it was committing was rolled back; run the command again"
             )
 
     def holder(self) -> str | None:
@@ -193,16 +196,20 @@ class Lease:
 
         def beat() -> None:
             conn: psycopg.Connection[Any] | None = None
-            while not self._stop.wait(self.ttl / 3):
-                try:
-                    if conn is None or conn.closed:
-                        conn = connect()
-                    if conn.execute(self._renew, {"ttl": self.ttl, "token": token}).rowcount != 1:
-                        return  # taken over: the next fence says so
-                except psycopg.Error:
-                    conn = None  # try again at the next beat; the fence decides
-            if conn is not None:
-                conn.close()
+            try:
+                while not self._stop.wait(self.ttl / 3):
+                    try:
+                        if conn is None or conn.closed:
+                            conn = connect()
+                        if conn.execute(self._renew, {"ttl": self.ttl, "token": token}).rowcount != 1:
+                            return  # taken over: the next fence says so
+                    except Exception:  # no connection now (a pooler out of slots): the next beat
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+            finally:
+                if conn is not None:
+                    conn.close()
 
         self._beat = threading.Thread(target=beat, name="dbledger-lease-heartbeat", daemon=True)
         self._beat.start()

@@ -32,7 +32,8 @@ def describe(
     """One blocking session in words: what an operator needs to find it and decide."""
     seconds = age.total_seconds() if age is not None else None
     held = f", transaction open {seconds:.1f} s" if seconds is not None else ""
-    text = " ".join((query or "").split())
+    # Redacted before it is cut: a cut inside a URL or PASSWORD '...' would hide what to mask.
+    text = " ".join(redact(query or "").split())
     if len(text) > 120:
         text = text[:119] + "…"
     last = f", last query: {text}" if text else ""

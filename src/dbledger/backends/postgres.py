@@ -294,6 +294,7 @@ class PostgresBackend(Backend):
         self._working_pid: int = self.pid  # the backend running the current migration
         self._watcher: WaitWatcher | None = None
         self._lease: Lease | None = None  # the lease lock, when this run uses it
+        self._proxied = False  # the connection passes through a pooler or proxy (seen at the lock)
 
     def _check_search_path(self, database: Database) -> None:
         """A target's migrations must run with the search_path the connection asked for: refuse
@@ -440,7 +441,12 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise _statement_error(exc, statement, lost=self.conn.broken) from exc
 
-    def limit_waits(self, limits: WaitLimits) -> None:
+    def limit_waits(self, limits: WaitLimits, *, local: bool = False) -> None:
+        if local:
+            self._run(_limits_sql(limits, local=True))
+            return
+        if self._proxied:  # a session setting would stay on a server connection others share
+            return
         self._run(_limits_sql(limits, local=False))
         self._working_pid = self.pid
 
@@ -529,13 +535,17 @@ class PostgresBackend(Backend):
     def _wants_lease(self) -> bool:
         """Whether this run excludes the others with the lease: asked for, or (auto) the
         connection is seen to pass through a pooler or proxy, which a session lock cannot cross."""
-        if self.lock_mode == "lease":
-            return True
         if self.lock_mode == "advisory":
             return False
         from dbledger.backends.pglease import through_proxy
 
-        reason = through_proxy(self.conn)
+        try:
+            reason = through_proxy(self.conn)
+        except (psycopg.Error, OSError):  # cannot tell: the lock mode decides alone
+            reason = None
+        self._proxied = reason is not None
+        if self.lock_mode == "lease":
+            return True
         if reason is None:
             return False
         self.on_note(f'{reason}: using the lease lock (set lock = "advisory" to use a session lock)')
@@ -699,12 +709,10 @@ class PostgresBackend(Backend):
 
 def _limits_sql(limits: WaitLimits, *, local: bool) -> bytes:
     scope = b"SET LOCAL " if local else b"SET "
-    return (
-        scope
-        + b"lock_timeout = %d; " % limits.lock_timeout_ms
-        + scope
-        + b"statement_timeout = %d" % limits.statement_timeout_ms
-    )
+    text = scope + b"lock_timeout = %d" % limits.lock_timeout_ms
+    if limits.statement_timeout_ms:  # none asked for: the role's or the server's own stays
+        text += b"; " + scope + b"statement_timeout = %d" % limits.statement_timeout_ms
+    return text
 
 
 def _first_line(exc: BaseException) -> str:
