@@ -452,7 +452,9 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def watching_waits(self, limits: WaitLimits) -> Iterator[None]:
-        if limits.lock_timeout_ms == 0:  # no lock timeout: nothing will ask who blocked
+        # No lock timeout: nothing will ask who blocked. Through a pooler outside a transaction,
+        # the backend that will run the statement is not known: better no names than wrong ones.
+        if limits.lock_timeout_ms == 0 or (self._proxied and not self.in_transaction()):
             yield
             return
         if self._watcher is None:
