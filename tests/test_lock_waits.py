@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import query, run_cli, write
+from tests.helpers import Result, query, run_cli, write
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def accounts(pg_url: str, migrations_dir: Path, tmp_path: Path) -> str:
         "CREATE TABLE accounts (id int PRIMARY KEY, name text);\n"
         "INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 100) g;\n",
     )
-    assert run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=tmp_path).returncode == 0
+    assert up(pg_url, migrations_dir, tmp_path).returncode == 0
     return pg_url
 
 
@@ -84,6 +84,11 @@ class Readers:
         self._thread.join()
 
 
+def up(url: str, folder: Path, cwd: Path, *args: str) -> Result:
+    """``dbledger up`` on ``url`` with the migrations in ``folder``, as a separate process."""
+    return run_cli("--database-url", url, "--dir", str(folder), "up", *args, cwd=cwd)
+
+
 def columns(url: str) -> set[str]:
     rows = query(url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'accounts'")
     return {name for (name,) in rows}
@@ -95,17 +100,8 @@ def test_readers_wait_at_most_about_the_lock_timeout_and_the_migration_lands(
     write(migrations_dir, "002_add_email.sql", "ALTER TABLE accounts ADD COLUMN email text;")
     with holding(accounts, 4.0), Readers(accounts) as readers:
         time.sleep(0.2)
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--statement-lock-timeout",
-            "500ms",
-            "--lock-retries",
-            "10",
-            cwd=tmp_path,
+        result = up(
+            accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "500ms", "--lock-retries", "10"
         )
     assert result.returncode == 0, result.output
     assert "email" in columns(accounts)
@@ -129,16 +125,7 @@ def test_without_a_lock_timeout_readers_queue_behind_the_waiting_alter(
     write(migrations_dir, "002_add_email.sql", "ALTER TABLE accounts ADD COLUMN email text;")
     with holding(accounts, 5.0), Readers(accounts) as readers:
         time.sleep(0.2)
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--statement-lock-timeout",
-            "0",
-            cwd=tmp_path,
-        )
+        result = up(accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "0")
     assert result.returncode == 0, result.output
     assert readers.worst > 1.5, f"worst SELECT took {readers.worst:.2f} s"
 
@@ -152,17 +139,8 @@ def test_gives_up_after_the_retries_names_the_blocker_and_leaves_nothing(
         "CREATE TABLE audit (id int);\nALTER TABLE accounts ADD COLUMN email text;",
     )
     with holding(accounts, 30.0) as pid:
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--statement-lock-timeout",
-            "300ms",
-            "--lock-retries",
-            "1",
-            cwd=tmp_path,
+        result = up(
+            accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "300ms", "--lock-retries", "1"
         )
     assert result.returncode != 0
     assert "55P03" in result.stderr
@@ -192,17 +170,8 @@ def test_a_statement_outside_a_transaction_is_retried_alone(
         "ALTER TABLE accounts ADD COLUMN email text;\n",
     )
     with holding(accounts, 2.0):
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--statement-lock-timeout",
-            "300ms",
-            "--lock-retries",
-            "8",
-            cwd=tmp_path,
+        result = up(
+            accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "300ms", "--lock-retries", "8"
         )
     assert result.returncode == 0, result.output
     assert "email" in columns(accounts)
@@ -219,17 +188,8 @@ def test_concurrently_has_its_own_limit(accounts: str, migrations_dir: Path, tmp
         "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY accounts_name ON accounts (name);\n",
     )
     with holding(accounts, 1.5, lock="LOCK TABLE accounts IN SHARE UPDATE EXCLUSIVE MODE"):
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--statement-lock-timeout",
-            "300ms",
-            "--lock-retries",
-            "0",
-            cwd=tmp_path,
+        result = up(
+            accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "300ms", "--lock-retries", "0"
         )
     assert result.returncode == 0, result.output
     assert query(
@@ -242,10 +202,7 @@ def test_settings_reach_the_statements(db_url: str, migrations_dir: Path, tmp_pa
     own options, and CONCURRENTLY's limit. On SQLite the options are accepted and have no effect."""
     if db_url.startswith("sqlite"):
         write(migrations_dir, "001_a.sql", "-- migrate:up lock_timeout:2s\nCREATE TABLE t (id int);\n")
-        assert (
-            run_cli("--database-url", db_url, "--dir", str(migrations_dir), "up", cwd=tmp_path).returncode
-            == 0
-        )
+        assert up(db_url, migrations_dir, tmp_path).returncode == 0
         return
     seen = (
         "INSERT INTO seen VALUES ('{0}', current_setting('lock_timeout'),"
@@ -269,16 +226,7 @@ def test_settings_reach_the_statements(db_url: str, migrations_dir: Path, tmp_pa
         + "CREATE INDEX CONCURRENTLY seen_name ON seen (name);\n"
         + seen.format("after"),
     )
-    result = run_cli(
-        "--database-url",
-        db_url,
-        "--dir",
-        str(migrations_dir),
-        "up",
-        "--statement-timeout",
-        "10s",
-        cwd=tmp_path,
-    )
+    result = up(db_url, migrations_dir, tmp_path, "--statement-timeout", "10s")
     assert result.returncode == 0, result.output
     assert query(db_url, "SELECT name, lock, run FROM seen ORDER BY name") == [
         ("after", "3s", "10s"),
@@ -302,9 +250,7 @@ def test_settings_reach_the_statements(db_url: str, migrations_dir: Path, tmp_pa
 def test_bad_wait_options_are_named(
     option: str, value: str, message: str, sqlite_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "--database-url", sqlite_url, "--dir", str(migrations_dir), "up", f"{option}={value}", cwd=tmp_path
-    )
+    result = up(sqlite_url, migrations_dir, tmp_path, f"{option}={value}")
     assert result.returncode == 2, result.output
     assert message in result.stderr
 
@@ -313,7 +259,7 @@ def test_bad_section_option_names_the_file_and_line(
     sqlite_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
     write(migrations_dir, "001_a.sql", "-- migrate:up lock_timeout:soon\nCREATE TABLE t (id int);\n")
-    result = run_cli("--database-url", sqlite_url, "--dir", str(migrations_dir), "up", cwd=tmp_path)
+    result = up(sqlite_url, migrations_dir, tmp_path)
     assert result.returncode != 0
     assert "001_a.sql" in result.stderr
     assert "line 1" in result.stderr
@@ -330,7 +276,7 @@ def test_pyproject_sets_the_waits(pg_url: str, migrations_dir: Path, tmp_path: P
         "CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock,"
         " current_setting('statement_timeout') AS run;",
     )
-    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=tmp_path)
+    result = up(pg_url, migrations_dir, tmp_path)
     assert result.returncode == 0, result.output
     assert query(pg_url, "SELECT lock, run FROM seen") == [("750ms", "20s")]
 
@@ -341,17 +287,7 @@ def test_the_dry_run_says_the_wait_rule_and_who_would_block_now(
     """Found: the dry run said "~0 ms" for an ALTER that was about to wait 7 s behind a report."""
     write(migrations_dir, "002_add_email.sql", "ALTER TABLE accounts ADD COLUMN email text;")
     with holding(accounts, 30.0) as pid:
-        result = run_cli(
-            "--database-url",
-            accounts,
-            "--dir",
-            str(migrations_dir),
-            "up",
-            "--dry-run",
-            "--statement-lock-timeout",
-            "2s",
-            cwd=tmp_path,
-        )
+        result = up(accounts, migrations_dir, tmp_path, "--dry-run", "--statement-lock-timeout", "2s")
     assert result.returncode == 0, result.output
     assert (
         "each statement waits at most 2 s for a lock; CONCURRENTLY waits without a limit; a migration "
@@ -371,17 +307,7 @@ def test_atomic_keeps_the_limits_for_every_migration(
     write(migrations_dir, "001_a.sql", "CREATE TABLE seen (name text, lock text);\n" + seen.format("a"))
     write(migrations_dir, "002_b.sql", "SET lock_timeout = '9s';\n" + seen.format("b"))
     write(migrations_dir, "003_c.sql", seen.format("c"))
-    result = run_cli(
-        "--database-url",
-        pg_url,
-        "--dir",
-        str(migrations_dir),
-        "up",
-        "--atomic",
-        "--statement-lock-timeout",
-        "2s",
-        cwd=tmp_path,
-    )
+    result = up(pg_url, migrations_dir, tmp_path, "--atomic", "--statement-lock-timeout", "2s")
     assert result.returncode == 0, result.output
     assert query(pg_url, "SELECT name, lock FROM seen ORDER BY name") == [
         ("a", "2s"),

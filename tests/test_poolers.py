@@ -158,13 +158,11 @@ def test_a_killed_holder_is_taken_over_after_its_lease_expires(
     holder.send_signal(signal.SIGKILL)
     holder.communicate(timeout=10)
     query(pg_url, "UPDATE pause SET seconds = 0")
-    taken = time.monotonic()
     heir = run_cli(
         "--database-url", pooled, "--dir", str(migrations_dir), "up", "--lease-ttl", "2s", cwd=tmp_path
     )
     assert heir.returncode == 0, heir.output
     assert "held by the lease of" in heir.stderr
-    assert time.monotonic() - taken < 30
     assert query(pg_url, "SELECT name FROM runs") == [("002",)]
     assert query(pg_url, "SELECT state FROM schema_migrations WHERE migration_name = '002_slow'") == [
         ("applied",)

@@ -234,15 +234,13 @@ def test_two_tenants_migrate_at_once_without_waiting_for_each_other(
             time.sleep(0.1)
 
         same_tenant = cli(tenant("tenant1"), migrations_dir, "up", "--lock-timeout", "1")
-        started = time.monotonic()
+        # With --lock-timeout 1, a run that had to wait for tenant1's lock would have failed.
         other_tenant = cli(tenant("tenant2"), migrations_dir, "up", "--lock-timeout", "1")
-        took = time.monotonic() - started
 
         assert same_tenant.returncode == 1  # tenant1's own lock is held: the run is real
         assert "gave up after waiting 1 s for the migration lock" in same_tenant.stderr
         assert other_tenant.returncode == 0, other_tenant.stderr
         assert "applied 1 migration(s)" in other_tenant.stdout
-        assert took < 6
         assert slow.poll() is None  # tenant1's migration is still running
     finally:
         _, err = slow.communicate(timeout=60)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dbledger import engine
 from dbledger.backends import open_backend
@@ -153,6 +153,28 @@ class Status:
         }
 
 
+class _Locks(NamedTuple):
+    """The lock and wait options every writing function takes; None keeps the configuration's."""
+
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    waits: WaitPolicy | Mapping[str, Any] | None = None  # a whole policy, or the fields to change
+    lock_mode: str | None = None
+    lease_ttl: float | None = None
+
+    def over(self, settings: Settings) -> Settings:
+        """``settings`` with these options in place of the configuration's, each checked."""
+        if self.waits is not None:
+            chosen = (
+                self.waits if isinstance(self.waits, WaitPolicy) else settings.waits._replace(**self.waits)
+            )
+            settings = replace(settings, waits=check_wait_policy(chosen))
+        if self.lock_mode is not None:
+            settings = replace(settings, lock_mode=check_lock_mode(self.lock_mode))
+        if self.lease_ttl is not None:
+            settings = replace(settings, lease_ttl=check_lease_ttl(self.lease_ttl))
+        return settings
+
+
 @contextmanager
 def _session(
     database_url: str | None,
@@ -161,28 +183,21 @@ def _session(
     connect_timeout: float | None,
     progress: Progress,
     *,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    waits: WaitPolicy | Mapping[str, Any] | None = None,
-    lock_mode: str | None = None,
-    lease_ttl: float | None = None,
+    locks: _Locks | None = None,
     reading: bool = False,
     schema: str | None = None,
 ) -> Iterator[tuple[Settings, list[Migration], Backend]]:
     """Resolve the settings once, say which are used, read the files (a malformed one fails
     before any connection), and open the database. ``reading``: the command only reads, so a
-    database that does not exist yet is worth a note. ``waits`` and ``lock_mode`` override the
-    configuration's (a WaitPolicy whole, or a mapping of the fields to change)."""
-    check_lock_timeout(lock_timeout)
-    settings = _settings(database_url, directory, ledger_table, progress, schema=schema)
-    if waits is not None:  # a whole policy, or the fields to change in the configuration's
-        chosen = waits if isinstance(waits, WaitPolicy) else settings.waits._replace(**waits)
-        settings = replace(settings, waits=check_wait_policy(chosen))
-    if lock_mode is not None:
-        settings = replace(settings, lock_mode=check_lock_mode(lock_mode))
-    if lease_ttl is not None:
-        settings = replace(settings, lease_ttl=check_lease_ttl(lease_ttl))
+    database that does not exist yet is worth a note. ``locks``: a writing command's lock and
+    wait options, over the configuration's."""
+    locks = locks or _Locks()
+    check_lock_timeout(locks.lock_timeout)
+    settings = locks.over(_settings(database_url, directory, ledger_table, progress, schema=schema))
     migrations = _read_folder(settings, progress).migrations
-    with _open(settings, progress, lock_timeout=lock_timeout, connect_timeout=connect_timeout) as backend:
+    with _open(
+        settings, progress, lock_timeout=locks.lock_timeout, connect_timeout=connect_timeout
+    ) as backend:
         if reading and (absent := backend.absence()) is not None:
             progress("note", absent, None)
         yield settings, migrations, backend
@@ -267,10 +282,7 @@ def migrate(
         ledger_table,
         connect_timeout,
         report,
-        lock_timeout=lock_timeout,
-        waits=waits,
-        lock_mode=lock_mode,
-        lease_ttl=lease_ttl,
+        locks=_Locks(lock_timeout, waits, lock_mode, lease_ttl),
         schema=schema,
     ) as (
         settings,
@@ -498,10 +510,7 @@ def repair(
         ledger_table,
         connect_timeout,
         report,
-        lock_timeout=lock_timeout,
-        waits=waits,
-        lock_mode=lock_mode,
-        lease_ttl=lease_ttl,
+        locks=_Locks(lock_timeout, waits, lock_mode, lease_ttl),
         schema=schema,
     ) as (
         _,
@@ -536,10 +545,7 @@ def baseline(
         ledger_table,
         connect_timeout,
         report,
-        lock_timeout=lock_timeout,
-        waits=waits,
-        lock_mode=lock_mode,
-        lease_ttl=lease_ttl,
+        locks=_Locks(lock_timeout, waits, lock_mode, lease_ttl),
         schema=schema,
     ) as (
         _,
@@ -574,10 +580,7 @@ def down(
         ledger_table,
         connect_timeout,
         report,
-        lock_timeout=lock_timeout,
-        waits=waits,
-        lock_mode=lock_mode,
-        lease_ttl=lease_ttl,
+        locks=_Locks(lock_timeout, waits, lock_mode, lease_ttl),
         schema=schema,
     ) as (
         _,
@@ -608,10 +611,7 @@ def redo(
         ledger_table,
         connect_timeout,
         report,
-        lock_timeout=lock_timeout,
-        waits=waits,
-        lock_mode=lock_mode,
-        lease_ttl=lease_ttl,
+        locks=_Locks(lock_timeout, waits, lock_mode, lease_ttl),
         schema=schema,
     ) as (
         _,
@@ -651,7 +651,7 @@ def plan_migrate(
         progress or no_progress,
         reading=True,
         schema=schema,
-        waits=waits,
+        locks=_Locks(waits=waits),
     ) as (
         settings,
         migrations,
@@ -686,7 +686,7 @@ def plan_down(
         progress or no_progress,
         reading=True,
         schema=schema,
-        waits=waits,
+        locks=_Locks(waits=waits),
     ) as (
         settings,
         migrations,

@@ -134,6 +134,31 @@ def _duration(what: str) -> Callable[[str], float]:
     return parse
 
 
+# The duration options of a run's lock waits: option, WaitPolicy field, its name in errors, help.
+_WAIT_OPTIONS = (
+    (
+        "--statement-lock-timeout",
+        "lock_timeout",
+        "statement lock timeout",
+        "how long each migration statement may wait for a table lock before the migration is "
+        "rolled back and tried again, e.g. 500ms, 3s (default: 3s; 0: no limit; PostgreSQL)",
+    ),
+    (
+        "--concurrently-lock-timeout",
+        "concurrently_lock_timeout",
+        "CONCURRENTLY lock timeout",
+        "the same for CREATE/DROP INDEX CONCURRENTLY and other CONCURRENTLY statements "
+        "(default: 0, no limit: their locks block no reads or writes)",
+    ),
+    (
+        "--statement-timeout",
+        "statement_timeout",
+        "statement timeout",
+        "how long each migration statement may run (default: the role's or the server's own)",
+    ),
+)
+
+
 def _lock_timeout(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("locks and waits")
     group.add_argument(
@@ -158,29 +183,8 @@ def _lock_timeout(parser: argparse.ArgumentParser) -> None:
         help="with the lease lock: how long a run's lease lasts without its heartbeat, after which "
         "another run may take over from a run that died (default: 30s)",
     )
-    group.add_argument(
-        "--statement-lock-timeout",
-        type=_duration("statement lock timeout"),
-        metavar="DURATION",
-        default=None,
-        help="how long each migration statement may wait for a table lock before the migration is "
-        "rolled back and tried again, e.g. 500ms, 3s (default: 3s; 0: no limit; PostgreSQL)",
-    )
-    group.add_argument(
-        "--concurrently-lock-timeout",
-        type=_duration("CONCURRENTLY lock timeout"),
-        metavar="DURATION",
-        default=None,
-        help="the same for CREATE/DROP INDEX CONCURRENTLY and other CONCURRENTLY statements "
-        "(default: 0, no limit: their locks block no reads or writes)",
-    )
-    group.add_argument(
-        "--statement-timeout",
-        type=_duration("statement timeout"),
-        metavar="DURATION",
-        default=None,
-        help="how long each migration statement may run (default: 0, no limit)",
-    )
+    for option, _, what, text in _WAIT_OPTIONS:
+        group.add_argument(option, type=_duration(what), metavar="DURATION", default=None, help=text)
     group.add_argument(
         "--lock-retries",
         type=int,
@@ -429,15 +433,12 @@ def _locking(args: argparse.Namespace) -> dict[str, Any]:
     """The lock and wait options of a command that writes; a wait option left out keeps the
     configuration's value."""
     given = {
-        field: getattr(args, option)
-        for option, field in (
-            ("statement_lock_timeout", "lock_timeout"),
-            ("concurrently_lock_timeout", "concurrently_lock_timeout"),
-            ("statement_timeout", "statement_timeout"),
-            ("lock_retries", "retries"),
-        )
-        if getattr(args, option) is not None
+        field: value
+        for option, field, _, _ in _WAIT_OPTIONS
+        if (value := getattr(args, option.removeprefix("--").replace("-", "_"))) is not None
     }
+    if args.lock_retries is not None:
+        given["retries"] = args.lock_retries
     return {
         "lock_timeout": args.lock_timeout,
         "waits": given or None,

@@ -102,7 +102,6 @@ class Lease:
         self.schema = schema
         self.token: int | None = None
         name = sql.Identifier(schema, table)
-        self.table = name.as_string(conn)
         self._create = sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY CHECK (id = 1), token bigint NOT NULL,"
             " owner text NOT NULL, acquired_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL,"
@@ -125,7 +124,6 @@ class Lease:
         self._release = sql.SQL(
             "UPDATE {} SET expires_at = now() - interval '1 second' WHERE id = 1 AND token = %(token)s"
         ).format(name)
-        self._holder = sql.SQL(LIVE_LEASE).format(name)
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -183,11 +181,6 @@ class Lease:
                 f"this run's migration lease (token {self.token}) expired and another run took the "
                 "lock: the change it was committing was rolled back; run the command again"
             )
-
-    def holder(self) -> str | None:
-        """The live lease's holder in words, or None when the lease is free."""
-        row = self.conn.execute(self._holder).fetchone()
-        return None if row is None else describe_lease(*row)
 
     # -- keeping it alive ------------------------------------------------------------------
     def _start_heartbeat(self) -> None:
