@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("contracts", "annotation", "redaction"),
     ("errors",),
     ("ledger", "config", "chain", "testing"),
-    ("migrations", "dialects", "schema", "analysis", "backup"),
+    ("migrations", "dialects", "schema", "analysis", "backup", "edits"),
     ("plan",),
     ("preflight", "backends"),
     ("executor",),

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 import dbledger
+from dbledger.ledger import LEDGER_VERSION
 from tests.helpers import query, run_cli, table_exists, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ledger_v1"
@@ -77,12 +78,12 @@ def test_a_new_ledger_records_its_format(db_url: str, migrations_dir: Path) -> N
     dbledger.migrate(db_url, migrations_dir)
 
     assert query(db_url, "SELECT version, dbledger_version FROM schema_migrations_version") == [
-        (2, dbledger.__version__)
+        (LEDGER_VERSION, dbledger.__version__)
     ]
     [(action, detail)] = query(
         db_url, "SELECT action, detail FROM schema_migrations_history WHERE migration_name IS NULL"
     )
-    assert (action, detail) == ("create", "ledger format version 2, schema_migrations")
+    assert (action, detail) == ("create", f"ledger format version {LEDGER_VERSION}, schema_migrations")
 
 
 def test_a_format_1_ledger_reads_and_upgrades_with_nothing_lost(db_url: str, tmp_path: Path) -> None:
@@ -109,7 +110,7 @@ def test_a_format_1_ledger_reads_and_upgrades_with_nothing_lost(db_url: str, tmp
     # Any command that writes upgrades it, under the lock, and says so.
     code, _, err = cli(db_url, folder, "up", "--to", "4")
     assert code == 0, err
-    assert "upgraded the ledger (ledger format 1 -> 2)" in err
+    assert f"upgraded the ledger (ledger format 1 -> {LEDGER_VERSION})" in err
 
     assert ledger_rows(db_url) == V1_ROWS  # every row, same ids, same state and checksum
     assert query(
@@ -123,7 +124,7 @@ def test_a_format_1_ledger_reads_and_upgrades_with_nothing_lost(db_url: str, tmp
         ("004_tags", 4),
         ("005_fails", None),
     ]
-    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(2,)]
+    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(LEDGER_VERSION,)]
     lines = history_lines(db_url)
     assert lines[: len(V1_HISTORY)] == V1_HISTORY  # the old history, untouched and in order
     # One row per migration with its state at the upgrade (what the chain's ledger check holds the
@@ -194,7 +195,7 @@ def test_a_version_table_without_its_one_row_is_named(db_url: str, migrations_di
     code, _, err = cli(db_url, migrations_dir, "status")
 
     assert code == 1
-    assert "schema_migrations_version must hold exactly one row (version 2)" in err
+    assert f"schema_migrations_version must hold exactly one row (version {LEDGER_VERSION})" in err
 
 
 # -- placement ----------------------------------------------------------------------------------

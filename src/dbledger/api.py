@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,7 +142,7 @@ class Status:
             ],
             "running": [_row_dict(r) for r in plan.running],
             "failed": [_row_dict(r) for r in plan.failed],
-            "modified": [{**_row_dict(row), "checksum_on_disk": m.checksum} for m, row in plan.modified],
+            "modified": [_modified_dict(m, row, plan) for m, row in plan.modified],
             "renamed": [{**_row_dict(row), "renamed_to": m.name} for m, row in plan.renamed],
             "missing": [_row_dict(r) for r in plan.missing],
             "out_of_order": [{"name": m.name, "version": m.version} for m in plan.out_of_order],
@@ -151,6 +151,19 @@ class Status:
             "schema": self.schema,
             "history": self.history,
         }
+
+
+def _modified_dict(migration: Migration, row: LedgerRow, plan: Plan) -> dict[str, Any]:
+    """A changed applied file: its row, the checksum on disk, and how it changed."""
+    edit = plan.edit(row.name)
+    return {
+        **_row_dict(row),
+        "checksum_on_disk": migration.checksum,
+        "checksum_algorithm": row.checksum_algorithm,
+        "change": None if edit is None else edit.kind,
+        "change_reason": None if edit is None else edit.reason,
+        "diff": [] if edit is None else list(edit.diff),
+    }
 
 
 class _Locks(NamedTuple):
@@ -399,6 +412,9 @@ def _inspect(
     # A dirty row whose runner still holds the lock is a transaction:false migration at work.
     running = backend.lock_holders() if any(row.state == "dirty" for row in rows) else frozenset()
     plan = make_plan(migrations, rows, running)
+    if plan.modified:
+        sources = engine.applied_sources(backend, snapshot, migrations)
+        plan.classify_edits(lambda name: sources.get(name), backend.dialect)
     problems = plan.problems()
     for row in plan.failed:
         problems.append(
@@ -492,6 +508,7 @@ def repair(
     directory: PathLike | None = None,
     *,
     forget_missing: bool = False,
+    accept: Iterable[str] = (),
     ledger_table: str | None = None,
     schema: str | None = None,
     connect_timeout: float | None = None,
@@ -502,7 +519,8 @@ def repair(
     progress: Progress | None = None,
 ) -> list[Repaired]:
     """Accept modified checksums, record renamed files, clear failed and dirty records (and,
-    with ``forget_missing``, records whose files are gone); every change is recorded."""
+    with ``forget_missing``, records whose files are gone); every change is recorded. A file
+    changed semantically (other statements) is accepted only when ``accept`` names it."""
     report = progress or no_progress
     with _session(
         database_url,
@@ -517,7 +535,9 @@ def repair(
         migrations,
         backend,
     ):
-        return engine.repair(backend, migrations, forget_missing=forget_missing, progress=report)
+        return engine.repair(
+            backend, migrations, forget_missing=forget_missing, accept=frozenset(accept), progress=report
+        )
 
 
 def baseline(

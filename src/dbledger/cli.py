@@ -248,7 +248,11 @@ EXAMPLES = {
     "verify": ["dbledger verify", "dbledger verify --strict", "dbledger verify --all --strict"],
     "wait": ["dbledger wait", "dbledger wait --timeout 10min  # in a replica; a Job runs 'dbledger up'"],
     "new": ["dbledger new add_users_email", 'dbledger new "Add users email"  # becomes add_users_email'],
-    "repair": ["dbledger repair", "dbledger repair --forget-missing"],
+    "repair": [
+        "dbledger repair",
+        "dbledger repair --accept 004_fix_audit_trigger  # its statements changed, on purpose",
+        "dbledger repair --forget-missing",
+    ],
     "baseline": ["dbledger baseline 3", "dbledger baseline 3 --verify"],
     "completion": [
         "dbledger completion bash > ~/.local/share/bash-completion/completions/dbledger",
@@ -379,6 +383,14 @@ def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
         "--forget-missing",
         action="store_true",
         help="also drop the records of applied migrations whose files are gone",
+    )
+    repair.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept this applied migration's semantic change (its statements differ from what "
+        "ran); a cosmetic change (white space, comments, keyword case) needs no --accept. Repeatable",
     )
 
     baseline = _command(
@@ -548,6 +560,7 @@ def _repair(args: argparse.Namespace, progress: Progress) -> Shown:
     repaired = api.repair(
         **_settings(args),
         forget_missing=args.forget_missing,
+        accept=args.accept,
         **_locking(args),
         progress=progress,
     )

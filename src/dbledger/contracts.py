@@ -71,6 +71,8 @@ class LedgerRow(NamedTuple):
     applied_order: int | None = None
     # The lock holder running a transaction:false migration (state dirty) while it runs.
     runner: str | None = None
+    # How ``checksum`` was computed, so a later dbledger can change it and still read old rows.
+    checksum_algorithm: str = "sha256"
 
 
 class LedgerSnapshot(NamedTuple):
@@ -99,6 +101,9 @@ class LedgerEvent(NamedTuple):
     applied_order: int | None = None
     runner: str | None = None
     new_name: str | None = None  # change == "rename": the row's name afterwards
+    # The migration file as applied (passwords redacted), kept in the ledger row so a later
+    # change to the file can be told cosmetic or semantic; None: not kept.
+    source: str | None = None
 
 
 class HistoryRow(NamedTuple):

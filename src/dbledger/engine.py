@@ -13,7 +13,7 @@ The order of work is the point of this module:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
@@ -31,10 +31,10 @@ from dbledger.contracts import (
     RolledBack,
     no_progress,
 )
-from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError
+from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError, UsageError
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import Migration
-from dbledger.plan import Allowances, check_target, make_plan
+from dbledger.plan import Allowances, Plan, check_target, make_plan
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
@@ -69,12 +69,37 @@ class UpResult(NamedTuple):
     backup: Backup | None = None
 
 
-def ledger_view(backend: Backend, snapshot: LedgerSnapshot | None) -> preflight.Ledger:
-    """What the preflight needs to know of the database (its tables only when it has no ledger)."""
+def ledger_view(
+    backend: Backend, snapshot: LedgerSnapshot | None, migrations: list[Migration]
+) -> preflight.Ledger:
+    """What the preflight needs to know of the database: its tables when it has no ledger, the
+    ledger's copies of the files changed since they were applied."""
     from dbledger import preflight
 
     existing = tuple(backend.user_tables()) if snapshot is None else ()
-    return preflight.Ledger(snapshot, backend.names, backend.ledger_schema, backend.default_schema, existing)
+    return preflight.Ledger(
+        snapshot,
+        backend.names,
+        backend.ledger_schema,
+        backend.default_schema,
+        existing,
+        sources=applied_sources(backend, snapshot, migrations),
+    )
+
+
+def applied_sources(
+    backend: Backend, snapshot: LedgerSnapshot | None, migrations: list[Migration]
+) -> dict[str, str | None]:
+    """The ledger's copy of each file whose checksum differs from its applied row's (read only
+    for those: usually none)."""
+    if snapshot is None:
+        return {}
+    checksums = {m.name: m.checksum for m in migrations}
+    return {
+        row.name: backend.read_source(row.name)
+        for row in snapshot.rows
+        if row.name in checksums and row.checksum != checksums[row.name] and row.state in APPLIED_STATES
+    }
 
 
 def prepare_up(
@@ -85,7 +110,7 @@ def prepare_up(
     ``dbledger baseline V`` its schema matches, worked out by replaying the files."""
     from dbledger import preflight
 
-    view = ledger_view(backend, snapshot)
+    view = ledger_view(backend, snapshot, migrations)
     try:
         return preflight.up(
             migrations,
@@ -114,7 +139,7 @@ def prepare_down(
     from dbledger import preflight
 
     return preflight.down(
-        migrations, ledger_view(backend, snapshot), backend.dialect, steps=steps, target=target
+        migrations, ledger_view(backend, snapshot, migrations), backend.dialect, steps=steps, target=target
     )
 
 
@@ -315,7 +340,7 @@ def redo(
         snapshot = backend.read_ledger()
         from dbledger import preflight
 
-        work = preflight.redo(migrations, ledger_view(backend, snapshot), backend.dialect)
+        work = preflight.redo(migrations, ledger_view(backend, snapshot, migrations), backend.dialect)
         if work.nothing_to_do:
             return None, []
         _make_current(backend, snapshot, progress)
@@ -348,13 +373,20 @@ def repair(
     migrations: list[Migration],
     *,
     forget_missing: bool = False,
+    accept: Collection[str] = (),
     progress: Progress = no_progress,
 ) -> list[Repaired]:
     """Accept the checksums of modified files, record renamed files under their new names, and
     clear failed and dirty rows, so the next ``up`` runs those again; with ``forget_missing``,
     also drop the records of applied migrations whose files are gone (kept by default: restoring
     such a file later would make it look pending and run it twice). Every change goes into the
-    history."""
+    history.
+
+    A cosmetic change (the same statements) is accepted as it is; a semantic one, or one whose
+    kind cannot be told, only when its migration is named in ``accept``: otherwise nothing is
+    changed and the refusal shows what changed."""
+    from dbledger.edits import kept_source
+
     if backend.read_ledger() is None:
         return []
     done: list[Repaired] = []
@@ -364,9 +396,16 @@ def repair(
             return []
         _make_current(backend, snapshot, progress)
         plan = make_plan(migrations, snapshot.rows)
+        sources = applied_sources(backend, snapshot, migrations)
+        plan.classify_edits(lambda name: sources.get(name), backend.dialect)
+        _check_accepted(plan, accept)
         with backend.transaction():
             for migration, row in plan.modified:
-                detail = f"checksum {row.checksum} -> {migration.checksum}"
+                edit = plan.edits[row.name]
+                how = "" if edit.kind == "cosmetic" else ", accepted with --accept"
+                detail = (
+                    f"{edit.kind} change{how}: {edit.reason}; checksum {row.checksum} -> {migration.checksum}"
+                )
                 backend.write(
                     LedgerEvent(
                         "repair",
@@ -377,9 +416,12 @@ def repair(
                         checksum=migration.checksum,
                         applied_order=row.applied_order,
                         detail=detail,
+                        source=kept_source(migration),
                     )
                 )
                 done.append(Repaired(row.name, "checksum accepted", detail))
+                if edit.kind != "cosmetic":
+                    backend.set_schema_aside("repair", row.name)
             for migration, row in plan.renamed:
                 _rename(backend, row.name, migration.name, row)
                 done.append(Repaired(row.name, "renamed", f"{row.name} -> {migration.name}"))
@@ -411,6 +453,24 @@ def repair(
                 None,
             )
     return done
+
+
+def _check_accepted(plan: Plan, accept: Collection[str]) -> None:
+    """Refuse a repair that would accept a semantic change nobody named, and an ``--accept``
+    naming no changed migration (a typo must not pass for a decision)."""
+    changed = {row.name for _, row in plan.modified}
+    if strays := sorted(set(accept) - changed):
+        listed = ", ".join(sorted(changed)) or "none"
+        raise UsageError(
+            f"--accept {strays[0]}: no applied migration of that name was changed (changed: {listed})"
+        )
+    refused = [
+        problem
+        for (_, row), problem in zip(plan.modified, plan.modified_problems(), strict=True)
+        if plan.edits[row.name].kind != "cosmetic" and row.name not in accept
+    ]
+    if refused:
+        raise LedgerStateError(refused)
 
 
 def _rename(backend: Backend, old: str, new: str, row: LedgerRow) -> None:
@@ -455,6 +515,8 @@ def baseline(
     was built before the ledger existed). With ``verify``, first compare the live schema with what
     the files up to ``version`` produce on a scratch database, and refuse with the differences.
     Returns the names marked."""
+    from dbledger.edits import kept_source
+
     check_target(migrations, version, "baseline VERSION")
     marked: list[str] = []
     with _locked(backend, progress):
@@ -502,6 +564,7 @@ def baseline(
                         checksum=migration.checksum,
                         applied_order=order,
                         detail=f"baseline {version}",
+                        source=kept_source(migration),
                     )
                 )
                 order += 1

@@ -37,6 +37,7 @@ from dbledger.contracts import (
     WaitLimits,
     no_progress,
 )
+from dbledger.edits import kept_source
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
 from dbledger.preflight import Step
 from dbledger.redaction import redact
@@ -358,7 +359,13 @@ class Executor:
         ``fields``."""
         migration = step.migration
         return LedgerEvent(
-            action, migration.name, change, version=migration.version, checksum=migration.checksum, **fields
+            action,
+            migration.name,
+            change,
+            version=migration.version,
+            checksum=migration.checksum,
+            source=kept_source(migration),
+            **fields,
         )
 
     def _applied(

@@ -25,10 +25,16 @@ from typing import NamedTuple
 
 from dbledger.errors import ConfigError
 
-DBLEDGER_VERSION = "0.2.0"
+DBLEDGER_VERSION = "0.3.0"
 # The format of dbledger's own tables. 1: dbledger 0.1 (no version table). 2: applied order,
-# running migrations, structured and chained history.
-LEDGER_VERSION = 2
+# running migrations, structured and chained history. 3: each row names its checksum's
+# algorithm and keeps the file as applied.
+LEDGER_VERSION = 3
+# What ``checksum`` holds: the SHA-256 hex digest of the normalised file.
+CHECKSUM_ALGORITHM = "sha256"
+# Files longer than this are not copied into the ledger (a data load of many megabytes): a later
+# change to one is reported as a change of unknown kind.
+MAX_SOURCE_BYTES = 1 << 20
 DEFAULT_LEDGER_TABLE = "schema_migrations"
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -63,6 +63,8 @@ class Migration:
     checksum: str
     up: Section
     down: Section | None
+    # The file as checksummed (normalised line endings, decoded): what the ledger keeps of it.
+    text: str = ""
 
 
 def normalise(raw: bytes) -> bytes:
@@ -159,6 +161,7 @@ def parse(path: Path, raw: bytes) -> Migration:
         checksum=hashlib.sha256(data).hexdigest(),
         up=up,
         down=down,
+        text=text,
     )
 
 

@@ -19,6 +19,7 @@ _STYLES = {
     "pending": "yellow",
     "not written yet": "yellow",
     "running": "yellow",
+    "modified (cosmetic)": "yellow",
 }
 _ANSI = {"green": "32", "cyan": "36", "yellow": "33", "red": "31"}
 
@@ -78,7 +79,9 @@ def _states(result: Status) -> dict[str, str]:
     for row in plan.missing:
         shown[row.name] = "missing"
     for _, row in plan.modified:
-        shown[row.name] = "modified"
+        edit = plan.edit(row.name)
+        kind = edit.kind if edit is not None and edit.kind != "unknown" else None
+        shown[row.name] = f"modified ({kind})" if kind else "modified"
     return shown
 
 

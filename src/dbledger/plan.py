@@ -7,11 +7,18 @@ Pure functions over plain data: no I/O, so every case is a table-driven test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dbledger.contracts import APPLIED_STATES, LedgerRow
 from dbledger.errors import UsageError
+from dbledger.ledger import CHECKSUM_ALGORITHM
 from dbledger.migrations import Migration
+
+if TYPE_CHECKING:  # every replica plans at every start; edits are looked at only when one changed
+    from dbledger.dialects import Dialect
+    from dbledger.edits import Edit
 
 __all__ = ["APPLIED_STATES", "Allowances", "LedgerRow", "Plan", "check_target", "make_plan"]
 
@@ -43,6 +50,26 @@ class Plan:
     dirty: list[LedgerRow] = field(default_factory=list)
     # Dirty rows whose runner still holds the migration lock: a transaction:false migration at work.
     running: list[LedgerRow] = field(default_factory=list)
+    # How each modified file changed (by migration name), once ``classify_edits`` has looked.
+    edits: dict[str, Edit] = field(default_factory=dict)
+    # Applied rows whose checksum another algorithm made (a newer dbledger wrote them).
+    unknown_checksums: list[LedgerRow] = field(default_factory=list)
+
+    def classify_edits(self, read_source: Callable[[str], str | None], dialect: Dialect) -> None:
+        """Tell each modified file's change cosmetic or semantic, from the copy of the file as
+        applied that ``read_source(name)`` returns (the ledger row's)."""
+        from dbledger.edits import classify
+
+        for migration, row in self.modified:
+            if row.name not in self.edits:
+                self.edits[row.name] = classify(read_source(row.name), migration, dialect)
+
+    def edit(self, name: str) -> Edit | None:
+        return self.edits.get(name)
+
+    def modified_problems(self) -> list[str]:
+        """For each modified file, in ``modified``'s order: why it stops a run, and the way out."""
+        return [_modified(migration, row, self.edits.get(row.name)) for migration, row in self.modified]
 
     @property
     def current_version(self) -> int | None:
@@ -63,12 +90,13 @@ class Plan:
     def problems(self, allow: Allowances = Allowances()) -> list[str]:
         """Why running ``up`` now would be unsafe, one actionable line per migration."""
         lines = [_dirty(row) for row in self.dirty]
-        for migration, row in self.modified:
-            lines.append(
-                f"migration '{row.name}' was modified after it was applied (checksum "
-                f"{_short(row.checksum)} recorded, {_short(migration.checksum)} on disk): "
-                "restore the file, or run 'dbledger repair' to accept the new checksum"
-            )
+        lines += self.modified_problems()
+        lines += [
+            f"migration '{row.name}' has a checksum made with {row.checksum_algorithm}, which this "
+            f"dbledger does not know (it uses {CHECKSUM_ALGORITHM}): a newer dbledger applied it; "
+            "upgrade dbledger"
+            for row in self.unknown_checksums
+        ]
         for migration, row in self.renamed:
             lines.append(
                 f"migration '{row.name}' was renamed to '{migration.name}' (same version {row.version}, "
@@ -105,6 +133,27 @@ def _short(checksum: str | None) -> str:
     return f"{checksum[:12]}…" if checksum else "none"
 
 
+def _modified(migration: Migration, row: LedgerRow, edit: Edit | None) -> str:
+    """Why an edited applied file stops the run, and the way out that fits the edit."""
+    head = f"migration '{row.name}' was modified after it was applied"
+    if edit is not None and edit.kind == "cosmetic":
+        return f"{head}, cosmetically ({edit.reason}): run 'dbledger repair' to accept it, or restore it"
+    sums = f"checksum {_short(row.checksum)} recorded, {_short(migration.checksum)} on disk"
+    if edit is None:  # not looked at: the plan alone cannot say how it changed
+        return f"{head} ({sums}): restore the file, or run 'dbledger repair' to accept the new checksum"
+    if edit.kind == "unknown":
+        return (
+            f"{head} ({sums}); {edit.reason}: restore the file, or, once you are sure the database "
+            f"matches it, run 'dbledger repair --accept {row.name}'"
+        )
+    diff = "".join(f"\n    {line}" for line in edit.diff)
+    return (
+        f"{head}, and what it does changed ({edit.reason}; {sums}):{diff}\n  restore the file and "
+        f"put the change in a new migration; or, if the database already matches the new file, run "
+        f"'dbledger repair --accept {row.name}'"
+    )
+
+
 def _dirty(row: LedgerRow) -> str:
     reason = f"; error: {row.error_message}" if row.error_message else ""
     return (
@@ -137,7 +186,9 @@ def make_plan(
             continue
         plan.applied.append(row)
         if migration is not None:
-            if row.checksum != migration.checksum:
+            if row.checksum_algorithm != CHECKSUM_ALGORITHM:
+                plan.unknown_checksums.append(row)
+            elif row.checksum != migration.checksum:
                 plan.modified.append((migration, row))
             continue
         other = by_version.get(row.version)

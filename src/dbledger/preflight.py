@@ -13,11 +13,13 @@ Pure: no I/O. What the database holds comes in as arguments (``Ledger``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from dbledger.contracts import LedgerRow, LedgerSnapshot, Statement
 from dbledger.dialects import Dialect
+from dbledger.edits import Edit
 from dbledger.errors import ExistingSchema, LedgerStateError, MigrationFileError, UsageError
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
@@ -37,6 +39,9 @@ class Ledger:
     schema: str | None  # the ledger's schema as the connection resolved it
     default_schema: str | None  # where an unqualified table name goes
     existing_tables: tuple[str, ...] = ()
+    # The ledger's copies of the files whose checksums changed since they were applied (None:
+    # no copy kept), to tell each change cosmetic or semantic.
+    sources: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,11 @@ class Work:
         return not self.steps
 
 
-def plan_for(migrations: list[Migration], ledger: Ledger) -> Plan:
-    return make_plan(migrations, () if ledger.snapshot is None else ledger.snapshot.rows)
+def plan_for(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Plan:
+    plan = make_plan(migrations, () if ledger.snapshot is None else ledger.snapshot.rows)
+    if plan.modified:
+        plan.classify_edits(lambda name: ledger.sources.get(name), dialect)
+    return plan
 
 
 def up(
@@ -86,7 +94,7 @@ def up(
 ) -> Work:
     """The pending migrations up to ``target``, in version order, or the refusal."""
     check_target(migrations, target)
-    plan = plan_for(migrations, ledger)
+    plan = plan_for(migrations, ledger, dialect)
     if problems := plan.problems(allow):
         raise LedgerStateError(problems)
     if ledger.snapshot is None and ledger.existing_tables and not allow_existing_schema:
@@ -118,7 +126,7 @@ def down(
 ) -> Work:
     """The applied migrations to roll back, newest applied first, or the refusal naming every
     one that cannot be rolled back."""
-    plan = plan_for(migrations, ledger)
+    plan = plan_for(migrations, ledger, dialect)
     chosen = select(plan, steps=steps, target=target)
     files = {m.name: m for m in migrations}
     problems = [
@@ -135,10 +143,7 @@ def down(
                 "'-- migrate:down' with SQL that undoes it, or roll back fewer steps"
             )
         elif migration.checksum != row.checksum:
-            problems.append(
-                f"migration '{row.name}' was modified after it was applied: its down section may "
-                "not match what ran; restore the file, or run 'dbledger repair' to accept it"
-            )
+            problems.append(_changed_down(row.name, plan.edit(row.name)))
     if problems:
         raise LedgerStateError(problems)
     work = []
@@ -147,6 +152,21 @@ def down(
         assert migration.down is not None  # checked above
         work.append(_step(migration, "down", migration.down, dialect, ledger))
     return Work(plan, tuple(work))
+
+
+def _changed_down(name: str, edit: Edit | None) -> str:
+    """Why a file changed since it was applied is not rolled back, and what to run first."""
+    head = f"migration '{name}' was modified after it was applied"
+    if edit is not None and edit.kind == "cosmetic":
+        return (
+            f"{head}, cosmetically ({edit.reason}): run 'dbledger repair' to accept the new "
+            "checksum, then roll back"
+        )
+    why = f" ({edit.reason})" if edit is not None else ""
+    return (
+        f"{head}{why}: its down section may not undo what ran; restore the file, or run "
+        f"'dbledger repair --accept {name}' once the database matches the new file"
+    )
 
 
 def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerRow]:
@@ -173,7 +193,7 @@ def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerR
 
 def redo(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Work:
     """Roll back the newest applied migration and apply it again; refuses whatever ``up`` would."""
-    plan = plan_for(migrations, ledger)
+    plan = plan_for(migrations, ledger, dialect)
     if problems := plan.problems():
         raise LedgerStateError(problems)
     back = down(migrations, ledger, dialect, steps=1)

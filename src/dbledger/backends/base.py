@@ -32,7 +32,14 @@ from dbledger.contracts import (
     WaitLimits,
 )
 from dbledger.errors import DatabaseError, DbledgerError, ForeignLedger, LedgerStateError, LockTimeout
-from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, LedgerNames, actor
+from dbledger.ledger import (
+    CHECKSUM_ALGORITHM,
+    DBLEDGER_VERSION,
+    DEFAULT_LEDGER,
+    LEDGER_VERSION,
+    LedgerNames,
+    actor,
+)
 
 if TYPE_CHECKING:
     from dbledger.annotation import Annotator
@@ -54,12 +61,16 @@ class LedgerSQL(NamedTuple):
     # connection a plain join plans faster than a subquery.
     read: Query
     read_v1: Query  # a format 1 ledger's rows (no applied_order, runner)
+    read_v2: Query  # a format 2 ledger: as ``read``, without the checksum's algorithm
     read_version: Query  # the format version alone
     create: tuple[Query, ...]
     upgrade_from_v1: tuple[Query, ...]
+    upgrade_to_v3: tuple[Query, ...]  # the columns format 3 adds to the ledger table
+    set_format: Query  # the version row says the current format
+    read_source: Query  # :name; the row's copy of its file
     upsert_row: Query  # the row whole, by _row_params; an existing row of the name keeps its id
     delete_row: Query  # :name
-    update_checksum: Query  # :name, :checksum
+    update_checksum: Query  # :name, :checksum, :algorithm, :source
     rename_row: Query  # :name, :new_name
     update_row: Query  # :name, :state, :success, :error, :applied_order, :runner
     set_applied_order: Query  # :name, :applied_order
@@ -378,8 +389,11 @@ class Backend(ABC):
                 return self._snapshot(self._fetch(self.sql.read))
             except DatabaseError:
                 version = self._fetch(self.sql.read_version)
-                if version and version[0][0] is not None and int(version[0][0]) > LEDGER_VERSION:
-                    raise self._newer(int(version[0][0])) from None
+                found = int(version[0][0]) if version and version[0][0] is not None else None
+                if found is not None and found > LEDGER_VERSION:
+                    raise self._newer(found) from None
+                if found == 2:  # upgraded by the next run that takes the lock
+                    return self._snapshot(self._fetch(self.sql.read_v2))
                 raise first from None  # still unreadable: say what the database said
         if {"migration_name", "version", "state"} <= columns:  # dbledger 0.1
             rows = [self._ledger_row((*raw, None, None)) for raw in self._fetch(self.sql.read_v1)]
@@ -402,7 +416,8 @@ class Backend(ABC):
         return f"{self.ledger_schema}.{table}" if self.has_schemas else table
 
     def _ledger_row(self, raw: Sequence[Any]) -> LedgerRow:
-        name, version, state, checksum, applied_at, ms, success, error, order, runner = raw
+        name, version, state, checksum, applied_at, ms, success, error, order, runner = raw[:10]
+        algorithm = raw[10] if len(raw) > 10 else CHECKSUM_ALGORITHM  # format 3 names it
         return LedgerRow(
             name=name,
             version=int(version),
@@ -414,7 +429,14 @@ class Backend(ABC):
             error_message=error,
             applied_order=order,
             runner=runner,
+            checksum_algorithm=algorithm,
         )
+
+    def read_source(self, name: str) -> str | None:
+        """The copy of migration ``name``'s file its ledger row keeps (None: none kept, or no
+        such row). Read only for a file whose checksum changed."""
+        found = self._fetch(self.sql.read_source, {"name": name})
+        return found[0][0] if found else None
 
     def create_ledger(self) -> None:
         """Called under the lock, inside a transaction, when the ledger does not exist yet:
@@ -435,6 +457,9 @@ class Backend(ABC):
         upgrade it in place, losing nothing, and record the upgrade in the history."""
         if snapshot.version == 1:
             self._upgrade_from_v1(snapshot)
+        for statement in self.sql.upgrade_to_v3:
+            self._run(statement)
+        self._run(self.sql.set_format)
         self.write(
             LedgerEvent(
                 "upgrade",
@@ -494,7 +519,8 @@ class Backend(ABC):
         elif event.change == "update":
             self._run(self.sql.update_row, params)
         elif event.change == "checksum":
-            self._run(self.sql.update_checksum, {"name": event.name, "checksum": event.checksum})
+            keep = {key: params[key] for key in ("name", "checksum", "algorithm", "source")}
+            self._run(self.sql.update_checksum, keep)
         elif event.change == "rename":
             self._run(self.sql.rename_row, {"name": event.name, "new_name": event.new_name})
         self._append_history(event)
@@ -512,6 +538,8 @@ class Backend(ABC):
             "tool": DBLEDGER_VERSION,
             "applied_order": event.applied_order,
             "runner": event.runner,
+            "algorithm": CHECKSUM_ALGORITHM,
+            "source": event.source,
         }
 
     def _append_history(self, event: LedgerEvent) -> None:
@@ -576,7 +604,15 @@ class Backend(ABC):
             if self.names.snapshots not in self._ledger_layout():
                 return None
             raise
-        return (str(row[0][0]), str(row[0][1])) if row else None
+        if not row or not row[0][0]:  # nothing recorded, or the record was set aside
+            return None
+        return str(row[0][0]), str(row[0][1])
+
+    def set_schema_aside(self, action: str, name: str | None) -> None:
+        """Called inside a transaction when the recorded schema stops standing for the files (a
+        semantic change to an applied file was accepted): an empty record, so ``drift`` replays
+        the files instead, until the next run records the schema it leaves."""
+        self.save_schema(action, name, "", "")
 
     # -- locking and transactions, shared --------------------------------------------------
     @contextmanager

@@ -56,7 +56,9 @@ CREATE TABLE {ledger} (
     applied_by TEXT,
     dbledger_version TEXT,
     applied_order INTEGER,
-    runner TEXT
+    runner TEXT,
+    checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256',
+    source TEXT
 )"""
 _HISTORY = """
 CREATE TABLE {history} (
@@ -104,25 +106,37 @@ _UPGRADE_FROM_V1: tuple[LiteralString, ...] = (
     _VERSION,
     _SET_VERSION,
 )
+_UPGRADE_TO_V3: tuple[LiteralString, ...] = (
+    "ALTER TABLE {ledger} ADD COLUMN checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256',"
+    " ADD COLUMN source TEXT",
+)
 _STATEMENTS: dict[str, LiteralString] = {
     # One round trip on the path every replica takes: the format version and every row.
     "read": "SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
+    " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner, l.checksum_algorithm"
+    " FROM {version} AS v LEFT JOIN {ledger} AS l ON true ORDER BY l.id",
+    "read_v2": "SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
     " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
     " FROM {version} AS v LEFT JOIN {ledger} AS l ON true ORDER BY l.id",
+    "set_format": "UPDATE {version} SET version = {format}, upgraded_at = NOW(), dbledger_version = {tool}",
+    "read_source": "SELECT source FROM {ledger} WHERE migration_name = %(name)s",
     "read_v1": "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
     " error_message FROM {ledger} ORDER BY id",
     "read_version": "SELECT max(version) FROM {version}",
     "upsert_row": "INSERT INTO {ledger} AS l (migration_name, version, state, checksum,"
-    " execution_time_ms, success, error_message, applied_by, dbledger_version, applied_order, runner)"
+    " execution_time_ms, success, error_message, applied_by, dbledger_version, applied_order, runner,"
+    " checksum_algorithm, source)"
     " VALUES (%(name)s, %(version)s, %(state)s, %(checksum)s, %(ms)s, %(success)s, %(error)s,"
-    " %(actor)s, %(tool)s, %(applied_order)s, %(runner)s)"
+    " %(actor)s, %(tool)s, %(applied_order)s, %(runner)s, %(algorithm)s, %(source)s)"
     " ON CONFLICT (migration_name) DO UPDATE SET version = excluded.version, state = excluded.state,"
     " checksum = excluded.checksum, execution_time_ms = excluded.execution_time_ms,"
     " success = excluded.success, error_message = excluded.error_message,"
     " applied_by = excluded.applied_by, dbledger_version = excluded.dbledger_version,"
-    " applied_order = excluded.applied_order, runner = excluded.runner, applied_at = NOW()",
+    " applied_order = excluded.applied_order, runner = excluded.runner,"
+    " checksum_algorithm = excluded.checksum_algorithm, source = excluded.source, applied_at = NOW()",
     "delete_row": "DELETE FROM {ledger} WHERE migration_name = %(name)s",
-    "update_checksum": "UPDATE {ledger} SET checksum = %(checksum)s WHERE migration_name = %(name)s",
+    "update_checksum": "UPDATE {ledger} SET checksum = %(checksum)s, checksum_algorithm = %(algorithm)s,"
+    " source = %(source)s WHERE migration_name = %(name)s",
     "rename_row": "UPDATE {ledger} SET migration_name = %(new_name)s WHERE migration_name = %(name)s",
     "update_row": "UPDATE {ledger} SET state = %(state)s, success = %(success)s, error_message = %(error)s,"
     " applied_order = %(applied_order)s, runner = %(runner)s WHERE migration_name = %(name)s",
@@ -352,6 +366,7 @@ class PostgresBackend(Backend):
         return LedgerSQL(
             create=tuple(create),
             upgrade_from_v1=tuple(compose(text) for text in _UPGRADE_FROM_V1),
+            upgrade_to_v3=tuple(compose(text) for text in _UPGRADE_TO_V3),
             **{key: compose(text) for key, text in _STATEMENTS.items()},
         )
 

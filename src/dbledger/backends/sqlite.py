@@ -76,8 +76,18 @@ def _statements(names: LedgerNames) -> LedgerSQL:
     create_order_index = f"CREATE UNIQUE INDEX {order_index} ON {ledger} (applied_order)"
     return LedgerSQL(
         read="SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
+        " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner, l.checksum_algorithm"
+        f" FROM {version} AS v LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        read_v2="SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
         " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
         f" FROM {version} AS v LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        upgrade_to_v3=(
+            f"ALTER TABLE {ledger} ADD COLUMN checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256'",
+            f"ALTER TABLE {ledger} ADD COLUMN source TEXT",
+        ),
+        set_format=f"UPDATE {version} SET version = {LEDGER_VERSION}, upgraded_at = {_NOW},"
+        f" dbledger_version = '{DBLEDGER_VERSION}'",
+        read_source=f"SELECT source FROM {ledger} WHERE migration_name = :name",
         read_v1="SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
         f" error_message FROM {ledger} ORDER BY id",
         read_version=f"SELECT max(version) FROM {version}",
@@ -96,7 +106,9 @@ def _statements(names: LedgerNames) -> LedgerSQL:
     applied_by TEXT,
     dbledger_version TEXT,
     applied_order INTEGER,
-    runner TEXT
+    runner TEXT,
+    checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256',
+    source TEXT
 )""",
             create_order_index,
             f"""CREATE TABLE {history} (
@@ -141,16 +153,19 @@ def _statements(names: LedgerNames) -> LedgerSQL:
             set_version,
         ),
         upsert_row=f"INSERT INTO {ledger} (migration_name, version, state, checksum, execution_time_ms,"
-        " success, error_message, applied_by, dbledger_version, applied_order, runner)"
-        " VALUES (:name, :version, :state, :checksum, :ms, :success, :error, :actor, :tool,"
-        " :applied_order, :runner)"
+        " success, error_message, applied_by, dbledger_version, applied_order, runner, checksum_algorithm,"
+        " source) VALUES (:name, :version, :state, :checksum, :ms, :success, :error, :actor, :tool,"
+        " :applied_order, :runner, :algorithm, :source)"
         " ON CONFLICT (migration_name) DO UPDATE SET version = excluded.version, state = excluded.state,"
         " checksum = excluded.checksum, execution_time_ms = excluded.execution_time_ms,"
         " success = excluded.success, error_message = excluded.error_message,"
         " applied_by = excluded.applied_by, dbledger_version = excluded.dbledger_version,"
-        f" applied_order = excluded.applied_order, runner = excluded.runner, applied_at = {_NOW}",
+        " applied_order = excluded.applied_order, runner = excluded.runner,"
+        " checksum_algorithm = excluded.checksum_algorithm, source = excluded.source,"
+        f" applied_at = {_NOW}",
         delete_row=f"DELETE FROM {ledger} WHERE migration_name = :name",
-        update_checksum=f"UPDATE {ledger} SET checksum = :checksum WHERE migration_name = :name",
+        update_checksum=f"UPDATE {ledger} SET checksum = :checksum, checksum_algorithm = :algorithm,"
+        " source = :source WHERE migration_name = :name",
         rename_row=f"UPDATE {ledger} SET migration_name = :new_name WHERE migration_name = :name",
         update_row=f"UPDATE {ledger} SET state = :state, success = :success, error_message = :error,"
         " applied_order = :applied_order, runner = :runner WHERE migration_name = :name",

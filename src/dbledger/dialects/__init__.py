@@ -58,6 +58,16 @@ class Dialect(ABC):
         return False
 
     @abstractmethod
+    def normal_form(self, statement: Statement) -> str:
+        """What the statement means, as text: the same for two statements that differ only in
+        white space, comments, keyword case or another spelling of the same thing, different
+        otherwise. Tells a cosmetic edit of an applied migration from a semantic one."""
+
+    def pretty(self, statement: Statement) -> str:
+        """The statement laid out for a reader, for the diff of a semantic edit."""
+        return statement.sql
+
+    @abstractmethod
     def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
         """``(schema or None, table)`` for each of ``tables`` that ``statement`` names. Used to keep
         migrations away from dbledger's own tables."""

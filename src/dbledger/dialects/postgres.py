@@ -8,6 +8,7 @@ path never does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,6 +82,33 @@ class PostgresDialect(Dialect):
         lowered = statement.sql.lower()
         return "role" in lowered or "authorization" in lowered
 
+    def normal_form(self, statement: Statement) -> str:
+        """The statement as pglast prints its parse tree back, so white space, comments, keyword
+        case and spellings such as ``int`` for ``integer`` fall away. A PL/pgSQL body is a string
+        to that tree: it is compared as PL/pgSQL's own tree, without line numbers, so a comment
+        or a blank line in a trigger function is cosmetic too. Text pglast cannot parse is
+        compared token by token."""
+        from pglast import parse_sql, parser
+        from pglast.stream import RawStream
+
+        try:
+            tree = parse_sql(statement.sql)
+        except parser.ParseError:
+            return _token_form(statement.sql)
+        body = _plpgsql_tree(statement.sql, tree)
+        if body is not None:  # the body's own tree stands in for its text
+            _set_body(tree[0].stmt, "")
+        text = str(RawStream()(tree))
+        return text if body is None else f"{text}\n-- PL/pgSQL: {body}"
+
+    def pretty(self, statement: Statement) -> str:
+        from pglast import parser, prettify
+
+        try:
+            return str(prettify(statement.sql))
+        except (parser.ParseError, ValueError, NotImplementedError):
+            return statement.sql
+
     def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
         lowered = statement.sql.lower()
         if not any(table in lowered for table in tables):  # the common case: no parse at all
@@ -100,6 +128,61 @@ def _parse(statement: Statement) -> Any:
     except parser.ParseError:
         return None
     return parsed[0].stmt if len(parsed) == 1 else None
+
+
+_LINE_NUMBER = re.compile(r'"lineno":\d+,?')
+
+
+def _plpgsql_tree(sql: str, tree: Any) -> str | None:
+    """PL/pgSQL's parse tree of a function's or a DO block's body, line numbers left out; None
+    for other statements and for bodies it cannot parse (the body's text then decides)."""
+    from pglast import parser
+
+    node = tree[0].stmt if len(tree) == 1 else None
+    kind = type(node).__name__
+    if kind not in ("CreateFunctionStmt", "DoStmt"):
+        return None
+    language = [o.arg.sval for o in _options(node) if o.defname == "language" and hasattr(o.arg, "sval")]
+    if language not in (["plpgsql"], []) or (kind == "CreateFunctionStmt" and not language):
+        return None
+    try:
+        return _LINE_NUMBER.sub("", parser.parse_plpgsql_json(sql))
+    except parser.ParseError:
+        return None
+
+
+def _options(node: Any) -> tuple[Any, ...]:
+    return tuple(node.options if type(node).__name__ == "CreateFunctionStmt" else node.args) or ()
+
+
+def _set_body(node: Any, text: str) -> None:
+    from pglast import ast
+
+    for option in _options(node):
+        if option.defname == "as":
+            option.arg = (
+                ast.String(sval=text) if type(node).__name__ == "DoStmt" else (ast.String(sval=text),)
+            )
+
+
+def _token_form(sql: str) -> str:
+    """The scanner's tokens, comments left out, keywords and unquoted names lower-cased (as the
+    server folds them)."""
+    from pglast import parser
+
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError:
+        return " ".join(sql.split())
+    raw = sql.encode()  # the scanner's offsets count bytes
+    words = []
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        text = raw[token.start : token.end + 1].decode(errors="replace")
+        folded = token.kind != "NO_KEYWORD" or (token.name == "IDENT" and not text.startswith('"'))
+        words.append(text.lower() if folded else text)
+    return " ".join(words)
 
 
 def _outside_only(node: Any) -> str | None:

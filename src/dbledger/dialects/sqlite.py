@@ -68,6 +68,10 @@ class SqliteDialect(Dialect):
             return "PRAGMA journal_mode"
         return None
 
+    def normal_form(self, statement: Statement) -> str:
+        # SQLite's keywords and names ignore case; strings and numbers do not.
+        return " ".join(text.lower() if kind == "word" else text for kind, text in _tokens(statement.sql))
+
     def references(self, statement: Statement, tables: frozenset[str]) -> list[tuple[str | None, str]]:
         wanted = {table.lower(): table for table in tables}  # SQLite's names ignore case
         tokens = list(_tokens(statement.sql))
