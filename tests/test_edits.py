@@ -264,3 +264,101 @@ def test_a_format_2_ledger_reads_and_upgrades_to_keep_copies(db_url: str, migrat
     assert query(
         db_url, "SELECT migration_name, checksum_algorithm, source IS NULL FROM schema_migrations ORDER BY id"
     ) == [("001_items", "sha256", True), ("002_more", "sha256", False)]
+
+
+TRIGGER = """CREATE TABLE t (id int, v int);
+CREATE FUNCTION keep_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN NEW;
+END $$;
+"""
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kind"),
+    [
+        ("RETURN NEW;", "RETURN OLD;", "semantic"),  # PL/pgSQL's own tree leaves the variable out
+        ("RETURN NEW;", "return new;  -- the row as written", "cosmetic"),
+        ("BEGIN", "BEGIN\n  -- nothing to check", "cosmetic"),
+    ],
+)
+def test_a_plpgsql_body_is_compared_by_its_tokens(
+    pg_url: str, migrations_dir: Path, before: str, after: str, kind: str
+) -> None:
+    path = write(migrations_dir, "001_trigger.sql", TRIGGER)
+    dbledger.migrate(pg_url, migrations_dir)
+    path.write_text(TRIGGER.replace(before, after), encoding="utf-8")
+
+    status = json.loads(cli(pg_url, migrations_dir, "status", "--json").stdout)
+
+    assert [m["change"] for m in status["modified"]] == [kind]
+
+
+def test_the_diff_of_a_semantic_change_never_shows_a_password(pg_url: str, migrations_dir: Path) -> None:
+    text = "CREATE ROLE auditor LOGIN PASSWORD 'supersecret-99';\nCREATE TABLE t2 (a int);\n"
+    path = write(migrations_dir, "001_role.sql", text)
+    try:
+        dbledger.migrate(pg_url, migrations_dir)
+        path.write_text(text.replace("a int", "a bigint"), encoding="utf-8")
+
+        shown = cli(pg_url, migrations_dir, "status", "--json")
+        verified = cli(pg_url, migrations_dir, "verify")
+
+        modified = json.loads(shown.stdout)["modified"]
+        assert [m["change"] for m in modified] == ["semantic"]
+        assert any("bigint" in line for line in modified[0]["diff"])
+        assert "supersecret-99" not in shown.output + verified.output
+    finally:
+        query(pg_url, "DROP ROLE IF EXISTS auditor")
+
+
+def test_a_file_edited_into_unreadable_sql_is_reported_not_a_crash(pg_url: str, migrations_dir: Path) -> None:
+    path = write(migrations_dir, "001_items.sql", ITEMS)
+    dbledger.migrate(pg_url, migrations_dir)
+    path.write_text(ITEMS.replace("name TEXT NOT NULL);", "name TEXT DEFAULT 'x);"), encoding="utf-8")
+
+    status = cli(pg_url, migrations_dir, "status", "--json")
+
+    assert status.returncode == 0, status.output
+    [modified] = json.loads(status.stdout)["modified"]
+    assert modified["change"] == "unknown"
+    assert "the file on disk cannot be read as statements" in modified["change_reason"]
+
+
+def test_an_edited_file_on_a_format_2_ledger_is_reported_until_the_upgrade(
+    db_url: str, migrations_dir: Path
+) -> None:
+    path = write(migrations_dir, "001_items.sql", ITEMS)
+    dbledger.migrate(db_url, migrations_dir)
+    query(db_url, "ALTER TABLE schema_migrations DROP COLUMN checksum_algorithm")
+    query(db_url, "ALTER TABLE schema_migrations DROP COLUMN source")
+    query(db_url, "UPDATE schema_migrations_version SET version = 2")
+    path.write_text("-- reworded\n" + ITEMS, encoding="utf-8")
+
+    status = cli(db_url, migrations_dir, "status", "--json")
+    assert status.returncode == 0, status.output
+    assert [m["change"] for m in json.loads(status.stdout)["modified"]] == ["unknown"]
+
+    up = cli(db_url, migrations_dir, "up")
+    assert up.returncode == 1
+    assert "dbledger repair --accept 001_items" in up.stderr
+    assert cli(db_url, migrations_dir, "repair", "--accept", "001_items").returncode == 0
+    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(3,)]
+
+
+def test_one_edited_statement_of_a_long_file_is_the_only_one_in_the_diff(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    rows = "".join(f"INSERT INTO t VALUES ({i}, 'row {i}');\n" for i in range(3000))
+    text = "CREATE TABLE t (id int, name text);\n" + rows
+    path = write(migrations_dir, "001_load.sql", text)
+    dbledger.migrate(pg_url, migrations_dir)
+    path.write_text(text.replace("'row 1500'", "'row fifteen hundred'"), encoding="utf-8")
+
+    [modified] = json.loads(cli(pg_url, migrations_dir, "status", "--json").stdout)["modified"]
+
+    assert modified["change"] == "semantic"
+    changed = [line for line in modified["diff"][2:] if line.startswith(("-", "+"))]
+    assert any("'row 1500'" in line for line in changed if line.startswith("-"))
+    assert any("'row fifteen hundred'" in line for line in changed if line.startswith("+"))
+    assert not any("'row 1499'" in line or "'row 1501'" in line for line in changed)

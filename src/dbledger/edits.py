@@ -12,7 +12,6 @@ Pure: no I/O. Parsing imports pglast, so this runs only for a file whose checksu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
 from dbledger.contracts import Statement
@@ -50,7 +49,8 @@ def kept_source(migration: Migration) -> str | None:
 
 def classify(applied: str | None, migration: Migration, dialect: Dialect) -> Edit:
     """Compare the file as applied (``applied``, the ledger's copy, or None when it kept none)
-    with ``migration`` as it is now."""
+    with ``migration`` as it is now. Both sides are compared as stored, passwords redacted, so
+    nothing shown here can hold one."""
     if applied is None:
         return Edit(
             "unknown",
@@ -59,13 +59,15 @@ def classify(applied: str | None, migration: Migration, dialect: Dialect) -> Edi
         )
     current = stored_text(migration)
     try:
-        before = parse(migration.path, applied.encode("utf-8"))
+        old = _read(applied, migration, dialect)
     except MigrationFileError:
-        before = None
-    if before is None:
         return Edit("unknown", "the ledger's copy of the file no longer parses as a migration")
-    old, new = _meaning(before, dialect), _meaning(parse(migration.path, current.encode("utf-8")), dialect)
-    if old == new:
+    try:
+        new = _read(current, migration, dialect)
+    except MigrationFileError as exc:
+        return Edit("unknown", f"the file on disk cannot be read as statements: {exc.message}")
+    changed = _changed(old, new, dialect)
+    if changed is None:
         if current != migration.text:  # what differs may hide behind the *** of a password
             return Edit(
                 "semantic",
@@ -73,79 +75,84 @@ def classify(applied: str | None, migration: Migration, dialect: Dialect) -> Edi
                 "whether it changed",
             )
         return Edit("cosmetic", "only white space, comments or keyword case changed: the same statements")
-    return Edit("semantic", _what_changed(old, new), _diff(before, migration, dialect))
+    return Edit("semantic", changed, _diff(old, new, dialect))
 
 
-# A section's meaning: its direction, the options that decide how it runs, its statements.
-_Meaning = tuple[tuple[str, tuple[object, ...], tuple[str, ...]], ...]
+class _Section(NamedTuple):
+    direction: str
+    options: tuple[object, ...]  # what decides how it runs
+    statements: list[Statement]
 
 
-def _meaning(migration: Migration, dialect: Dialect) -> _Meaning:
-    return tuple(
-        (
-            direction,
-            _options(section),
-            tuple(dialect.normal_form(s) for s in _statements(migration, section, dialect)),
-        )
-        for direction, section in _sections(migration)
-    )
-
-
-def _sections(migration: Migration) -> Iterator[tuple[str, Section]]:
-    yield "up", migration.up
-    if migration.down is not None:
-        yield "down", migration.down
+def _read(text: str, migration: Migration, dialect: Dialect) -> list[_Section]:
+    parsed = parse(migration.path, text.encode("utf-8"))
+    sections = [("up", parsed.up)] + ([("down", parsed.down)] if parsed.down is not None else [])
+    return [
+        _Section(direction, _options(section), dialect.split(section.sql, section.line, migration.path))
+        for direction, section in sections
+    ]
 
 
 def _options(section: Section) -> tuple[object, ...]:
     return (section.transaction, section.backup, section.lock_timeout, section.statement_timeout)
 
 
-def _statements(migration: Migration, section: Section, dialect: Dialect) -> list[Statement]:
-    return dialect.split(section.sql, section.line, migration.path)
+def _same(a: Statement, b: Statement, dialect: Dialect) -> bool:
+    # Equal text needs no parse: a one-line edit of a 20,000-statement file parses two statements.
+    return a.sql == b.sql or dialect.normal_form(a) == dialect.normal_form(b)
 
 
-def _what_changed(old: _Meaning, new: _Meaning) -> str:
-    before, after = dict((d, (o, s)) for d, o, s in old), dict((d, (o, s)) for d, o, s in new)
+def _changed(old: list[_Section], new: list[_Section], dialect: Dialect) -> str | None:
+    """What changed, section by section, in words; None when the statements are the same."""
+    before = {section.direction: section for section in old}
+    after = {section.direction: section for section in new}
     parts = []
     for direction in ("up", "down"):
-        if before.get(direction) == after.get(direction):
+        was, now = before.get(direction), after.get(direction)
+        if was is None and now is None:
             continue
-        if direction not in after:
+        if now is None:
             parts.append(f"the {direction} section was removed")
-        elif direction not in before:
+        elif was is None:
             parts.append(f"a {direction} section was added")
-        elif before[direction][0] != after[direction][0]:
+        elif was.options != now.options:
             parts.append(f"the {direction} section's options changed")
-        else:
+        elif len(was.statements) != len(now.statements) or not all(
+            _same(a, b, dialect) for a, b in zip(was.statements, now.statements, strict=True)
+        ):
             parts.append(f"the {direction} section's statements changed")
-    return "; ".join(parts) or "the statements changed"
+    return "; ".join(parts) or None
 
 
-def _diff(before: Migration, after: Migration, dialect: Dialect) -> tuple[str, ...]:
-    def laid_out(migration: Migration) -> list[str]:
+def _diff(old: list[_Section], new: list[_Section], dialect: Dialect) -> tuple[str, ...]:
+    """A unified diff of the statements, each laid out by the dialect when it differs from the
+    other side's (the rest as written: laying out every statement of a long file costs seconds)."""
+    texts = {s.sql for section in old for s in section.statements}
+    texts ^= {s.sql for section in new for s in section.statements}
+
+    def laid_out(sections: list[_Section]) -> list[str]:
         lines = []
-        for direction, section in _sections(migration):
-            lines.append(f"-- migrate:{direction}{_option_text(section)}")
-            for statement in _statements(migration, section, dialect):
-                lines.extend(f"{dialect.pretty(statement)};".split("\n"))
+        for section in sections:
+            lines.append(f"-- migrate:{section.direction}{_option_text(section.options)}")
+            for statement in section.statements:
+                shown = dialect.pretty(statement) if statement.sql in texts else statement.sql
+                lines.extend(f"{shown};".split("\n"))
         return lines
 
     import difflib  # only for a semantic edit
 
     found = list(
-        difflib.unified_diff(laid_out(before), laid_out(after), "as applied", "on disk", lineterm="", n=1)
+        difflib.unified_diff(laid_out(old), laid_out(new), "as applied", "on disk", lineterm="", n=1)
     )
     if len(found) > MAX_DIFF_LINES:
         found = [*found[:MAX_DIFF_LINES], f"... {len(found) - MAX_DIFF_LINES} more lines"]
     return tuple(found)
 
 
-def _option_text(section: Section) -> str:
-    words = [] if section.transaction else ["transaction:false"]
-    words += ["backup:true"] if section.backup else []
-    words += [f"lock_timeout:{section.lock_timeout}s"] if section.lock_timeout is not None else []
-    words += (
-        [f"statement_timeout:{section.statement_timeout}s"] if section.statement_timeout is not None else []
-    )
+def _option_text(options: tuple[object, ...]) -> str:
+    transaction, backup, lock_timeout, statement_timeout = options
+    words = [] if transaction else ["transaction:false"]
+    words += ["backup:true"] if backup else []
+    words += [f"lock_timeout:{lock_timeout}s"] if lock_timeout is not None else []
+    words += [f"statement_timeout:{statement_timeout}s"] if statement_timeout is not None else []
     return "".join(f" {word}" for word in words)

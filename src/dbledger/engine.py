@@ -95,8 +95,9 @@ def applied_sources(
     if snapshot is None:
         return {}
     checksums = {m.name: m.checksum for m in migrations}
+    kept = snapshot.version >= 3  # format 3 keeps the copies; an older ledger, until upgraded, none
     return {
-        row.name: backend.read_source(row.name)
+        row.name: backend.read_source(row.name) if kept else None
         for row in snapshot.rows
         if row.name in checksums and row.checksum != checksums[row.name] and row.state in APPLIED_STATES
     }
@@ -174,11 +175,14 @@ def up(
     options: UpOptions = UpOptions(),
     *,
     backup_dir: Path | None = None,
+    on_pending: Callable[[list[Migration]], None] | None = None,
     progress: Progress = no_progress,
 ) -> UpResult:
     """Apply pending migrations in version order, each exactly once across concurrent runners.
     With ``options.atomic``, all of them in one transaction. With ``backup_dir``, a backup is
-    taken before the run's first change when a pending migration is risky."""
+    taken before the run's first change when a pending migration is risky. ``on_pending`` sees
+    the migrations about to be applied, under the lock, before the first change (the lint); it
+    may refuse the run by raising."""
     check_target(migrations, options.target)
     snapshot = backend.read_ledger()
     if snapshot is None and not migrations:
@@ -194,6 +198,8 @@ def up(
         work = prepare_up(backend, migrations, options, snapshot)
         if snapshot is None and work.nothing_to_do:
             return UpResult([])
+        if on_pending is not None and work.steps:
+            on_pending([step.migration for step in work.steps])
         _make_current(backend, snapshot, progress)
         if backup_dir is not None and work.steps:
             backup = _back_up_if_risky(backend, work, backup_dir, progress)

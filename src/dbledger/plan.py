@@ -146,11 +146,11 @@ def _modified(migration: Migration, row: LedgerRow, edit: Edit | None) -> str:
             f"{head} ({sums}); {edit.reason}: restore the file, or, once you are sure the database "
             f"matches it, run 'dbledger repair --accept {row.name}'"
         )
-    diff = "".join(f"\n    {line}" for line in edit.diff)
+    diff = "".join(f"\n    {line}" for line in edit.diff)  # after the advice: its first line is whole
     return (
-        f"{head}, and what it does changed ({edit.reason}; {sums}):{diff}\n  restore the file and "
-        f"put the change in a new migration; or, if the database already matches the new file, run "
-        f"'dbledger repair --accept {row.name}'"
+        f"{head}, and what it does changed ({edit.reason}; {sums}): restore the file and put the "
+        f"change in a new migration, or, if the database already matches the new file, run "
+        f"'dbledger repair --accept {row.name}'{diff}"
     )
 
 

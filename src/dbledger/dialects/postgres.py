@@ -8,7 +8,6 @@ path never does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,11 +94,11 @@ class PostgresDialect(Dialect):
             tree = parse_sql(statement.sql)
         except parser.ParseError:
             return _token_form(statement.sql)
-        body = _plpgsql_tree(statement.sql, tree)
-        if body is not None:  # the body's own tree stands in for its text
+        body = _body_form(tree)
+        if body is not None:  # the body's tokens stand in for its text
             _set_body(tree[0].stmt, "")
         text = str(RawStream()(tree))
-        return text if body is None else f"{text}\n-- PL/pgSQL: {body}"
+        return text if body is None else f"{text}\n-- body: {body}"
 
     def pretty(self, statement: Statement) -> str:
         from pglast import parser, prettify
@@ -130,25 +129,27 @@ def _parse(statement: Statement) -> Any:
     return parsed[0].stmt if len(parsed) == 1 else None
 
 
-_LINE_NUMBER = re.compile(r'"lineno":\d+,?')
+# Bodies in these languages are SQL's tokens: comments, white space and keyword case fall away.
+_SQL_LIKE = frozenset({"plpgsql", "sql"})
 
 
-def _plpgsql_tree(sql: str, tree: Any) -> str | None:
-    """PL/pgSQL's parse tree of a function's or a DO block's body, line numbers left out; None
-    for other statements and for bodies it cannot parse (the body's text then decides)."""
-    from pglast import parser
-
+def _body_form(tree: Any) -> str | None:
+    """A function's or a DO block's body (PL/pgSQL or SQL) as its tokens; None for other
+    statements, and for bodies in other languages (their text then decides, comments and all)."""
     node = tree[0].stmt if len(tree) == 1 else None
     kind = type(node).__name__
     if kind not in ("CreateFunctionStmt", "DoStmt"):
         return None
-    language = [o.arg.sval for o in _options(node) if o.defname == "language" and hasattr(o.arg, "sval")]
-    if language not in (["plpgsql"], []) or (kind == "CreateFunctionStmt" and not language):
+    options = _options(node)
+    default = "plpgsql" if kind == "DoStmt" else None  # DO's language; a function must name one
+    named = (o.arg.sval for o in options if o.defname == "language" and hasattr(o.arg, "sval"))
+    if next(named, default) not in _SQL_LIKE:
         return None
-    try:
-        return _LINE_NUMBER.sub("", parser.parse_plpgsql_json(sql))
-    except parser.ParseError:
+    body = [o.arg for o in options if o.defname == "as"]
+    if not body:  # BEGIN ATOMIC: the body is part of the tree already
         return None
+    parts = body[0] if isinstance(body[0], tuple | list) else (body[0],)
+    return " ".join(_token_form(part.sval) for part in parts if hasattr(part, "sval"))
 
 
 def _options(node: Any) -> tuple[Any, ...]:
