@@ -34,6 +34,9 @@ EXERCISED = {
     "drift",
     "dump",
     "wait",
+    "check",
+    "lint",
+    "rehearse",
 }
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
@@ -426,6 +429,42 @@ def test_dump(as_json: bool, db_url: str, migrations_dir: Path) -> None:
     text = document["sql"] if as_json else result.stdout
     assert "items" in text
     assert "schema_migrations" not in text
+
+
+@JSON
+def test_lint(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_create_items.sql", ITEMS)
+    lint = ["lint"]
+    if db_url.startswith("sqlite"):  # the rules are PostgreSQL's: nothing is linted unless asked
+        skipped = cli(db_url, migrations_dir, as_json, "lint")
+        document = outcome(skipped, as_json, 0)
+        if as_json:
+            assert (document["files"], document["findings"]) == ([], [])
+            assert "the configured database is SQLite" in document["skipped"]
+        else:
+            assert skipped.stdout.startswith("lint: nothing linted: the configured database is SQLite")
+        lint = ["lint", "--no-database"]
+
+    clean = cli(db_url, migrations_dir, as_json, *lint)
+
+    document = outcome(clean, as_json, 0)
+    if as_json:
+        assert (document["findings"], document["files"]) == ([], ["migrations/001_create_items.sql"])
+    else:
+        assert clean.stdout == "lint: no findings in 1 file(s)\n"
+
+    write(migrations_dir, "002_drop_tags.sql", "DROP TABLE tags;\n")
+    found = cli(db_url, migrations_dir, as_json, *lint)
+    document = outcome(found, as_json, 1)
+    line = (
+        "migrations/002_drop_tags.sql:1:1 ban-drop-table error DROP TABLE tags deletes the table and its rows"
+    )
+    if as_json:
+        assert [(f["path"], f["rule"]) for f in document["findings"]] == [
+            ("migrations/002_drop_tags.sql", "ban-drop-table")
+        ]
+    else:
+        assert found.stdout.splitlines()[0] == line
 
 
 def test_the_startup_path_imports_no_driver_parser_or_optional_feature() -> None:

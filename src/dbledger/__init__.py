@@ -7,9 +7,11 @@ Importing this package is cheap: the database drivers load only when a database 
 """
 
 from dbledger.api import (
+    LintReport,
     Report,
     Status,
     baseline,
+    check,
     down,
     drift,
     migrate,
@@ -22,6 +24,7 @@ from dbledger.api import (
 )
 from dbledger.errors import (
     BackupFailed,
+    CheckFailed,
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
@@ -32,6 +35,7 @@ from dbledger.errors import (
     ForeignLedger,
     Interrupted,
     LedgerStateError,
+    LintFailed,
     LockTimeout,
     MigrationFailed,
     MigrationFileError,
@@ -43,6 +47,7 @@ from dbledger.ledger import DBLEDGER_VERSION as __version__
 
 __all__ = [
     "BackupFailed",
+    "CheckFailed",
     "ConfigError",
     "DatabaseError",
     "DatabaseUnavailable",
@@ -53,6 +58,8 @@ __all__ = [
     "ForeignLedger",
     "Interrupted",
     "LedgerStateError",
+    "LintFailed",
+    "LintReport",
     "LockTimeout",
     "MigrationFailed",
     "MigrationFileError",
@@ -63,6 +70,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "baseline",
+    "check",
     "down",
     "drift",
     "migrate",

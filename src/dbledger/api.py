@@ -38,23 +38,28 @@ from dbledger.errors import (
     ConfigError,
     DatabaseError,
     DatabaseUnavailable,
+    DbledgerError,
     DriftFound,
     LedgerStateError,
+    LintFailed,
     NotMigrated,
     UsageError,
 )
 from dbledger.ledger import LEDGER_VERSION
-from dbledger.migrations import FILE_NAME, Folder, Migration, read_folder
+from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder
 from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
+    from dbledger.checks import CheckReport
     from dbledger.drift import Drift
     from dbledger.dryrun import DryRun
+    from dbledger.lint import Finding
+    from dbledger.rehearse import Rehearsal
 
 PathLike = str | os.PathLike[str]
 Repaired = engine.Repaired
 
-__all__ = ["Applied", "Repaired", "Report", "RolledBack", "Status"]
+__all__ = ["Applied", "LintReport", "Repaired", "Report", "RolledBack", "Status"]
 
 
 @dataclass(frozen=True)
@@ -278,12 +283,17 @@ def migrate(
     waits: WaitPolicy | Mapping[str, Any] | None = None,
     lock_mode: str | None = None,
     lease_ttl: float | None = None,
+    strict: bool = False,
     progress: Progress | None = None,
 ) -> Report:
     """Apply every pending migration (up to version ``to``), or raise a DbledgerError.
 
     Safe to call from every replica of an application at the same moment: one applies, the
     others wait for the lock and find nothing left to do.
+
+    On PostgreSQL the migrations about to be applied are linted first: each finding is a
+    ``progress("warning", ...)``; with ``strict``, an error-severity finding refuses the run
+    (LintFailed) before anything is applied.
     """
     report = progress or no_progress
     options = engine.UpOptions(
@@ -302,11 +312,16 @@ def migrate(
         migrations,
         backend,
     ):
+
+        def lint(pending: list[Migration]) -> None:
+            _lint_pending(backend, pending, settings.waits, strict=strict, progress=report)
+
         done = engine.up(
             backend,
             migrations,
             options,
             backup_dir=None if backup_dir is None else Path(backup_dir),
+            on_pending=lint if backend.dialect_name == "postgresql" else None,
             progress=report,
         )
     backup = None if done.backup is None else done.backup._asdict()
@@ -751,6 +766,348 @@ def drift(
     if found.differences:
         raise DriftFound(found.to_dict(), [str(d) for d in found.differences])
     return found
+
+
+def check(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    shadow_url: str | None = None,
+    queries: Iterable[PathLike] = (),
+    against: str | None = None,
+    parts: Iterable[str] | None = None,
+    ledger_table: str | None = None,
+    connect_timeout: float | None = None,
+    progress: Progress = no_progress,
+) -> CheckReport:
+    """Prove the migrations folder for CI (``dbledger.checks`` says what each part does): apply
+    every migration from empty on a scratch database (a temporary database on the server of
+    ``database_url``, a temporary SQLite file, or the empty ``shadow_url`` database, left empty),
+    round-trip each down section, lint, check the folder, run the application's ``queries``
+    after each migration, and with ``against`` verify a real database's ledger (read-only).
+    The roles the migrations create on a borrowed server are dropped afterwards.
+    ``parts``: the names of the parts to run (None: all). Returns the report, findings and
+    all; raises only for bad usage (UsageError: a malformed file, an unknown part) or when a
+    database cannot be reached."""
+    from dbledger import checkrun, checks
+    from dbledger.sandbox import emptied
+
+    chosen = checks.chosen_parts(parts)
+    settings = _settings(database_url, directory, ledger_table, progress)
+    folder = read_folder(settings.directory)  # a malformed file is a usage error, as everywhere
+    scratch = settings.database if shadow_url is None else parse_database_url(shadow_url)
+    found = checkrun.read_queries(queries, scratch.dialect) if "queries" in chosen else []
+    run = checkrun.Run(folder, chosen, found, scratch.dialect, progress)
+    if chosen & checks.ON_SCRATCH:
+        with _open(replace(settings, database=scratch), progress, connect_timeout=connect_timeout) as backend:
+            if shadow_url is None:
+                try:
+                    with backend.scratch() as empty:
+                        run.on_scratch(empty, nested=False)
+                finally:  # the roles the migrations created on the server, the scratch database gone
+                    run.leave_server(backend)
+            else:
+                run.on_scratch(emptied(backend, scratch.display), nested=True)
+    linted = None
+    if against is not None and "against" in chosen:
+        real = replace(settings, database=parse_database_url(against))
+        problems, pending, linted = _check_against(
+            real, folder.migrations, lint="lint" in chosen, connect_timeout=connect_timeout, progress=progress
+        )
+        run.against(problems, pending, real.database.display)
+    if "lint" in chosen:
+        run.lint(linted)
+    return run.report(str(settings.directory))
+
+
+def _check_against(
+    real: Settings,
+    migrations: list[Migration],
+    *,
+    lint: bool,
+    connect_timeout: float | None,
+    progress: Progress,
+) -> tuple[list[str], list[str] | None, list[Finding] | None]:
+    """``check --against``: what ``verify`` finds on the real database (read-only), the names
+    of the migrations it has pending, and with ``lint`` lint's findings for those against its
+    catalog. A database ``up`` would refuse, or one that does not exist, is a problem and has
+    no pending list: a ledger must say what is pending; an empty database has all pending."""
+    from dbledger.errors import ExistingSchema
+
+    with _open(real, progress, connect_timeout=connect_timeout) as backend:
+        if real.database.dialect == "sqlite" and backend.absence() is not None:
+            return (
+                [
+                    f"there is no database file {real.database.sqlite_path!r} (check reads it without "
+                    "creating it): give --against the URL of a database the migrations were deployed to"
+                ],
+                None,
+                None,
+            )
+        try:
+            status = _inspect(real, migrations, backend, check_schema=False, check_history=True)
+        except LedgerStateError as unreadable:  # a newer ledger format, a table of another tool's
+            return unreadable.problems, None, None
+        if not status.ledger_exists and (tables := backend.user_tables()):
+            # A wrong --ledger-table: dbledger's tables are there under another name.
+            named = [t for t in tables if f"{t}_history" in tables and f"{t}_version" in tables]
+            refusal = (
+                f"it has no ledger table {backend.names.qualified()}, but a dbledger ledger named "
+                f"{named[0]}: give that name with --ledger-table"
+                if named
+                else ExistingSchema(tables, backend.names.qualified()).problems[0]
+            )
+            return [f"'dbledger up' there refuses to run: {refusal}"], None, None
+        pending = status.plan.pending
+        linted = None
+        if lint and backend.dialect_name == "postgresql":  # what the deploy will run
+            linted = _lint_with(backend, pending, real.waits)
+    return status.problems, [m.name for m in pending], linted
+
+
+# -- lint -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """What ``lint`` found: ``database`` is the (redacted) database whose catalog the rules read,
+    None without one; ``files`` the files linted, in the order they were; ``skipped`` why
+    nothing was linted (a SQLite database is configured), None when lint ran."""
+
+    database: str | None
+    files: list[str]
+    findings: list[Finding]
+    skipped: str | None = None
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def lines(self) -> list[str]:
+        """Each finding in its one-line form, then its help line, indented."""
+        return [text for f in self.findings for text in (f.format(), f"  help: {f.help}")]
+
+    def summary(self) -> str:
+        errors, files = len(self.errors), len(self.files)
+        if self.skipped is not None:
+            return f"lint: nothing linted: {self.skipped}"
+        if not self.files:
+            if self.database:
+                return "lint: no pending migration to lint (--no-database lints every file)"
+            return "lint: no migration to lint"
+        if not self.findings:
+            return f"lint: no findings in {files} file(s)"
+        return f"lint: {errors} error(s), {len(self.findings) - errors} warning(s) in {files} file(s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "files": self.files,
+            "errors": len(self.errors),
+            "warnings": len(self.findings) - len(self.errors),
+            "findings": [f.to_dict() for f in self.findings],
+            "skipped": self.skipped,
+        }
+
+    def check(self) -> None:
+        """Raise LintFailed (exit 1) when a finding is an error; warnings pass."""
+        if self.errors:
+            raise LintFailed(
+                f"{len(self.errors)} lint error(s) in {len(self.files)} file(s): fix each as its help "
+                "line says, or suppress it with '-- dbledger:ignore RULE reason' on the line before "
+                "the statement (docs/lint.md)",
+                self.to_dict(),
+                self.lines(),
+            )
+
+
+def lint(
+    files: Iterable[PathLike] = (),
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    offline: bool = False,
+    ledger_table: str | None = None,
+    schema: str | None = None,
+    connect_timeout: float | None = None,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> LintReport:
+    """Lint PostgreSQL migrations (``dbledger.lint``). Which files: ``files`` when given (each a
+    migration file; in version order), else the folder's. Against what: when the configured
+    database is PostgreSQL (and not ``offline``), its live catalog, for table sizes and what
+    exists; then without ``files`` only the pending migrations are linted, since the applied
+    ones already ran. A SQLite database configured (not the default one): nothing is linted,
+    since the rules are PostgreSQL's (``report.skipped`` says so), as ``check`` leaves lint out
+    for SQLite. Otherwise (``offline``, or no database configured) no database: every file of
+    the folder, read as PostgreSQL, and every table they do not create counts as existing.
+    ``waits``: the lock-wait policy ``up`` will use (default: the configuration's). Returns the
+    report; ``report.check()`` raises LintFailed on an error."""
+    report = progress or no_progress
+    configured = resolve(database_url, directory, ledger_table=ledger_table, schema=schema)
+    settings = _Locks(waits=waits).over(configured)
+    chosen = _lint_files(files)
+    if not offline and settings.database.dialect != "postgresql" and settings.database_source != "default":
+        why = (
+            f"the configured database is SQLite ({settings.database.display}, from "
+            f"{settings.database_source}) and lint's rules are PostgreSQL's (--no-database reads the "
+            "files as PostgreSQL)"
+        )
+        report("using", settings.describe(), None)
+        return LintReport(None, [], [], skipped=why)
+    if offline or settings.database.dialect != "postgresql":
+        where = "the files given" if chosen else f"migrations {settings.directory}"
+        report("using", f"no database ({where}): each table the files do not create counts as existing", None)
+        migrations = chosen or _read_folder(settings, report).migrations
+        return _lint_report(None, migrations, _lint_with(None, migrations, settings.waits))
+    report("using", settings.describe(), None)
+    for warning in settings.warnings:
+        report("warning", warning, None)
+    with _open(settings, report, connect_timeout=connect_timeout) as backend:
+        if not chosen:
+            snapshot = backend.read_ledger()
+            folder = _read_folder(settings, report).migrations
+            chosen = make_plan(folder, snapshot.rows if snapshot else ()).pending
+        findings = _lint_with(backend, chosen, settings.waits)
+    return _lint_report(settings.database.display, chosen, findings)
+
+
+def _lint_files(files: Iterable[PathLike]) -> list[Migration]:
+    """The migration files named on the command line, parsed, in version order; UsageError for
+    one that does not exist or is not a .sql file."""
+    found: list[Migration] = []
+    for name in files:
+        path = Path(name)
+        if path.is_dir():
+            raise UsageError(
+                f"cannot lint {str(path)!r}: a folder, not a file; lint a folder with --dir {path}"
+            )
+        if path.suffix != ".sql":
+            raise UsageError(f"cannot lint {str(path)!r}: not a .sql file (lint takes migration files)")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"cannot lint {str(path)!r}: no such file") from None
+        except OSError as exc:
+            raise UsageError(f"cannot lint {str(path)!r}: {exc.strerror}") from None
+        found.append(parse(path, raw))
+    return sorted(found, key=lambda m: (m.version, m.name, str(m.path)))
+
+
+def _lint_with(backend: Backend | None, migrations: list[Migration], waits: WaitPolicy) -> list[Finding]:
+    """The findings of ``migrations``, against ``backend``'s live catalog when it is PostgreSQL."""
+    import psycopg
+
+    from dbledger.analysis import PostgresCatalog
+    from dbledger.backends.postgres import PostgresBackend
+    from dbledger.lint import lint_migrations
+    from dbledger.redaction import redact
+
+    catalog = PostgresCatalog(backend.conn) if isinstance(backend, PostgresBackend) else None
+    try:
+        return lint_migrations(migrations, catalog=catalog, waits=waits)
+    except psycopg.Error as exc:  # the catalog could not be read: the connection's error
+        message = f"cannot read the catalog for lint: {redact(str(exc))}"
+        raise DatabaseError(message, sqlstate=exc.sqlstate) from exc
+
+
+def _lint_report(database: str | None, migrations: list[Migration], findings: list[Finding]) -> LintReport:
+    """The report, paths relative to the current directory where they are inside it: what an
+    editor opens and what GitHub matches an annotation with (the repository's paths)."""
+    files = [str(_relative(m.path)) for m in migrations]
+    return LintReport(database, files, [f._replace(path=_relative(f.path)) for f in findings])
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.absolute().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _lint_pending(
+    backend: Backend,
+    pending: list[Migration],
+    waits: WaitPolicy,
+    *,
+    strict: bool,
+    progress: Progress,
+) -> None:
+    """``up``'s lint of the migrations it is about to apply, called under the lock once the
+    preflight has passed (PostgreSQL: the rules are its own): each finding a warning event;
+    with ``strict``, LintFailed before anything runs when one is an error. The no-op path
+    never gets here: nothing is parsed, and pglast is not imported, when nothing is pending."""
+    try:
+        findings = _lint_with(backend, pending, waits)
+    except DbledgerError:
+        raise  # a malformed file, a lost connection: the run itself would fail the same way
+    except Exception as exc:
+        # Without --strict the lint only advises: a statement it cannot read must not stop a deploy.
+        if strict:
+            raise
+        progress("warning", f"lint could not check the pending migrations: {type(exc).__name__}: {exc}", None)
+        return
+    found = _lint_report(backend.database.display, pending, findings)
+    for finding in found.findings:
+        progress("warning", f"{finding.format()}\n  help: {finding.help}", None)
+    if strict and found.errors:
+        first, more = found.errors[0], len(found.errors) - 1
+        others = f" (and {more} more lint error(s))" if more else ""
+        raise LintFailed(
+            f"up --strict: {first.path}:{first.line} {first.rule}{others} in a pending migration: "
+            f"nothing was applied; fix the statement as the help line says ('dbledger lint' shows "
+            f"every finding), or suppress it with '-- dbledger:ignore {first.rule} REASON' on the "
+            "line before the statement",
+            found.to_dict(),
+            [],  # each finding was a warning event already
+        )
+
+
+def rehearse(
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    to: int | None = None,
+    rows: int | None = None,
+    table_rows: Mapping[str, int] | None = None,
+    schema_only: bool = False,
+    copy: str = "auto",
+    keep: bool = False,
+    ledger_table: str | None = None,
+    schema: str | None = None,
+    connect_timeout: float | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    waits: WaitPolicy | Mapping[str, Any] | None = None,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
+    progress: Progress | None = None,
+) -> Rehearsal:
+    """Copy the database to a scratch database on its server (``copy``: "template", "pg_dump" or
+    "auto", the template copy with pg_dump when it is refused; ``schema_only``: no rows but
+    dbledger's), fill every table to ``rows`` and each of ``table_rows`` to its count, run the
+    pending migrations (up to ``to``) there with the engine and wait policy of ``migrate``, and
+    report each one's real time, locks held and rewrites next to the dry run's estimate. The
+    live database is only read. The copy is dropped unless ``keep``. PostgreSQL only; raises
+    RehearsalFailed when a migration fails on the copy."""
+    from dbledger import rehearse as rehearsal  # the copy, the fill and the watcher: this command only
+
+    report = progress or no_progress
+    check_lock_timeout(lock_timeout)
+    locks = _Locks(lock_timeout, waits, lock_mode, lease_ttl)
+    settings = locks.over(_settings(database_url, directory, ledger_table, report, schema=schema))
+    for table, count in [("", rows), *(table_rows or {}).items()]:
+        if count is not None and count < 0:
+            raise UsageError(f"invalid row count {count} for {table or 'every table'}: give 0 or more")
+    options = rehearsal.Options(to, rows, tuple((table_rows or {}).items()), schema_only, copy, keep)
+    migrations = _read_folder(settings, report).migrations
+    return rehearsal.run(
+        settings,
+        migrations,
+        options,
+        lock_timeout=lock_timeout,
+        connect_timeout=connect_timeout,
+        progress=report,
+    )
 
 
 def dump(

@@ -21,11 +21,13 @@ from dbledger import api
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, LOCK_MODES, parse_duration
 from dbledger.contracts import Progress
 from dbledger.errors import (
+    CheckFailed,
     ConfigError,
     DbledgerError,
     DriftFound,
     FleetFailed,
     Interrupted,
+    LintFailed,
     Terminated,
     UsageError,
 )
@@ -254,6 +256,21 @@ EXAMPLES = {
         "dbledger repair --forget-missing",
     ],
     "baseline": ["dbledger baseline 3", "dbledger baseline 3 --verify"],
+    "lint": [
+        "dbledger lint  # every file; with a PostgreSQL database configured, the pending ones",
+        "dbledger lint migrations/004_add_index.sql --json",
+        "dbledger lint --no-database  # every file, without connecting",
+    ],
+    "rehearse": [
+        "dbledger rehearse",
+        "dbledger rehearse --rows 1000000 --keep  # every table filled to 10^6 rows; the copy kept",
+        "dbledger rehearse --schema-only --rows platform_connections=1000000 --rows organizations=1000",
+    ],
+    "check": [
+        "dbledger check --queries queries/  # DATABASE_URL: a server where it may create a database",
+        'dbledger check --shadow-url postgresql://ci@db/empty --against "$PRODUCTION_URL" --json',
+        "dbledger --database-url sqlite:///check.db check --no-lint --report check.json",
+    ],
     "completion": [
         "dbledger completion bash > ~/.local/share/bash-completion/completions/dbledger",
         'eval "$(dbledger completion zsh)"   # in ~/.zshrc',
@@ -322,6 +339,12 @@ def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
         "--atomic",
         action="store_true",
         help="apply all pending migrations in one transaction: a failure undoes the whole deploy",
+    )
+    up.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to apply anything when a pending migration has a lint error (PostgreSQL; "
+        "without it, each lint finding is a warning)",
     )
     _fleet_options(up)
 
@@ -406,6 +429,93 @@ def build_parser(*, json_requested: bool = False) -> argparse.ArgumentParser:
         help="first check that the database is what the files up to VERSION produce",
     )
 
+    lint = _command(
+        commands,
+        "lint",
+        "report dangerous operations in migrations, one finding a line (exit 1 on an error)",
+    )
+    lint.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILES",
+        help="migration files to lint (default: the folder's; against a PostgreSQL database, its "
+        "pending ones)",
+    )
+    lint.add_argument(
+        "--no-database",
+        action="store_true",
+        help="do not connect even when a PostgreSQL database is configured: every table the files "
+        "do not create counts as existing",
+    )
+    for option, _, what, text in _WAIT_OPTIONS[:2]:
+        lint.add_argument(
+            option, type=_duration(what), metavar="DURATION", default=None, help=f"as 'up' will run: {text}"
+        )
+
+    rehearse = _command(
+        commands,
+        "rehearse",
+        "run the pending migrations on a scratch copy of the database: real time, locks and rewrites "
+        "of each, next to the dry run's estimate; the database itself is only read",
+        lock=True,
+    )
+    rehearse.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
+    rehearse.add_argument(
+        "--rows",
+        type=_row_count,
+        action="append",
+        default=[],
+        metavar="N|TABLE=N",
+        help="fill every table (N) or one table (TABLE=N, repeatable; wins over N) of the copy to N "
+        "rows with synthetic rows before the migrations run",
+    )
+    rehearse.add_argument(
+        "--schema-only",
+        action="store_true",
+        help="copy the schema without the rows (dbledger's ledger keeps its own), with pg_dump; "
+        "with --rows, a production-sized table without production data",
+    )
+    rehearse.add_argument(
+        "--copy",
+        choices=("auto", "template", "pg_dump"),
+        default="auto",
+        help="how to copy: CREATE DATABASE ... TEMPLATE (needs no other session on the database), "
+        "pg_dump | pg_restore, or auto: the template copy, pg_dump when it is refused (default)",
+    )
+    rehearse.add_argument(
+        "--keep", action="store_true", help="keep the scratch database afterwards and print its URL"
+    )
+
+    check = _command(
+        commands,
+        "check",
+        "for CI: apply every migration from empty on a scratch database, round-trip each down section, "
+        "lint, check the folder and the application's queries (exit 1 on any error)",
+    )
+    check.add_argument(
+        "--queries",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the application's queries: a .sql file ('-- params:' lines give sample values), a "
+        "pg_stat_statements export (.csv, .json), or a folder of them; each is tried after every "
+        "migration. Repeatable",
+    )
+    check.add_argument(
+        "--shadow-url",
+        metavar="URL",
+        help="check on this empty database (left empty) instead of a temporary one on the server of "
+        "--database-url",
+    )
+    check.add_argument(
+        "--against",
+        metavar="URL",
+        help="also verify this real database's ledger against the files and list what it has pending "
+        "(read-only)",
+    )
+    check.add_argument("--no-lint", action="store_true", help="leave out lint")
+    check.add_argument("--report", metavar="FILE", help="also write the JSON report to FILE")
+
     completion = _command(commands, "completion", "print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
@@ -475,6 +585,7 @@ def _up(args: argparse.Namespace, progress: Progress) -> Shown:
         **options,
         backup_dir=args.backup,
         **_locking(args),
+        strict=args.strict,
         progress=progress,
     )
     if report.applied:
@@ -587,6 +698,79 @@ def _new(args: argparse.Namespace, progress: Progress) -> Shown:
     return Shown({"path": str(path)}, lines=[f"created {path}"])
 
 
+def _lint(args: argparse.Namespace, progress: Progress) -> Shown:
+    waits = {
+        field: value
+        for option, field, _, _ in _WAIT_OPTIONS[:2]
+        if (value := getattr(args, option.removeprefix("--").replace("-", "_"))) is not None
+    }
+    found = api.lint(
+        args.files, **_settings(args), offline=args.no_database, waits=waits or None, progress=progress
+    )
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        # Workflow commands on stderr, which the runner reads too: stdout stays the same.
+        for finding in found.findings:
+            _err(finding.annotation())
+    found.check()
+    return Shown(found.to_dict(), lines=[*found.lines(), found.summary()])
+
+
+def _row_count(text: str) -> tuple[str, int]:
+    """``--rows N`` -> ("", N); ``--rows TABLE=N`` -> (TABLE, N)."""
+    table, _, count = text.rpartition("=")
+    if not count.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"invalid row count {text!r}: give N (every table) or TABLE=N (one table), N a whole number"
+        )
+    return table.strip(), int(count)
+
+
+def _rehearse(args: argparse.Namespace, progress: Progress) -> Shown:
+    from dbledger.rehearse import render
+
+    every = [count for table, count in args.rows if not table]
+    done = api.rehearse(
+        **_settings(args),
+        to=args.to,
+        rows=every[-1] if every else None,
+        table_rows={table: count for table, count in args.rows if table},
+        schema_only=args.schema_only,
+        copy=args.copy,
+        keep=args.keep,
+        **_locking(args),
+        progress=progress,
+    )
+    return Shown(done.to_dict(), text=render(done))
+
+
+def _check(args: argparse.Namespace, progress: Progress) -> Shown:
+    from dbledger.checks import PARTS
+
+    if args.schema is not None:
+        raise UsageError(
+            "--schema does not apply to check: it applies the migrations on a scratch database of "
+            "its own; leave --schema out"
+        )
+    report = api.check(
+        args.database_url,
+        args.dir,
+        shadow_url=args.shadow_url,
+        queries=args.queries,
+        against=args.against,
+        parts=PARTS - {"lint"} if args.no_lint else None,
+        ledger_table=args.ledger_table,
+        connect_timeout=args.connect_timeout,
+        progress=progress,
+    )
+    if args.report:
+        report.write(args.report)
+    if os.environ.get("GITHUB_ACTIONS") == "true":  # the runner reads workflow commands on stderr too
+        for finding in report.findings:
+            _err(finding.annotation())
+    report.check()
+    return Shown(report.to_dict(), lines=[*(f.format() for f in report.findings), report.summary()])
+
+
 def _completion(args: argparse.Namespace, progress: Progress) -> Shown:
     from dbledger.completion import script
 
@@ -606,6 +790,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "repair": _repair,
     "baseline": _baseline,
     "new": _new,
+    "lint": _lint,
+    "rehearse": _rehearse,
+    "check": _check,
     "completion": _completion,
 }
 
@@ -636,6 +823,7 @@ def _fleet(args: argparse.Namespace, progress: Progress) -> Shown:
             ("--dry-run", getattr(args, "dry_run", False)),
             ("--backup", getattr(args, "backup", None)),
             ("--shadow-url", getattr(args, "shadow_url", None)),
+            ("--strict", getattr(args, "strict", False) and args.command == "up"),
         )
         if given
     ]
@@ -788,12 +976,13 @@ def _show(as_json: bool, shown: Shown) -> None:
 
 def _show_error(as_json: bool, exc: DbledgerError) -> None:
     try:
-        if isinstance(exc, DriftFound) and not as_json:
+        if isinstance(exc, DriftFound | LintFailed | CheckFailed) and not as_json:
             for line in exc.lines:
                 print(line)
         _err(f"dbledger: error: {exc.message}")
         if as_json:
-            found = exc.document if isinstance(exc, DriftFound | FleetFailed) else {}
+            documented = (DriftFound, FleetFailed, LintFailed, CheckFailed)
+            found = exc.document if isinstance(exc, documented) else {}
             print(
                 json.dumps({"ok": False, **found, "error": exc.to_dict()}, indent=2, default=str), flush=True
             )

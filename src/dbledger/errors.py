@@ -13,6 +13,8 @@
     │   ├── ForeignLedger              a table of the ledger's name belongs to another tool
     │   └── ExistingSchema             the database has tables but no ledger (built without dbledger)
     ├── DriftFound                     the live schema differs from the expected one
+    ├── LintFailed                     lint found an error-severity finding (or up --strict refused)
+    ├── CheckFailed                    check found an error: a migration, a round trip, a query, ...
     ├── MigrationFailed                a migration's SQL failed; it was rolled back and recorded
     ├── FleetFailed                    --all: one or more targets failed (each one's error in it)
     └── Interrupted                    exit 130: stopped by SIGINT; the work was rolled back
@@ -31,6 +33,7 @@ from dbledger.redaction import redact
 
 __all__ = [
     "BackupFailed",
+    "CheckFailed",
     "ConfigError",
     "DatabaseError",
     "DatabaseUnavailable",
@@ -41,6 +44,7 @@ __all__ = [
     "ForeignLedger",
     "Interrupted",
     "LedgerStateError",
+    "LintFailed",
     "LockTimeout",
     "MigrationFailed",
     "MigrationFileError",
@@ -201,6 +205,27 @@ class DriftFound(DbledgerError):
             f"the live schema has {count} difference(s) from the schema the applied migrations "
             "produce: write a migration for a change that should stay, or undo it by hand"
         )
+
+
+class LintFailed(DbledgerError):
+    """``dbledger lint`` found at least one error-severity finding, or ``up --strict`` refused to
+    apply a pending migration that has one: ``document`` is the lint report (as ``--json``
+    prints it), ``lines`` each finding in its one-line form with its help line."""
+
+    def __init__(self, message: str, document: dict[str, Any], lines: list[str]) -> None:
+        self.document = document
+        self.lines = lines
+        super().__init__(message)
+
+
+class CheckFailed(DbledgerError):
+    """``dbledger check`` found at least one error: ``document`` is the check's report (as
+    ``--json`` prints it), ``lines`` each finding in its one-line form."""
+
+    def __init__(self, message: str, document: dict[str, Any], lines: list[str]) -> None:
+        self.document = document
+        self.lines = lines
+        super().__init__(message)
 
 
 class FleetFailed(DbledgerError):

@@ -7,6 +7,9 @@
   lifespan that migrates before a FastAPI application accepts traffic.
 - ``dbledger.integrations.views``: what those endpoints show, and what makes readiness fail
   (``HealthPolicy``), with no web framework.
+- ``dbledger.integrations.pytest_plugin``: the pytest plugin (entry point ``pytest11``, opt-in with
+  ``dbledger_migrations``): a migrated database per test, and the built-in migration checks
+  (``dbledger.integrations.pytest_fixtures``).
 
 Each module imports its framework only when imported itself.
 """
