@@ -256,6 +256,12 @@ def test_a_format_2_ledger_reads_and_upgrades_to_keep_copies(db_url: str, migrat
     status = json.loads(cli(db_url, migrations_dir, "status", "--json").stdout)
     assert status["ledger_format"] == 2
     assert [row["name"] for row in status["applied"]] == ["001_items"]
+    # Format 2 has the history chain already: verify checks it before the upgrade too.
+    query(db_url, "UPDATE schema_migrations_history SET detail = 'edited' WHERE action = 'apply'")
+    verified = cli(db_url, migrations_dir, "verify")
+    assert verified.returncode == 1
+    assert "was edited after it was written: its hash no longer matches" in verified.stderr
+    query(db_url, "UPDATE schema_migrations_history SET detail = NULL WHERE action = 'apply'")
 
     up = cli(db_url, migrations_dir, "up")
     assert up.returncode == 0, up.output

@@ -45,7 +45,7 @@ from dbledger.errors import (
     NotMigrated,
     UsageError,
 )
-from dbledger.ledger import LEDGER_VERSION
+from dbledger.ledger import CHAINED_FORMAT
 from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder
 from dbledger.plan import Allowances, Plan, make_plan
 
@@ -471,7 +471,7 @@ def _history_check(backend: Backend, version: int, rows: tuple[LedgerRow, ...]) 
     """The history chain and the ledger rows against it (tamper evidence)."""
     from dbledger import chain  # only verify checks the chain
 
-    if version < LEDGER_VERSION:
+    if version < CHAINED_FORMAT:
         return {
             "head": None,
             "problems": [],

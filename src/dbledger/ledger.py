@@ -30,6 +30,8 @@ DBLEDGER_VERSION = "0.3.0"
 # running migrations, structured and chained history. 3: each row names its checksum's
 # algorithm and keeps the file as applied.
 LEDGER_VERSION = 3
+# The first format whose history rows are chained by SHA-256.
+CHAINED_FORMAT = 2
 # What ``checksum`` holds: the SHA-256 hex digest of the normalised file.
 CHECKSUM_ALGORITHM = "sha256"
 # Files longer than this are not copied into the ledger (a data load of many megabytes): a later
