@@ -475,7 +475,7 @@ def test_the_startup_path_imports_no_driver_parser_or_optional_feature() -> None
         "pglast",
         "rich",
         "dbledger.dryrun",
-        "dbledger.drift",
+        "dbledger.schemadrift",
         "dbledger.schema",
         "dbledger.backup",
     ]

@@ -219,3 +219,16 @@ def test_shadow_url_replays_without_createdb_and_stays_empty(pg_url: str, migrat
     assert busy.returncode == 2
     assert "is not empty: give an empty database" in busy.stderr
     query(pg_url, "DROP DATABASE shadow_for_drift WITH (FORCE)")
+
+
+def test_the_drift_function_stays_callable_after_its_module_loads(
+    sqlite_url: str, migrations_dir: Path
+) -> None:
+    """Importing a submodule sets it on the package: none may share a name with a function."""
+    (migrations_dir / "001_t.sql").write_text("CREATE TABLE t (id INTEGER);\n", encoding="utf-8")
+    dbledger.migrate(sqlite_url, migrations_dir)
+
+    first = dbledger.drift(sqlite_url, migrations_dir)
+    again = dbledger.drift(sqlite_url, migrations_dir)
+
+    assert first.differences == again.differences == []

@@ -51,10 +51,10 @@ from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
     from dbledger.checks import CheckReport
-    from dbledger.drift import Drift
     from dbledger.dryrun import DryRun
     from dbledger.lint import Finding
     from dbledger.rehearse import Rehearsal
+    from dbledger.schemadrift import Drift
 
 PathLike = str | os.PathLike[str]
 Repaired = engine.Repaired
@@ -746,7 +746,7 @@ def drift(
 ) -> Drift:
     """Compare the live schema with the one the last run recorded, or (``replay``) with what the
     applied migrations produce on a scratch database. Raises DriftFound when they differ."""
-    from dbledger.drift import detect  # loads the schema model only for this command
+    from dbledger.schemadrift import detect  # loads the schema model only for this command
 
     shadow = None if shadow_url is None else parse_database_url(shadow_url)
     with _session(
