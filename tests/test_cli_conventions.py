@@ -87,7 +87,7 @@ def test_problems_are_never_cut_across_lines(applied: str, migrations_dir: Path)
     [problem] = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
     assert problem.startswith(f"problem: migration '001_{LONG}' was modified after it was applied")
     # A semantic change (a new column): the advice ends the line, the diff follows on its own lines.
-    assert problem.endswith(f"run 'dbledger repair --accept 001_{LONG}'")
+    assert problem.endswith(f"naming it to 'dbledger repair': dbledger repair --accept 001_{LONG}")
 
 
 def test_color_always_colours_a_pipe_and_never_and_no_color_do_not(

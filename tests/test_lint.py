@@ -917,10 +917,10 @@ NOT_COMPARED = {"require-lock-timeout"}
 
 
 def squawk() -> str:
-    """squawk's path: DBLEDGER_SQUAWK (scripts/test installs it and sets this), else where it is."""
-    configured = os.environ.get("DBLEDGER_SQUAWK")
+    """squawk's path: SQUAWK_BIN (scripts/test installs it and sets this), else where it is."""
+    configured = os.environ.get("SQUAWK_BIN")
     if configured:
-        assert Path(configured).is_file(), f"DBLEDGER_SQUAWK={configured} does not exist: run scripts/test"
+        assert Path(configured).is_file(), f"SQUAWK_BIN={configured} does not exist: run scripts/test"
         return configured
     root = Path(__file__).parent.parent
     for candidate in (

@@ -144,13 +144,13 @@ def _modified(migration: Migration, row: LedgerRow, edit: Edit | None) -> str:
     if edit.kind == "unknown":
         return (
             f"{head} ({sums}); {edit.reason}: restore the file, or, once you are sure the database "
-            f"matches it, run 'dbledger repair --accept {row.name}'"
+            f"matches it, accept it by naming it to 'dbledger repair': dbledger repair --accept {row.name}"
         )
     diff = "".join(f"\n    {line}" for line in edit.diff)  # after the advice: its first line is whole
     return (
         f"{head}, and what it does changed ({edit.reason}; {sums}): restore the file and put the "
-        f"change in a new migration, or, if the database already matches the new file, run "
-        f"'dbledger repair --accept {row.name}'{diff}"
+        f"change in a new migration, or, if the database already matches the new file, accept it by "
+        f"naming it to 'dbledger repair': dbledger repair --accept {row.name}{diff}"
     )
 
 

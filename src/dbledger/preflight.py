@@ -164,8 +164,9 @@ def _changed_down(name: str, edit: Edit | None) -> str:
         )
     why = f" ({edit.reason})" if edit is not None else ""
     return (
-        f"{head}{why}: its down section may not undo what ran; restore the file, or run "
-        f"'dbledger repair --accept {name}' once the database matches the new file"
+        f"{head}{why}: its down section may not undo what ran; restore the file, or, once the "
+        f"database matches the new file, accept it by naming it to 'dbledger repair': dbledger "
+        f"repair --accept {name}"
     )
 
 

@@ -151,7 +151,12 @@ def ledger_findings(plan: Plan, policy: HealthPolicy = DEFAULT_POLICY) -> tuple[
     for row in plan.dirty:
         report(row.name, f"migration '{row.name}' ran outside a transaction and did not finish")
     for _, row in plan.modified:
-        reasons.append(f"migration '{row.name}' was modified after it was applied")
+        edit = plan.edits.get(row.name)
+        kind = f" ({edit.kind} change)" if edit is not None and edit.kind != "unknown" else ""
+        reasons.append(f"migration '{row.name}' was modified after it was applied{kind}")
+    for row in plan.unknown_checksums:
+        algorithm = row.checksum_algorithm
+        reasons.append(f"migration '{row.name}' has a {algorithm} checksum this dbledger cannot check")
     for migration, row in plan.renamed:
         reasons.append(f"migration '{row.name}' was renamed to '{migration.name}'")
     for migration, row in plan.reused:
