@@ -1,7 +1,8 @@
 """Migrations on a database that serves traffic: each statement waits a bounded time for its
 table lock, a migration that gave up is rolled back and tried again, and the sessions that
-blocked it are named when it finally fails. Measured as users feel it: the worst latency of
-short SELECTs that run on the table while a long transaction holds it and a migration ALTERs it.
+blocked it are named when it finally fails. Checked as users feel it: whether short SELECTs on
+the table, while a long transaction holds it and a migration ALTERs it, queue behind the ALTER
+long enough for the server to give up on them.
 """
 
 from __future__ import annotations
@@ -57,22 +58,28 @@ def holding(url: str, seconds: float, lock: str = "SELECT count(*) FROM accounts
 
 
 class Readers:
-    """Short SELECTs on accounts, one after another, while a migration runs: the worst latency."""
+    """Short SELECTs on accounts, one after another, while a migration runs. Each reader waits
+    for a lock at most ``patience`` (its own lock_timeout): a read the server gives up on, with
+    55P03, is one that queued behind the migration that long. What counts is what the server
+    said, not a clock of the test's."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, patience: str = "1500ms") -> None:
         self.url = url
-        self.worst = 0.0
+        self.patience = patience
         self.count = 0
+        self.gave_up = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read)
 
     def _read(self) -> None:
         with psycopg.connect(self.url, autocommit=True, application_name="reader") as conn:
+            conn.execute(f"SET lock_timeout = '{self.patience}'".encode())
             while not self._stop.is_set():
-                started = time.monotonic()
-                conn.execute("SELECT name FROM accounts WHERE id = 7").fetchone()
-                self.worst = max(self.worst, time.monotonic() - started)
-                self.count += 1
+                try:
+                    conn.execute("SELECT name FROM accounts WHERE id = 7").fetchone()
+                    self.count += 1
+                except psycopg.errors.LockNotAvailable:
+                    self.gave_up += 1
                 time.sleep(0.02)
 
     def __enter__(self) -> Readers:
@@ -108,8 +115,8 @@ def test_readers_wait_at_most_about_the_lock_timeout_and_the_migration_lands(
     assert "retry: 002_add_email: gave up on a lock after 0.5 s (held by pid" in result.stderr
     assert "report-job" in result.stderr
     assert readers.count > 10
-    # A generous bound: a few times the lock timeout, far below the 4 s the holder held the table.
-    assert readers.worst < 2.0, f"worst SELECT took {readers.worst:.2f} s"
+    # No read queued 1.5 s (three times the migration's limit) behind it, in the 4 s the table was held.
+    assert readers.gave_up == 0
     detail = query(
         accounts,
         "SELECT detail FROM schema_migrations_history WHERE action = 'apply' ORDER BY id DESC LIMIT 1",
@@ -127,7 +134,7 @@ def test_without_a_lock_timeout_readers_queue_behind_the_waiting_alter(
         time.sleep(0.2)
         result = up(accounts, migrations_dir, tmp_path, "--statement-lock-timeout", "0")
     assert result.returncode == 0, result.output
-    assert readers.worst > 1.5, f"worst SELECT took {readers.worst:.2f} s"
+    assert readers.gave_up > 0  # reads queued behind the waiting ALTER until the server gave up on them
 
 
 def test_gives_up_after_the_retries_names_the_blocker_and_leaves_nothing(
