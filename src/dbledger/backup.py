@@ -29,10 +29,11 @@ from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from dbledger.config import Database
-from dbledger.errors import BackupFailed
+from dbledger.errors import BackupFailed, ConfigError
 from dbledger.redaction import redact, remember_secret
 
 __all__ = ["Backup", "copy_sqlite", "dump_postgres", "find_pg_dump"]
@@ -62,15 +63,10 @@ def dump_postgres(database: Database, directory: Path, *, label: str, schema: st
     """pg_dump of ``database`` (custom format) into ``directory``, as
     ``<dbname>-<UTC timestamp>-<label>.dump``; with a target ``schema``, of that schema alone
     (its objects and data, the schema itself included), as ``<dbname>.<schema>-...``."""
-    import psycopg
-
     try:
-        params = psycopg.conninfo.conninfo_to_dict(database.url)
-    except psycopg.Error as exc:
-        raise BackupFailed(f"cannot back up {database.display}: {exc}") from None
-    password = params.pop("password", None)
-    remember_secret(None if password is None else str(password))
-    conninfo = psycopg.conninfo.make_conninfo("", **params)
+        conninfo, password, params = without_password(database)
+    except ConfigError as exc:
+        raise BackupFailed(f"cannot back up {database.display}: {exc.message}") from None
     dbname = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
     name = str(dbname or os.environ.get("PGUSER") or getpass.getuser())
     # pg_dump reads --schema as a pattern: in double quotes, a name matches only itself.
@@ -86,6 +82,23 @@ def dump_postgres(database: Database, directory: Path, *, label: str, schema: st
         )
 
     return _write(database, directory, name, ".dump", label, produce)
+
+
+def without_password(database: Database) -> tuple[str, str | None, dict[str, Any]]:
+    """What the PostgreSQL client programs (pg_dump, pg_restore) get: the libpq key/value string
+    of ``database`` without its password (command lines are visible to every user of the
+    machine), the password to pass in PGPASSWORD, and the other connection parameters. The
+    password is remembered for redaction. ConfigError for a malformed URL."""
+    import psycopg
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(database.url)
+    except psycopg.Error as exc:
+        raise ConfigError(f"malformed PostgreSQL URL {database.display!r}: {exc}") from None
+    found = params.pop("password", None)
+    password = None if found is None else str(found)
+    remember_secret(password)
+    return psycopg.conninfo.make_conninfo("", **params), password, params
 
 
 def copy_sqlite(database: Database, directory: Path, *, label: str) -> Backup:

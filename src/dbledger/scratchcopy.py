@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from dbledger.backup import PG_DUMP_GLOB, find_pg_dump
+from dbledger.backup import PG_DUMP_GLOB, find_pg_dump, without_password
 from dbledger.config import Database, parse_database_url
 from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError
-from dbledger.redaction import redact, remember_secret
+from dbledger.redaction import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -301,19 +301,6 @@ def _pg_tools(server_version: int) -> tuple[Path, Path]:
     )
 
 
-def _without_password(database: Database) -> tuple[str, str | None]:
-    """The libpq key/value string of ``database`` without its password, and the password."""
-    import psycopg
-
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(database.url)
-    except psycopg.Error as exc:
-        raise ConfigError(f"malformed PostgreSQL URL {database.display!r}: {exc}") from None
-    password = params.pop("password", None)
-    remember_secret(None if password is None else str(password))
-    return psycopg.conninfo.make_conninfo("", **params), None if password is None else str(password)
-
-
 def _pattern(schema: str, table: str) -> str:
     """A pg_dump table pattern that matches exactly this table: names in double quotes are taken
     literally (no case folding, no wildcards), a double quote inside doubled."""
@@ -331,8 +318,8 @@ def _dump_restore(
     """``pg_dump --format=custom`` of the live database piped into ``pg_restore`` on the scratch
     one, which stops at the first error: a copy that is not whole would rehearse something else."""
     pg_dump, pg_restore = tools
-    source, password = _without_password(live)
-    target, _ = _without_password(scratch)
+    source, password, _ = without_password(live)
+    target, _, _ = without_password(scratch)
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
