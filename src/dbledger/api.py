@@ -46,7 +46,7 @@ from dbledger.errors import (
     UsageError,
 )
 from dbledger.ledger import CHAINED_FORMAT
-from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder
+from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder, shown_path
 from dbledger.plan import Allowances, Plan, make_plan
 
 if TYPE_CHECKING:
@@ -1014,15 +1014,8 @@ def _lint_with(backend: Backend | None, migrations: list[Migration], waits: Wait
 def _lint_report(database: str | None, migrations: list[Migration], findings: list[Finding]) -> LintReport:
     """The report, paths relative to the current directory where they are inside it: what an
     editor opens and what GitHub matches an annotation with (the repository's paths)."""
-    files = [str(_relative(m.path)) for m in migrations]
-    return LintReport(database, files, [f._replace(path=_relative(f.path)) for f in findings])
-
-
-def _relative(path: Path) -> Path:
-    try:
-        return path.absolute().relative_to(Path.cwd())
-    except ValueError:
-        return path
+    files = [shown_path(m.path) for m in migrations]
+    return LintReport(database, files, [f._replace(path=Path(shown_path(f.path))) for f in findings])
 
 
 def _lint_pending(

@@ -16,7 +16,7 @@ from dbledger.checks import CheckFinding, CheckReport, Severity
 from dbledger.contracts import LedgerRow, LedgerSnapshot, Progress, Statement, no_progress
 from dbledger.errors import DatabaseError, MigrationFileError, UsageError
 from dbledger.ledger import LEDGER_VERSION
-from dbledger.migrations import Folder, Migration
+from dbledger.migrations import Folder, Migration, shown_path
 from dbledger.redaction import redact
 from dbledger.sandbox import Sandbox, ServerWide, drop_role, reason, roles_present, server_wide
 
@@ -78,7 +78,7 @@ class Run:
 
     def _add(self, kind: str, severity: Severity, message: str, **where: Any) -> None:
         if where.get("path"):
-            where["path"] = _shown(where["path"])
+            where["path"] = shown_path(where["path"])
         finding = CheckFinding(kind, severity, redact(message), **where)
         if finding not in self.findings:  # the folder part and the scratch run meet one refusal
             self.findings.append(finding)
@@ -513,13 +513,6 @@ def _code_form(function: Function, dialect: Dialect) -> str:
     comments, white space and keyword case fall away and everything else counts (``RETURN NEW``
     is not ``RETURN OLD``)."""
     return dialect.normal_form(Statement(function.body, 1))
-
-
-def _shown(path: str) -> str:
-    """``path`` relative to the working directory when it lies inside it: what a person reads
-    and what a CI annotation needs (relative to the checkout)."""
-    here, absolute = os.getcwd(), os.path.abspath(path)
-    return os.path.relpath(absolute, here) if os.path.commonpath([here, absolute]) == here else path
 
 
 def _transactional(step: _Steps) -> bool:

@@ -79,6 +79,13 @@ def checksum(raw: bytes) -> str:
     return hashlib.sha256(normalise(raw)).hexdigest()
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the working directory when it lies inside it: what a person reads, an
+    editor opens, and a CI annotation needs (a path of the checkout); otherwise as given."""
+    here, absolute = os.getcwd(), os.path.abspath(path)
+    return os.path.relpath(absolute, here) if os.path.commonpath([here, absolute]) == here else str(path)
+
+
 def is_blank(sql: str) -> bool:
     """True when ``sql`` holds nothing but whitespace, comments and semicolons."""
     return not _COMMENTS.sub("", sql).replace(";", "").strip()
