@@ -998,12 +998,10 @@ def _lint_with(backend: Backend | None, migrations: list[Migration], waits: Wait
     """The findings of ``migrations``, against ``backend``'s live catalog when it is PostgreSQL."""
     import psycopg
 
-    from dbledger.analysis import PostgresCatalog
-    from dbledger.backends.postgres import PostgresBackend
     from dbledger.lint import lint_migrations
     from dbledger.redaction import redact
 
-    catalog = PostgresCatalog(backend.conn) if isinstance(backend, PostgresBackend) else None
+    catalog = None if backend is None else backend.catalog()
     try:
         return lint_migrations(migrations, catalog=catalog, waits=waits)
     except psycopg.Error as exc:  # the catalog could not be read: the connection's error

@@ -66,6 +66,12 @@ ORDER BY co.conname
 """
 
 
+_CHECKS = (
+    "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE conrelid = to_regclass(%s) AND contype = 'c' AND convalidated"
+)
+
+
 class PostgresCatalog:
     """The live catalog of the database behind ``conn`` (any transaction state but failed)."""
 
@@ -147,6 +153,15 @@ class PostgresCatalog:
                 )
             self._keys[table] = tuple(keys)
         return self._keys[table]
+
+    def validated_checks(self, table: str) -> tuple[str, ...]:
+        """The table's validated CHECK constraints, as ``pg_get_constraintdef`` writes them."""
+        return tuple(str(row[0]) for row in self._rows(_CHECKS, (table,)))
+
+    def current_schema(self) -> str | None:
+        """Where an unqualified name resolves: the first schema of the search_path that exists."""
+        rows = self._rows("SELECT current_schema()", ())
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def exists(self, relation: str, column: str | None = None) -> bool | None:
         if relation not in self._relations:

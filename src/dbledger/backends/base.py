@@ -42,6 +42,7 @@ from dbledger.ledger import (
 )
 
 if TYPE_CHECKING:
+    from dbledger.analysis import Catalog
     from dbledger.annotation import Annotator
     from dbledger.backup import Backup
     from dbledger.dialects import Dialect
@@ -330,6 +331,11 @@ class Backend(ABC):
     @abstractmethod
     def take_backup(self, directory: Path, label: str) -> Backup:
         """Called before a risky deploy's first change with ``up --backup DIR``."""
+
+    def catalog(self) -> Catalog | None:
+        """Called by lint: this database's live catalog, as the analysis reads it (table sizes,
+        columns, indexes), or None where the rules do not apply."""
+        return None
 
     def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator | None:
         """Called by dry runs, and before each migration runs to record its estimate: what

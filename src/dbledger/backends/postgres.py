@@ -35,6 +35,7 @@ from dbledger.ledger import DBLEDGER_VERSION, DEFAULT_LEDGER, LEDGER_VERSION, Le
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
+    from dbledger.analysis import PostgresCatalog
     from dbledger.annotation import Annotator
     from dbledger.backends.pglease import Lease
     from dbledger.backends.pgwaits import WaitWatcher
@@ -709,6 +710,11 @@ class PostgresBackend(Backend):
                 pgtarget.create_target(self.conn, self._target)
             except psycopg.Error as exc:
                 raise _database_error(exc) from exc
+
+    def catalog(self) -> PostgresCatalog:
+        from dbledger.analysis import PostgresCatalog  # pglast: lazily
+
+        return PostgresCatalog(self.conn)
 
     def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily

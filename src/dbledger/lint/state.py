@@ -14,10 +14,7 @@ sizes and indexes; this state answers the lint's own.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, LiteralString, NamedTuple
-
-import psycopg
-from psycopg import pq
+from typing import NamedTuple
 
 from dbledger.analysis import Catalog, Change, ForeignKey, PostgresCatalog, TableSize
 from dbledger.analysis.nodes import (
@@ -36,11 +33,6 @@ from dbledger.analysis.nodes import (
 )
 from dbledger.analysis.rules import constraint_type
 
-# A validated CHECK constraint that proves a column holds no NULL, as pg_get_constraintdef writes it.
-_CHECKS = (
-    "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-    "WHERE conrelid = to_regclass(%s) AND contype = 'c' AND convalidated"
-)
 DEFAULT_SCHEMA = "public"  # where an unqualified name is without a database
 
 
@@ -159,8 +151,8 @@ class RunState:
             return True
         if not isinstance(self.base, PostgresCatalog) or self.is_new(table):
             return False
-        wanted = f"CHECK (({quote_ident(column)} IS NOT NULL))"
-        return any(row[0] == wanted for row in _rows(self.base.conn, _CHECKS, (table,)))
+        # A validated CHECK constraint that proves the column holds no NULL, as the server writes it.
+        return f"CHECK (({quote_ident(column)} IS NOT NULL))" in self.base.validated_checks(table)
 
 
 def created_by(node: Node) -> list[Change]:
@@ -178,8 +170,7 @@ def default_schema(catalog: Catalog) -> str:
     its search_path that exists), ``public`` without a database or when none exists."""
     if not isinstance(catalog, PostgresCatalog):
         return DEFAULT_SCHEMA
-    rows = _rows(catalog.conn, "SELECT current_schema()", ())
-    return str(rows[0][0]) if rows and rows[0][0] is not None else DEFAULT_SCHEMA
+    return catalog.current_schema() or DEFAULT_SCHEMA
 
 
 def not_null_column(constraint: Node) -> str | None:
@@ -190,17 +181,3 @@ def not_null_column(constraint: Node) -> str | None:
     argument = child(test, "arg")
     names = strings(children(argument, "fields")) if kind_of(argument) == "ColumnRef" else ()
     return names[-1] if len(names) == 1 else None
-
-
-def _rows(
-    conn: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...]
-) -> list[tuple[Any, ...]]:
-    # As PostgresCatalog does: a savepoint unless each statement commits on its own.
-    alone = conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE
-    try:
-        if alone:
-            return conn.execute(query, params).fetchall()
-        with conn.transaction():
-            return conn.execute(query, params).fetchall()
-    except (psycopg.DataError, psycopg.ProgrammingError):
-        return []  # a name to_regclass rejects: nothing known
