@@ -33,6 +33,7 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
+from seed_data import FILL  # benchmarks/: the script's own folder is on sys.path
 
 from dbledger.analysis import CALIBRATED, CostModel, PostgresCatalog, estimate_migration
 from dbledger.dialects.postgres import PostgresDialect
@@ -49,22 +50,6 @@ def up_section(stem: str) -> str:
 
 
 # -- accuracy --------------------------------------------------------------------------------
-
-FILL = """
-ALTER TABLE platform_connections DISABLE TRIGGER platform_connection_audit_trigger;
-INSERT INTO organizations (name) SELECT 'Organization ' || g FROM generate_series(1, %(orgs)s) g;
-INSERT INTO platform_connections (organization_id, platform_type, platform_user_id, display_name, status)
-SELECT o.a[1 + g %% array_length(o.a, 1)], 'google', 'google-' || (1759721169098 + g),
-       'Connection ' || g, 'active'
-FROM generate_series(1, %(rows)s) g, (SELECT array_agg(id) AS a FROM organizations) o;
-INSERT INTO audit_logs (organization_id, platform_connection_id, event_type, resource_type, resource_id,
-                        event_data)
-SELECT organization_id, id, 'platform_connection_created', 'platform_connection', id::text,
-       jsonb_build_object('platform_connection_id', id, 'platform_type', platform_type,
-                          'display_name', display_name, 'status', status)
-FROM platform_connections;
-ALTER TABLE platform_connections ENABLE TRIGGER platform_connection_audit_trigger;
-"""
 
 
 def accuracy(cluster: Cluster, rows: int, detail: bool) -> tuple[float, float]:
