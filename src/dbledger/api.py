@@ -48,6 +48,7 @@ from dbledger.errors import (
 from dbledger.ledger import CHAINED_FORMAT
 from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder, shown_path
 from dbledger.plan import Allowances, Plan, make_plan
+from dbledger.redaction import redact
 
 if TYPE_CHECKING:
     from dbledger.checks import CheckReport
@@ -999,7 +1000,6 @@ def _lint_with(backend: Backend | None, migrations: list[Migration], waits: Wait
     import psycopg
 
     from dbledger.lint import lint_migrations
-    from dbledger.redaction import redact
 
     catalog = None if backend is None else backend.catalog()
     try:
@@ -1036,7 +1036,8 @@ def _lint_pending(
         # Without --strict the lint only advises: a statement it cannot read must not stop a deploy.
         if strict:
             raise
-        progress("warning", f"lint could not check the pending migrations: {type(exc).__name__}: {exc}", None)
+        failure = redact(f"{type(exc).__name__}: {exc}", secrets=True)  # may quote a statement
+        progress("warning", f"lint could not check the pending migrations: {failure}", None)
         return
     found = _lint_report(backend.database.display, pending, findings)
     for finding in found.findings:
