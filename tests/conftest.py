@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ import pytest
 from dbledger.testing import Cluster, temporary_postgres
 
 _counter = itertools.count()
+
+# The checksum records dbledger keeps between runs (dbledger.checksumcache) go to a folder of
+# this test run's own, for the tests and every command line they start.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dbledger-test-cache-")
 
 
 @dataclass

@@ -15,9 +15,9 @@ SOURCE = Path(__file__).parent.parent / "src" / "dbledger"
 
 # Each module's layer: a module may import only modules of its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
-    ("contracts", "annotation", "redaction"),
+    ("contracts", "annotation", "redaction", "sqltrees"),
     ("errors",),
-    ("ledger", "config", "chain", "testing"),
+    ("ledger", "config", "chain", "testing", "checksumcache"),
     ("migrations", "dialects", "schema", "analysis", "backup", "queries", "checks", "edits"),
     ("scratchcopy", "synthetic", "lockwatch"),
     ("plan", "lint"),

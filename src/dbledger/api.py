@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dbledger import engine
+from dbledger import engine, sqltrees
 from dbledger.backends import open_backend
 from dbledger.backends.base import Backend, poll_intervals
 from dbledger.config import (
@@ -679,19 +679,22 @@ def plan_migrate(
     options = engine.UpOptions(
         to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
-    with _session(
-        database_url,
-        directory,
-        ledger_table,
-        connect_timeout,
-        progress or no_progress,
-        reading=True,
-        schema=schema,
-        locks=_Locks(waits=waits),
-    ) as (
-        settings,
-        migrations,
-        backend,
+    with (
+        _session(
+            database_url,
+            directory,
+            ledger_table,
+            connect_timeout,
+            progress or no_progress,
+            reading=True,
+            schema=schema,
+            locks=_Locks(waits=waits),
+        ) as (
+            settings,
+            migrations,
+            backend,
+        ),
+        sqltrees.shared(),  # the preflight's trees, read again by the analysis
     ):
         work = engine.prepare_up(backend, migrations, options, backend.read_ledger())
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
@@ -714,19 +717,22 @@ def plan_down(
     """What ``down`` would roll back, statement by statement, analysed; changes nothing."""
     from dbledger import dryrun
 
-    with _session(
-        database_url,
-        directory,
-        ledger_table,
-        connect_timeout,
-        progress or no_progress,
-        reading=True,
-        schema=schema,
-        locks=_Locks(waits=waits),
-    ) as (
-        settings,
-        migrations,
-        backend,
+    with (
+        _session(
+            database_url,
+            directory,
+            ledger_table,
+            connect_timeout,
+            progress or no_progress,
+            reading=True,
+            schema=schema,
+            locks=_Locks(waits=waits),
+        ) as (
+            settings,
+            migrations,
+            backend,
+        ),
+        sqltrees.shared(),  # the preflight's trees, read again by the analysis
     ):
         work = engine.prepare_down(backend, migrations, backend.read_ledger(), steps=steps, target=to)
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))

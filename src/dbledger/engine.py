@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from dbledger import sqltrees
 from dbledger.backends.base import Backend
 from dbledger.config import Database
 from dbledger.contracts import (
@@ -193,7 +194,7 @@ def up(
             return UpResult([])  # the path every replica takes at every start: one read, no lock
     applied: list[Applied] = []
     backup = None
-    with _locked(backend, progress):
+    with _locked(backend, progress), sqltrees.shared():  # each statement parsed once for all readers
         snapshot = backend.read_ledger()
         work = prepare_up(backend, migrations, options, snapshot)
         if snapshot is None and work.nothing_to_do:

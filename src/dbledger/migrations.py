@@ -20,10 +20,12 @@ import hashlib
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from dbledger import checksumcache
 from dbledger.config import parse_duration
 from dbledger.errors import ConfigError, MigrationFileError
 
@@ -53,18 +55,70 @@ class Section:
     empty: bool = False
 
 
-@dataclass(frozen=True)
-class Migration:
-    """A parsed migration file."""
-
-    version: int
-    name: str  # the file stem, e.g. "003_clerk_complete_migration"
-    path: Path
-    checksum: str
+class _Content(NamedTuple):
+    text: str  # the file as checksummed (normalised line endings, decoded)
     up: Section
     down: Section | None
-    # The file as checksummed (normalised line endings, decoded): what the ledger keeps of it.
-    text: str = ""
+
+
+class Migration:
+    """A migration file: its version, its name (the file stem, its identity in the ledger), its
+    path and its checksum, all known from the folder's scan. Its text and sections come from the
+    file's bytes, parsed in the scan when the scan read them, else when first asked for: a file
+    whose checksum the record of an earlier scan vouched for is read only by a command that runs
+    or shows its SQL (``dbledger.checksumcache``)."""
+
+    __slots__ = ("_content", "_path", "checksum", "name", "version")
+
+    def __init__(
+        self, version: int, name: str, path: Path | str, checksum: str, content: _Content | None = None
+    ) -> None:
+        self.version = version
+        self.name = name
+        self._path = path  # a Path when first asked for: pathlib costs ~15 us a path
+        self.checksum = checksum
+        self._content = content
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
+
+    @property
+    def up(self) -> Section:
+        return self._parsed().up
+
+    @property
+    def down(self) -> Section | None:
+        return self._parsed().down
+
+    @property
+    def text(self) -> str:
+        """The file as checksummed (normalised line endings, decoded): what the ledger keeps."""
+        return self._parsed().text
+
+    def _parsed(self) -> _Content:
+        if self._content is None:
+            data = normalise(_read(self.path))
+            if hashlib.sha256(data).hexdigest() != self.checksum:
+                raise MigrationFileError(
+                    str(self.path), "changed while dbledger was running: run the command again"
+                )
+            self._content = _content(self.path, data)
+        return self._content
+
+    def _key(self) -> tuple[int, str, Path, str]:
+        return (self.version, self.name, self.path, self.checksum)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Migration) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Migration(version={self.version!r}, name={self.name!r}, checksum={self.checksum[:12]!r}…)"
 
 
 def normalise(raw: bytes) -> bytes:
@@ -153,6 +207,12 @@ def parse(path: Path, raw: bytes) -> Migration:
     if match is None:
         raise _misnamed(path)
     data = normalise(raw)
+    return Migration(
+        int(match.group("version")), path.stem, path, hashlib.sha256(data).hexdigest(), _content(path, data)
+    )
+
+
+def _content(path: Path, data: bytes) -> _Content:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -161,15 +221,7 @@ def parse(path: Path, raw: bytes) -> Migration:
             str(path), f"line {line}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
         ) from None
     up, down = _sections(path, text)
-    return Migration(
-        version=int(match.group("version")),
-        name=path.stem,
-        path=path,
-        checksum=hashlib.sha256(data).hexdigest(),
-        up=up,
-        down=down,
-        text=text,
-    )
+    return _Content(text, up, down)
 
 
 def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
@@ -272,6 +324,7 @@ def read_folder(directory: Path) -> Folder:
         )
     entries: list[os.DirEntry[str]] = []
     strays: list[str] = []
+    scanned_ns = time.time_ns()  # before any file's stamp is read (dbledger.checksumcache)
     try:
         with os.scandir(directory) as listing:
             for entry in listing:
@@ -287,30 +340,61 @@ def read_folder(directory: Path) -> Folder:
 
     root = os.path.realpath(directory)
     found: dict[int, Migration] = {}
+    cache = checksumcache.location(directory)
+    record = checksumcache.load(cache)
+    stamps: dict[str, tuple[tuple[int, ...], str]] = {}
+    read = 0
     for entry in entries:
-        path = Path(entry.path)
-        migration = parse(path, _read_regular_file(entry, root))
+        migration, stamp, was_read = _scan(entry, root, record)
+        stamps[entry.name] = (stamp, migration.checksum)
+        read += was_read
         clash = found.get(migration.version)
         if clash is not None:
             raise MigrationFileError(
-                str(path),
+                str(migration.path),
                 f"version {migration.version} is also used by {clash.path.name}: "
                 "each version must be unique, renumber one of them",
             )
         found[migration.version] = migration
+    if read or stamps.keys() != record.entries.keys():
+        checksumcache.save(cache, checksumcache.Record(scanned_ns, stamps))
     return Folder([found[v] for v in sorted(found)], sorted(strays))
 
 
-def _read_regular_file(entry: os.DirEntry[str], root: str) -> bytes:
-    """The bytes of ``entry``, which must be a regular file inside ``root`` (after links). The
-    directory listing already knows each entry's type, so a plain file costs no extra call."""
+def _scan(
+    entry: os.DirEntry[str], root: str, record: checksumcache.Record
+) -> tuple[Migration, checksumcache.FileStamp, bool]:
+    """The migration in ``entry``, its stamp, and whether its bytes were read: not when the
+    record vouches for its checksum (then its sections are parsed when first asked for)."""
+    match = FILE_NAME.match(entry.name)
+    if match is None:
+        raise _misnamed(Path(entry.path))
+    _check_regular_file(entry, root)
+    try:
+        stamp = checksumcache.FileStamp.of(entry.stat())  # before the bytes are read
+    except OSError as exc:
+        raise MigrationFileError(entry.path, f"cannot read the file: {exc.strerror}") from None
+    known = record.checksum(entry.name, stamp)
+    if known is not None:
+        return (
+            Migration(int(match.group("version")), entry.name[: -len(".sql")], entry.path, known),
+            stamp,
+            False,
+        )
     path = Path(entry.path)
+    return parse(path, _read(path)), stamp, True
+
+
+def _check_regular_file(entry: os.DirEntry[str], root: str) -> None:
+    """``entry`` must be a regular file inside ``root`` (after links). The directory listing
+    already knows each entry's type, so a plain file costs no extra call."""
+    path = entry.path
     try:
         if entry.is_symlink():
             target = os.path.realpath(path)
             if os.path.commonpath([root, target]) != root:
                 raise MigrationFileError(
-                    str(path),
+                    path,
                     f"is a symbolic link to {target}, outside the migrations folder: copy the file "
                     "into the folder, or point --dir at the folder it belongs to",
                 )
@@ -318,8 +402,14 @@ def _read_regular_file(entry: os.DirEntry[str], root: str) -> bytes:
             mode = entry.stat().st_mode
             kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
             raise MigrationFileError(
-                str(path), f"is {kind}, not a regular file: a migration must be a plain SQL file"
+                path, f"is {kind}, not a regular file: a migration must be a plain SQL file"
             )
+    except OSError as exc:
+        raise MigrationFileError(path, f"cannot read the file: {exc.strerror}") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
         return path.read_bytes()
     except OSError as exc:
         raise MigrationFileError(str(path), f"cannot read the file: {exc.strerror}") from None

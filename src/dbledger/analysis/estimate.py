@@ -197,8 +197,12 @@ def estimate_migration(
     unknown = 0
     for analysis, view in walk_statements(statements, catalog):
         main = analysis.tables[0] if analysis.tables else None
-        size = view.table_size(main) if main else None
-        indexes = view.index_count(main) if main else 0
+        size: TableSize | None
+        if main is not None and any(lock.new and lock.table == main for lock in analysis.locks):
+            size, indexes = TableSize(0, 0), 0  # the statement creates it: nothing to ask the server
+        else:
+            size = view.table_size(main) if main else None
+            indexes = view.index_count(main) if main else 0
         ms = estimate_ms(analysis, size, indexes=indexes, catalog=view, model=model) * scale
         unknown += analysis.effect == "unknown"
         items.append(StatementEstimate(analysis, size, ms, clock))

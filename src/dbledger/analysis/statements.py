@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from pglast import parse_sql
 from pglast.parser import ParseError
 
+from dbledger import sqltrees
 from dbledger.analysis.altertable import alter_table
 from dbledger.analysis.catalog import Overlay
 from dbledger.analysis.commands import (
@@ -71,7 +71,7 @@ def analyse(sql: str, catalog: Catalog) -> StatementAnalysis:
     """Analyse ONE statement. SQL that does not parse gives kind ``PARSE ERROR``, effect
     ``unknown`` (the server will report the real error when the migration runs)."""
     try:
-        parsed = parse_sql(sql)
+        parsed = sqltrees.parse(sql)
     except ParseError as exc:
         return StatementAnalysis(
             kind="PARSE ERROR", tables=(), lock=None, effect="unknown", destructive=False, notes=(str(exc),)

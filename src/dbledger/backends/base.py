@@ -368,21 +368,19 @@ class Backend(ABC):
         return self._snapshot(found)
 
     def _snapshot(self, found: list[tuple[Any, ...]]) -> LedgerSnapshot:
-        # Each ledger row comes once per version row (none when the table lost its row).
-        names = [raw[1] for raw in found]
-        if not found or found[0][0] is None or len(names) != len(set(names)):
-            held = names.count(names[0]) if found and found[0][0] is not None else 0
+        # Every row: the version table's row count and format, then a ledger row (or NULLs).
+        held, version = (int(found[0][0]), found[0][1]) if found else (0, None)
+        if held != 1 or version is None:
             raise LedgerStateError(
                 [
                     f"{self._qualified(self.names.version)} must hold exactly one row (version "
                     f"{LEDGER_VERSION}); it holds {held}: restore it"
                 ]
             )
-        version = int(found[0][0])
-        if version > LEDGER_VERSION:
-            raise self._newer(version)
-        rows = [self._ledger_row(raw[1:]) for raw in found if raw[1] is not None]
-        return LedgerSnapshot(version, _in_applied_order(rows))
+        if int(version) > LEDGER_VERSION:
+            raise self._newer(int(version))
+        rows = [self._ledger_row(raw[2:]) for raw in found if raw[2] is not None]
+        return LedgerSnapshot(int(version), _in_applied_order(rows))
 
     def _read_other_format(self, first: DatabaseError) -> LedgerSnapshot | None:
         layout = self._ledger_layout()

@@ -75,12 +75,14 @@ def _statements(names: LedgerNames) -> LedgerSQL:
     )
     create_order_index = f"CREATE UNIQUE INDEX {order_index} ON {ledger} (applied_order)"
     return LedgerSQL(
-        read="SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
+        read="SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
         " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner, l.checksum_algorithm"
-        f" FROM {version} AS v LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
-        read_v2="SELECT v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
+        f" FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
+        f" LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        read_v2="SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
         " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
-        f" FROM {version} AS v LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        f" FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
+        f" LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
         upgrade_to_v3=(
             f"ALTER TABLE {ledger} ADD COLUMN checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256'",
             f"ALTER TABLE {ledger} ADD COLUMN source TEXT",

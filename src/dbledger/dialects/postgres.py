@@ -120,10 +120,12 @@ class PostgresDialect(Dialect):
 
 def _parse(statement: Statement) -> Any:
     """The statement's parse tree, or None when pglast cannot parse it (the server decides)."""
-    from pglast import parse_sql, parser
+    from pglast import parser
+
+    from dbledger import sqltrees
 
     try:
-        parsed = parse_sql(statement.sql)
+        parsed = sqltrees.parse(statement.sql)
     except parser.ParseError:
         return None
     return parsed[0].stmt if len(parsed) == 1 else None

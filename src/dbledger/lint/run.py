@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from pglast import parse_sql, parser
+from pglast import parser
 from pglast.parser import ParseError
 
+from dbledger import sqltrees
 from dbledger.analysis import Catalog, Overlay, analyse
 from dbledger.analysis.nodes import Node, kind_of
 from dbledger.config import DEFAULT_WAITS, WaitPolicy
@@ -67,17 +68,18 @@ def lint_migrations(
     items = _items(migrations, dialect)
     previous = -1
     in_block = False  # a BEGIN in a transaction:false section opened a transaction block
-    for item in items:
-        section = item.migration.up
-        if item.order != previous:
-            state.end_migration()
-            previous, in_block = item.order, False
-        if _unread(item.statement):
-            _check_syntax(item)
-        else:
-            in_block = _lint_statement(item, overlay, state, policy, dialect, in_block)
-        if not (section.transaction or in_block):
-            state.end_transaction()  # each statement of a transaction:false section commits alone
+    with sqltrees.shared():  # the analysis and the rules read one tree of each statement
+        for item in items:
+            section = item.migration.up
+            if item.order != previous:
+                state.end_migration()
+                previous, in_block = item.order, False
+            if _unread(item.statement):
+                _check_syntax(item)
+            else:
+                in_block = _lint_statement(item, overlay, state, policy, dialect, in_block)
+            if not (section.transaction or in_block):
+                state.end_transaction()  # each statement of a transaction:false section commits alone
     return _kept(migrations, items)
 
 
@@ -149,7 +151,7 @@ def _items(migrations: Sequence[Migration], dialect: Dialect) -> list[_Item]:
 def _parse(item: _Item) -> Node | None:
     """The statement's tree; None (and a syntax-error finding) when the parser rejects it."""
     try:
-        parsed = parse_sql(item.statement.sql)
+        parsed = sqltrees.parse(item.statement.sql)
     except ParseError as exc:
         _rejected(item, exc)
         return None

@@ -73,7 +73,9 @@ class RunState:
     def __init__(self, base: Catalog) -> None:
         self.base = base
         self.schema = default_schema(base)
-        self.new: set[str] = set()
+        # Tables the run creates -> the name to ask the database about, whether it has it already
+        # (None: known to be new). Asked only when a rule wants to know: one query a table.
+        self._new: dict[str, str | None] = {}
         self.dropped: set[str] = set()
         self.not_null: set[tuple[str, str]] = set()  # (table, column) proven NOT NULL by a valid CHECK
         self._not_valid: dict[tuple[str, str], str | None] = {}  # (table, constraint) -> column it proves
@@ -87,7 +89,16 @@ class RunState:
         return qualified((self.schema, *parts) if len(parts) == 1 else parts)
 
     def is_new(self, table: str) -> bool:
-        return self.key(table) in self.new
+        key = self.key(table)
+        if key not in self._new:
+            return False
+        asked = self._new[key]
+        if asked is not None:  # new unless the database has it (a file that was applied, linted again)
+            if self.base.exists(asked) is True:
+                del self._new[key]
+                return False
+            self._new[key] = None
+        return True
 
     def added_here(self, table: str, constraint: str) -> bool:
         """Whether the current transaction added ``constraint`` of ``table`` NOT VALID."""
@@ -105,15 +116,13 @@ class RunState:
         for change in changes:
             table = self.key(change.table)
             if change.op in ("create_table", "create_relation"):
-                # New unless the database already has it (a file that was applied, linted again).
-                if table in self.dropped or self.base.exists(change.table) is not True:
-                    self.new.add(table)
+                self._new[table] = None if table in self.dropped else change.table
             elif change.op in ("drop_table", "drop_relation"):
-                self.new.discard(table)
+                self._new.pop(table, None)
                 self.dropped.add(table)
-            elif change.op == "rename_table" and change.name and table in self.new:
-                self.new.discard(table)
-                self.new.add(self.key(change.name))
+            elif change.op == "rename_table" and change.name and self.is_new(change.table):
+                del self._new[table]
+                self._new[self.key(change.name)] = None
 
     def observe(self, node: Node) -> None:
         """Remember the CHECK (column IS NOT NULL) constraints and NOT VALID ones ``node`` adds
