@@ -251,6 +251,7 @@ def record_schema(backend: Backend, action: str, name: str | None, progress: Pro
     from dbledger.schema import fingerprint  # only after real work: introspection costs 10-250 ms
     from dbledger.schema.storage import dumps
 
+    sqltrees.drop()  # 10,000 migrations' trees weigh ~20 MB, as much as the model of their schema
     try:
         model = backend.introspect()
         with backend.transaction():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import socket
 from functools import cache
 from typing import NamedTuple
 
@@ -107,6 +106,8 @@ def _user_at_host() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for the uid (common in containers)
         user = str(os.getuid())
+    import socket  # only when writing: the no-op path never does
+
     return f"{user}@{socket.gethostname()}"
 
 

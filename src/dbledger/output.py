@@ -37,7 +37,8 @@ def print_status(result: Status, *, terminal: bool, color: bool) -> None:
 def _rows(result: Status) -> tuple[list[str], list[tuple[list[str], str]]]:
     """The column names, and each migration's cells with its state (which picks its style)."""
     plan = result.plan
-    order = ["order"] if plan.order_differs else []
+    order_differs = plan.order_differs  # computed from every applied row: once, not per row
+    order = ["order"] if order_differs else []
     header = [*order, "version", "migration", "state", "applied at", "ms", "checksum"]
     states = _states(result)
     names = {m.name for m in plan.migrations} | set(plan.rows)
@@ -47,7 +48,7 @@ def _rows(result: Status) -> tuple[list[str], list[tuple[list[str], str]]]:
         row = plan.rows.get(name)
         state = states.get(name) or (row.state if row is not None else "pending")
         cells = [
-            *([str(row.applied_order or "") if row else ""] if plan.order_differs else []),
+            *([str(row.applied_order or "") if row else ""] if order_differs else []),
             str(versions[name]),
             name,
             state,

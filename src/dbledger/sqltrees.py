@@ -50,6 +50,14 @@ def parse(sql: str) -> tuple[Any, ...]:
     return found
 
 
+def drop() -> None:
+    """Let the trees kept so far go (their readers are done), keeping what is parsed next."""
+    kept = _current.get()
+    if kept is not None:
+        kept.trees.clear()
+        kept.chars = 0
+
+
 @contextmanager
 def shared() -> Iterator[None]:
     """Keep the trees parsed inside, for the readers inside; nested uses share the outer one."""

@@ -230,6 +230,7 @@ class Overlay:
         self._gone: set[str] = set()
         self._renamed: dict[str, str] = {}  # new name -> name in base
         self._columns: dict[tuple[str, str], str | None] = {}
+        self._column_tables: set[str] = set()  # the tables ``_columns`` has entries of
         self._added_keys: list[ForeignKey] = []
         self._dropped_keys: set[tuple[str, str]] = set()  # (table, constraint) of base keys
         self._index_delta: dict[str, int] = {}
@@ -248,10 +249,10 @@ class Overlay:
         elif change.op == "rename_table" and change.name:
             self._rename(table, change.name)
         elif change.op == "column" and change.column:
-            self._columns[table, change.column] = change.type
+            self._set_column(table, change.column, change.type)
         elif change.op == "rename_column" and change.column and change.name:
-            self._columns[table, change.name] = self.column_type(table, change.column)
-            self._columns[table, change.column] = None
+            self._set_column(table, change.name, self.column_type(table, change.column))
+            self._set_column(table, change.column, None)
         elif change.op == "add_fk" and change.foreign_key:
             self._drop_key(table, change.foreign_key.name)
             self._added_keys.append(change.foreign_key)
@@ -266,7 +267,7 @@ class Overlay:
         if complete:
             self._complete.add(name)
         for column, kind in columns:
-            self._columns[name, column] = kind
+            self._set_column(name, column, kind)
 
     def _drop(self, name: str) -> None:
         """The relation is gone, with its columns, its foreign keys both ways and its indexes."""
@@ -278,13 +279,19 @@ class Overlay:
             if owner == name:
                 self._index_tables[index] = None
 
+    def _set_column(self, table: str, column: str, kind: str | None) -> None:
+        self._columns[table, column] = kind
+        self._column_tables.add(table)
+
     def _forget(self, name: str) -> None:
         """Whatever the changes said of an earlier relation of that name."""
         self._created.discard(name)
         self._complete.discard(name)
         self._renamed.pop(name, None)
         self._index_delta.pop(name, None)
-        self._columns = {key: kind for key, kind in self._columns.items() if key[0] != name}
+        if name in self._column_tables:  # a run of 10,000 new tables must not rebuild this each time
+            self._columns = {key: kind for key, kind in self._columns.items() if key[0] != name}
+            self._column_tables.discard(name)
         self._dropped_keys = {key for key in self._dropped_keys if key[0] != name}
 
     def _rename(self, old: str, new: str) -> None:
@@ -300,7 +307,8 @@ class Overlay:
             self._create(new, (), complete)
         elif base_name is not None:
             self._renamed[new] = base_name
-        self._columns.update(moved[0])
+        for (table, column), kind in moved[0].items():
+            self._set_column(table, column, kind)
         self._dropped_keys |= moved[1]
         if moved[2]:
             self._index_delta[new] = moved[2]

@@ -14,9 +14,7 @@ between migrations runs ``DEALLOCATE ALL``, which would pull psycopg's own out f
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -318,6 +316,8 @@ class PostgresBackend(Backend):
         self._watcher: WaitWatcher | None = None
         self._lease: Lease | None = None  # the lease lock, when this run uses it
         self._proxied = False  # the connection passes through a pooler or proxy (seen at the lock)
+        self._writing = False  # inside write(): its statements are queued
+        self._queued: list[tuple[Query, Params]] = []  # ledger writes not sent yet (see write())
 
     def _check_search_path(self, database: Database) -> None:
         """A target's migrations must run with the search_path the connection asked for: refuse
@@ -393,12 +393,17 @@ class PostgresBackend(Backend):
 
     # -- queries ---------------------------------------------------------------------------
     def _fetch(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        self._flush()
         try:
             return self.conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
             raise _database_error(exc) from exc
 
     def _run(self, query: Query, params: Params = None) -> None:
+        if self._writing:
+            self._queued.append((query, params))
+            return
+        self._flush()
         try:
             self.conn.execute(query, params)
         except psycopg.Error as exc:
@@ -407,6 +412,7 @@ class PostgresBackend(Backend):
     def _run_many(self, query: Query, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        self._flush()
         try:
             with self.conn.cursor() as cursor:
                 cursor.executemany(query, rows)
@@ -425,13 +431,33 @@ class PostgresBackend(Backend):
         return None if value is None else str(value.isoformat(timespec="milliseconds"))
 
     def write(self, event: LedgerEvent) -> None:
-        # The ledger row and its history row go in one round trip (psycopg's pipeline mode);
-        # an error in either is raised when the pipeline ends.
+        # Inside a transaction the ledger row and its history row wait for the next statement
+        # of this connection, or go with the COMMIT: a migration's ledger writes and its commit
+        # cost one round trip (psycopg's pipeline mode), not three.
+        self._writing = True
         try:
-            with self.conn.pipeline():
-                super().write(event)
-        except psycopg.Error as exc:
-            raise _database_error(exc) from exc
+            super().write(event)
+        finally:
+            self._writing = False
+        if not self.in_transaction():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the queued ledger writes before anything else goes to the server."""
+        if self._queued:
+            try:
+                self._send_queued()
+            except psycopg.Error as exc:
+                raise _database_error(exc) from exc
+
+    def _send_queued(self, then: bytes | None = None) -> None:
+        """The queued ledger writes, and ``then`` after them, in one round trip."""
+        queued, self._queued = self._queued, []
+        with self.conn.pipeline():
+            for query, params in queued:
+                self.conn.execute(query, params)
+            if then is not None:
+                self.conn.execute(then)
 
     # -- transactions and statements -------------------------------------------------------
     def _begin(self, limits: WaitLimits | None = None) -> None:
@@ -454,13 +480,19 @@ class PostgresBackend(Backend):
 
     def _commit(self) -> None:
         # Explicit COMMIT on the autocommit connection, so an error raised by COMMIT itself (a
-        # deferred constraint) is told apart from one raised inside.
+        # deferred constraint) is told apart from one raised inside. The queued ledger writes go
+        # with it: an error of theirs is reported as the COMMIT's, the database's words naming
+        # the ledger table.
         try:
-            self.conn.execute(b"COMMIT")
+            if self._queued:
+                self._send_queued(then=b"COMMIT")
+            else:
+                self.conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             raise _statement_error(exc, COMMIT_STATEMENT) from exc
 
     def _rollback(self) -> None:
+        self._queued = []  # the ledger writes of the transaction rolled back
         with suppress(psycopg.Error):  # a dead connection has rolled back already
             self.conn.execute(b"ROLLBACK")
 
@@ -468,6 +500,7 @@ class PostgresBackend(Backend):
         return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, statement: Statement) -> None:
+        self._flush()
         try:
             # bytes: migration bodies are free-form SQL, sent as they are with no parameters.
             self.conn.execute(statement.sql.encode())
@@ -521,6 +554,8 @@ class PostgresBackend(Backend):
     def _lock_key(self) -> int:
         """A signed 64-bit key from database + schema + ledger table, so two ledgers in one
         cluster (other database, other schema, other name) never wait on each other."""
+        import hashlib  # only when the lock is taken
+
         digest = hashlib.sha256(f"dbledger:{self.dbname}.{self._schema}.{self.names.table}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -669,6 +704,8 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def scratch(self) -> Iterator[Backend]:
+        import secrets
+
         name = f"dbledger_scratch_{secrets.token_hex(6)}"
         try:
             self.conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
