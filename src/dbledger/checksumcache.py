@@ -17,6 +17,7 @@ saves work. It holds names, numbers and checksums, never SQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zlib
@@ -112,4 +113,5 @@ def save(path: Path | None, record: Record) -> None:
         temporary.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
         os.replace(temporary, path)
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder itself may be what is missing
+            temporary.unlink(missing_ok=True)
