@@ -317,6 +317,8 @@ class PostgresBackend(Backend):
         self._lease: Lease | None = None  # the lease lock, when this run uses it
         self._proxied = False  # the connection passes through a pooler or proxy (seen at the lock)
         self._writing = False  # inside write(): its statements are queued
+        self._reset_pending = False  # reset_session() asked for, not sent yet
+        self._reset_rides = False  # the open transaction's BEGIN carried the reset
         self._queued: list[tuple[Query, Params]] = []  # ledger writes not sent yet (see write())
 
     def _check_search_path(self, database: Database) -> None:
@@ -443,7 +445,14 @@ class PostgresBackend(Backend):
             self._flush()
 
     def _flush(self) -> None:
-        """Send the queued ledger writes before anything else goes to the server."""
+        """Send a pending session reset and the queued ledger writes, before anything else goes
+        to the server."""
+        if self._reset_pending:
+            self._reset_pending = False
+            try:
+                self.conn.execute(self._reset_sql())
+            except psycopg.Error as exc:
+                raise _database_error(exc) from exc
         if self._queued:
             try:
                 self._send_queued()
@@ -461,15 +470,21 @@ class PostgresBackend(Backend):
 
     # -- transactions and statements -------------------------------------------------------
     def _begin(self, limits: WaitLimits | None = None) -> None:
+        # A pending session reset goes first in the same message: PostgreSQL takes it into the
+        # transaction, so a rollback undoes it too, and _rollback asks for it again.
+        prefix = b""
+        if self._reset_pending:
+            self._reset_pending, self._reset_rides = False, True
+            prefix = self._reset_sql() + b"; "
         if limits is None:
-            self._run(b"BEGIN")
+            self._run(prefix + b"BEGIN")
             return
         # One round trip: the limits hold for this transaction only (SET LOCAL), and the backend
         # that runs it is asked for its pid, which a pooler may change from one transaction to
         # the next (the wait watcher asks about that pid).
         try:
             cursor = self.conn.execute(
-                b"BEGIN; " + _limits_sql(limits, local=True) + b"; SELECT pg_backend_pid()"
+                prefix + b"BEGIN; " + _limits_sql(limits, local=True) + b"; SELECT pg_backend_pid()"
             )
             while cursor.nextset():
                 pass
@@ -490,9 +505,12 @@ class PostgresBackend(Backend):
                 self.conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             raise _statement_error(exc, COMMIT_STATEMENT) from exc
+        self._reset_rides = False
 
     def _rollback(self) -> None:
         self._queued = []  # the ledger writes of the transaction rolled back
+        if self._reset_rides:  # the reset that began it is undone with it
+            self._reset_pending, self._reset_rides = True, False
         with suppress(psycopg.Error):  # a dead connection has rolled back already
             self.conn.execute(b"ROLLBACK")
 
@@ -537,9 +555,17 @@ class PostgresBackend(Backend):
         return self._watcher.seen if self._watcher is not None else ()
 
     def reset_session(self, *, within_transaction: bool = False) -> None:
-        # Every part of it may run inside a transaction too; one round trip with the setting the
-        # reset takes away.
-        self._run(_RESET_SESSION + b"; " + _CHECK_CLIENT if self._checks_client else _RESET_SESSION)
+        # Every part of it may run inside a transaction too. Between migrations it waits for the
+        # next BEGIN and goes in its round trip (or before any other statement): one round trip
+        # less a migration.
+        if within_transaction:
+            self._run(self._reset_sql())
+        else:
+            self._reset_pending = True
+
+    def _reset_sql(self) -> bytes:
+        # With the setting the reset takes away.
+        return _RESET_SESSION + b"; " + _CHECK_CLIENT if self._checks_client else _RESET_SESSION
 
     def restore_identity(self) -> None:
         self._run(b"SET SESSION AUTHORIZATION DEFAULT; RESET ROLE")
@@ -737,6 +763,7 @@ class PostgresBackend(Backend):
     def introspect(self) -> SchemaModel:
         from dbledger.schema.introspect_postgres import introspect_postgres
 
+        self._flush()  # as the session the migrations left it, reset
         try:
             return introspect_postgres(self.conn, self._schema, self.names.tables, schema=self._target)
         except psycopg.Error as exc:
@@ -768,13 +795,14 @@ class PostgresBackend(Backend):
     def catalog(self) -> PostgresCatalog:
         from dbledger.analysis import PostgresCatalog  # pglast: lazily
 
-        return PostgresCatalog(self.conn)
+        self._flush()
+        return PostgresCatalog(self.conn, self._flush)
 
     def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily
 
         scale = learned_scale(self.history()) if calibrate else 1.0
-        return PostgresAnnotator(self.conn, scale=scale, live=live)
+        return PostgresAnnotator(self.conn, scale=scale, live=live, before=self._flush)
 
     def close(self) -> None:
         if self._lease is not None:
