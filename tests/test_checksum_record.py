@@ -212,3 +212,19 @@ def test_lazily_read_sections_refuse_a_file_gone_meanwhile(migrations_dir: Path)
     path.unlink()
     with pytest.raises(MigrationFileError, match="cannot read the file"):
         migration.up  # noqa: B018
+
+
+def test_a_sqlite_temporary_table_does_not_shadow_the_next_migrations_table(
+    sqlite_url: str, migrations_dir: Path
+) -> None:
+    """SQLite keeps its connection between migrations that cannot leave state there (a new one
+    reads the whole schema again); one that creates a temporary object gets a new connection."""
+    write(migrations_dir, "001_plain.sql", "CREATE TABLE kept (id INTEGER);\n")
+    write(migrations_dir, "002_temp.sql", "CREATE TEMP TABLE scratch (id INTEGER);\n")
+    write(
+        migrations_dir,
+        "003_real.sql",
+        "CREATE TABLE scratch (id INTEGER);\nINSERT INTO scratch VALUES (1);\n",
+    )
+    dbledger.migrate(sqlite_url, migrations_dir)
+    assert query(sqlite_url, "SELECT count(*) FROM scratch") == [(1,)]  # the INSERT reached main

@@ -67,16 +67,19 @@ class Executor:
         self.record = record
         self.policy = policy
         self._session_limits: WaitLimits | None = None  # set on the session outside a transaction
-        self._fresh = True  # no migration has run on this session yet
+        self._fresh = True  # nothing a migration left is in the session (none has run yet)
         # A callback that asks for each statement (the command line's -v) gets each, redacted;
         # the others cost nothing per statement (a data file can hold 500,000).
         self._each_statement = bool(getattr(progress, "statements", False))
 
-    def _clean_session(self, *, within_transaction: bool = False) -> None:
+    def _clean_session(self, step: Step | None = None, *, within_transaction: bool = False) -> None:
+        """Reset the session unless it is clean, before ``step`` runs; after it, the session is
+        clean only if none of its statements could leave anything there (the dialect says)."""
         if not self._fresh:
             self.backend.reset_session(within_transaction=within_transaction)
             self._session_limits = None  # the reset put the server's own limits back
-        self._fresh = False
+        dialect = self.backend.dialect
+        self._fresh = step is not None and not any(dialect.may_change_session(s) for s in step.statements)
 
     # -- lock waits ------------------------------------------------------------------------
     def _limits(self, step: Step, statement: Statement | None = None) -> WaitLimits:
@@ -150,7 +153,7 @@ class Executor:
     # -- up --------------------------------------------------------------------------------
     def apply(self, step: Step, order: int) -> Applied:
         """Apply one up section; it becomes number ``order`` in the applied order."""
-        self._clean_session()
+        self._clean_session(step)
         estimate = self._estimate(step)
         if not step.transactional:
             return self._apply_outside(step, order, estimate)
@@ -267,7 +270,7 @@ class Executor:
     # -- down ------------------------------------------------------------------------------
     def roll_back(self, step: Step, row: LedgerRow) -> RolledBack:
         """Run one down section; the ledger row goes, the history keeps a ``rollback`` row."""
-        self._clean_session()
+        self._clean_session(step)
         self.progress("rollback", step.name, None)
         started = time.perf_counter()
         if step.transactional:
@@ -301,7 +304,7 @@ class Executor:
     def replay(self, step: Step, *, within_transaction: bool = False) -> None:
         """Run one section on a scratch database, with no ledger. Raises DatabaseError.
         ``within_transaction``: inside one that the caller holds (and rolls back)."""
-        self._clean_session(within_transaction=within_transaction)
+        self._clean_session(step, within_transaction=within_transaction)
         if within_transaction:
             self._run(step)
             return

@@ -52,6 +52,12 @@ class Dialect(ABC):
         (a replica waiting for it would start while this run goes on); None otherwise."""
         return None
 
+    def may_change_session(self, statement: Statement) -> bool:
+        """Could ``statement`` leave state in the session for the next migration (a setting, a
+        temporary table)? Then the session is reset before the next one. Unless a dialect can
+        tell for sure: yes."""
+        return True
+
     def may_change_identity(self, statement: Statement) -> bool:
         """Could ``statement`` change who the session acts as (``SET ROLE``)? Then dbledger
         restores its own identity before it writes the ledger row. Databases without roles: no."""
