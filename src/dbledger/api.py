@@ -341,7 +341,7 @@ def status(
 ) -> Status:
     """Read the ledger and the files; change nothing (not even create the ledger table). With
     ``check_schema``, also compare the live schema's fingerprint with the one the last run
-    recorded (an introspection: ~10 ms for 10 tables, ~250 ms for 1000, see docs/drift.md)."""
+    recorded (an introspection: ~10 ms for 10 tables, ~120 ms for 1000, see docs/drift.md)."""
     with _session(
         database_url,
         directory,
