@@ -13,7 +13,7 @@ abort the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, LiteralString
@@ -75,9 +75,8 @@ _CHECKS = (
 class PostgresCatalog:
     """The live catalog of the database behind ``conn`` (any transaction state but failed)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], before: Callable[[], None] | None = None) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
-        self._before = before  # called before each query: the owner's pending work goes first
         self._columns: dict[str, dict[str, str]] = {}
         self._sizes: dict[str, TableSize | None] = {}
         self._index_counts: dict[str, int] = {}
@@ -87,8 +86,6 @@ class PostgresCatalog:
 
     def _rows(self, query: LiteralString | sql.Composed, params: Any) -> list[tuple[Any, ...]]:
         # A savepoint (or a transaction of our own) unless each statement commits on its own.
-        if self._before is not None:
-            self._before()
         alone = self.conn.autocommit and self.conn.info.transaction_status == pq.TransactionStatus.IDLE
         try:
             with nullcontext() if alone else self.conn.transaction():

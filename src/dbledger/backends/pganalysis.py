@@ -8,7 +8,6 @@ changes of the migrations planned before it (a table created by 001 is empty, an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -44,17 +43,10 @@ WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
 
 
 class PostgresAnnotator:
-    def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        *,
-        scale: float = 1.0,
-        live: bool = False,
-        before: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, scale: float = 1.0, live: bool = False) -> None:
         self.conn = conn
         self.live = live  # a dry run: name the sessions a statement would wait for now
-        self.catalog = Overlay(PostgresCatalog(conn, before))
+        self.catalog = Overlay(PostgresCatalog(conn))
         self.scale = scale
 
     def annotate(self, statements: list[Statement], transactional: bool) -> SectionAnnotation:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import conninfo, pq, sql
 
 from dbledger.backends import pgtarget
-from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
+from dbledger.backends.base import HISTORY_COLUMNS, VERSION_AND_LEDGER, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import COMMIT_STATEMENT, LedgerEvent, Statement, WaitLimits
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError
@@ -113,18 +113,9 @@ _STATEMENTS: dict[str, LiteralString] = {
     # One round trip on the path every replica takes: the format version and every row.
     "read": "SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
     " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner, l.checksum_algorithm"
-    # One row of the version table's count and format, whatever its statistics say: joined
-    # straight with the ledger, a never-analysed version table is guessed at 1130 rows, and a
-    # 1000-row ledger's read crossed the cost at which PostgreSQL compiles it (JIT, +25 ms).
-    " FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
-    " LEFT JOIN {ledger} AS l ON true ORDER BY l.id",
+    + VERSION_AND_LEDGER,
     "read_v2": "SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
-    " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
-    # One row of the version table's count and format, whatever its statistics say: joined
-    # straight with the ledger, a never-analysed version table is guessed at 1130 rows, and a
-    # 1000-row ledger's read crossed the cost at which PostgreSQL compiles it (JIT, +25 ms).
-    " FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
-    " LEFT JOIN {ledger} AS l ON true ORDER BY l.id",
+    " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner" + VERSION_AND_LEDGER,
     "set_format": "UPDATE {version} SET version = {format}, upgraded_at = NOW(), dbledger_version = {tool}",
     "read_source": "SELECT source FROM {ledger} WHERE migration_name = %(name)s",
     "read_v1": "SELECT migration_name, version, state, checksum, applied_at, execution_time_ms, success,"
@@ -317,8 +308,6 @@ class PostgresBackend(Backend):
         self._lease: Lease | None = None  # the lease lock, when this run uses it
         self._proxied = False  # the connection passes through a pooler or proxy (seen at the lock)
         self._writing = False  # inside write(): its statements are queued
-        self._reset_pending = False  # reset_session() asked for, not sent yet
-        self._reset_rides = False  # the open transaction's BEGIN carried the reset
         self._queued: list[tuple[Query, Params]] = []  # ledger writes not sent yet (see write())
 
     def _check_search_path(self, database: Database) -> None:
@@ -445,14 +434,7 @@ class PostgresBackend(Backend):
             self._flush()
 
     def _flush(self) -> None:
-        """Send a pending session reset and the queued ledger writes, before anything else goes
-        to the server."""
-        if self._reset_pending:
-            self._reset_pending = False
-            try:
-                self.conn.execute(self._reset_sql())
-            except psycopg.Error as exc:
-                raise _database_error(exc) from exc
+        """Send the queued ledger writes before anything else goes to the server."""
         if self._queued:
             try:
                 self._send_queued()
@@ -470,21 +452,15 @@ class PostgresBackend(Backend):
 
     # -- transactions and statements -------------------------------------------------------
     def _begin(self, limits: WaitLimits | None = None) -> None:
-        # A pending session reset goes first in the same message: PostgreSQL takes it into the
-        # transaction, so a rollback undoes it too, and _rollback asks for it again.
-        prefix = b""
-        if self._reset_pending:
-            self._reset_pending, self._reset_rides = False, True
-            prefix = self._reset_sql() + b"; "
         if limits is None:
-            self._run(prefix + b"BEGIN")
+            self._run(b"BEGIN")
             return
         # One round trip: the limits hold for this transaction only (SET LOCAL), and the backend
         # that runs it is asked for its pid, which a pooler may change from one transaction to
         # the next (the wait watcher asks about that pid).
         try:
             cursor = self.conn.execute(
-                prefix + b"BEGIN; " + _limits_sql(limits, local=True) + b"; SELECT pg_backend_pid()"
+                b"BEGIN; " + _limits_sql(limits, local=True) + b"; SELECT pg_backend_pid()"
             )
             while cursor.nextset():
                 pass
@@ -505,12 +481,9 @@ class PostgresBackend(Backend):
                 self.conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             raise _statement_error(exc, COMMIT_STATEMENT) from exc
-        self._reset_rides = False
 
     def _rollback(self) -> None:
         self._queued = []  # the ledger writes of the transaction rolled back
-        if self._reset_rides:  # the reset that began it is undone with it
-            self._reset_pending, self._reset_rides = True, False
         with suppress(psycopg.Error):  # a dead connection has rolled back already
             self.conn.execute(b"ROLLBACK")
 
@@ -555,17 +528,9 @@ class PostgresBackend(Backend):
         return self._watcher.seen if self._watcher is not None else ()
 
     def reset_session(self, *, within_transaction: bool = False) -> None:
-        # Every part of it may run inside a transaction too. Between migrations it waits for the
-        # next BEGIN and goes in its round trip (or before any other statement): one round trip
-        # less a migration.
-        if within_transaction:
-            self._run(self._reset_sql())
-        else:
-            self._reset_pending = True
-
-    def _reset_sql(self) -> bytes:
-        # With the setting the reset takes away.
-        return _RESET_SESSION + b"; " + _CHECK_CLIENT if self._checks_client else _RESET_SESSION
+        # Every part of it may run inside a transaction too; one round trip with the setting the
+        # reset takes away.
+        self._run(_RESET_SESSION + b"; " + _CHECK_CLIENT if self._checks_client else _RESET_SESSION)
 
     def restore_identity(self) -> None:
         self._run(b"SET SESSION AUTHORIZATION DEFAULT; RESET ROLE")
@@ -763,7 +728,6 @@ class PostgresBackend(Backend):
     def introspect(self) -> SchemaModel:
         from dbledger.schema.introspect_postgres import introspect_postgres
 
-        self._flush()  # as the session the migrations left it, reset
         try:
             return introspect_postgres(self.conn, self._schema, self.names.tables, schema=self._target)
         except psycopg.Error as exc:
@@ -795,14 +759,13 @@ class PostgresBackend(Backend):
     def catalog(self) -> PostgresCatalog:
         from dbledger.analysis import PostgresCatalog  # pglast: lazily
 
-        self._flush()
-        return PostgresCatalog(self.conn, self._flush)
+        return PostgresCatalog(self.conn)
 
     def annotator(self, *, calibrate: bool = False, live: bool = False) -> Annotator:
         from dbledger.backends.pganalysis import PostgresAnnotator, learned_scale  # pglast: lazily
 
         scale = learned_scale(self.history()) if calibrate else 1.0
-        return PostgresAnnotator(self.conn, scale=scale, live=live, before=self._flush)
+        return PostgresAnnotator(self.conn, scale=scale, live=live)
 
     def close(self) -> None:
         if self._lease is not None:

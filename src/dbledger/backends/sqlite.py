@@ -26,7 +26,7 @@ from io import TextIOWrapper
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from dbledger.backends.base import HISTORY_COLUMNS, Backend, LedgerSQL, Params, Query
+from dbledger.backends.base import HISTORY_COLUMNS, VERSION_AND_LEDGER, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_LOCK_TIMEOUT, Database
 from dbledger.contracts import Statement, WaitLimits
 from dbledger.errors import ConfigError, DatabaseError, DatabaseUnavailable, DbledgerError, LockTimeout
@@ -77,12 +77,10 @@ def _statements(names: LedgerNames) -> LedgerSQL:
     return LedgerSQL(
         read="SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
         " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner, l.checksum_algorithm"
-        f" FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
-        f" LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        + VERSION_AND_LEDGER.format(version=version, ledger=ledger),
         read_v2="SELECT v.held, v.version, l.migration_name, l.version, l.state, l.checksum, l.applied_at,"
         " l.execution_time_ms, l.success, l.error_message, l.applied_order, l.runner"
-        f" FROM (SELECT count(*) AS held, max(version) AS version FROM {version}) AS v"
-        f" LEFT JOIN {ledger} AS l ON 1 ORDER BY l.id",
+        + VERSION_AND_LEDGER.format(version=version, ledger=ledger),
         upgrade_to_v3=(
             f"ALTER TABLE {ledger} ADD COLUMN checksum_algorithm VARCHAR(16) NOT NULL DEFAULT 'sha256'",
             f"ALTER TABLE {ledger} ADD COLUMN source TEXT",
