@@ -214,9 +214,12 @@ def _session(
     check_lock_timeout(locks.lock_timeout)
     settings = locks.over(_settings(database_url, directory, ledger_table, progress, schema=schema))
     migrations = _read_folder(settings, progress).migrations
-    with _open(
-        settings, progress, lock_timeout=locks.lock_timeout, connect_timeout=connect_timeout
-    ) as backend:
+    with (
+        _open(
+            settings, progress, lock_timeout=locks.lock_timeout, connect_timeout=connect_timeout
+        ) as backend,
+        sqltrees.shared(),  # one parse of each statement for the preflight, lint and analysis
+    ):
         if reading and (absent := backend.absence()) is not None:
             progress("note", absent, None)
         yield settings, migrations, backend
@@ -694,7 +697,6 @@ def plan_migrate(
             migrations,
             backend,
         ),
-        sqltrees.shared(),  # the preflight's trees, read again by the analysis
     ):
         work = engine.prepare_up(backend, migrations, options, backend.read_ledger())
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
@@ -732,7 +734,6 @@ def plan_down(
             migrations,
             backend,
         ),
-        sqltrees.shared(),  # the preflight's trees, read again by the analysis
     ):
         work = engine.prepare_down(backend, migrations, backend.read_ledger(), steps=steps, target=to)
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))

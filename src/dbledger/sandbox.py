@@ -222,10 +222,12 @@ def _reaches(statement: Statement) -> list[_Reach]:
         return []
     if word == "DO":  # a PL/pgSQL body: its role statements, found in its text
         return [_in_body(found) for found in _IN_BODY.finditer(statement.sql)]
-    from pglast import parse_sql, parser
+    from pglast import parser
+
+    from dbledger import sqltrees
 
     try:
-        parsed = parse_sql(statement.sql)
+        parsed = sqltrees.parse(statement.sql)
     except parser.ParseError:  # the server says what is wrong with it, when it runs
         return []
     return [reach for raw in parsed if (reach := _reach(raw.stmt)) is not None]
