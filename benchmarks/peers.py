@@ -62,6 +62,7 @@ import psycopg
 from peer_tools import Build, Command, Environment, Target, Tool, prepare, tools, versions
 from psycopg import sql
 
+from dbledger.redaction import redact
 from dbledger.testing import temporary_postgres
 
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
@@ -91,7 +92,7 @@ print(statistics.median(samples), min(samples), max(samples))
 
 
 def log(text: str) -> None:
-    print(text, flush=True)
+    print(redact(text), flush=True)  # a peer's error may echo its database URL
 
 
 def _gnu_time() -> str | None:
@@ -581,7 +582,9 @@ def title(result: Result) -> str:
 
 
 def errors_of(result: Result) -> list[str]:
-    return [f"{row.tool.name}, {name}: {text}" for row in result.rows for name, text in row.errors.items()]
+    return [
+        redact(f"{row.tool.name}, {name}: {text}") for row in result.rows for name, text in row.errors.items()
+    ]
 
 
 def console(result: Result, calls: int) -> str:
