@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -23,6 +24,12 @@ import pytest
 from dbledger.testing import Cluster, temporary_postgres
 
 _counter = itertools.count()
+
+# Tests send SIGINT to the commands they start, as Ctrl-C would. A suite started in the background
+# (nohup, `cmd &` in a script, some CI runners) inherits SIGINT ignored, and so would those
+# commands: handling it here makes each child start with SIGINT at its default again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The checksum records dbledger keeps between runs (dbledger.checksumcache) go to a folder of
 # this test run's own, for the tests and every command line they start.
