@@ -41,6 +41,7 @@ PYPROJECT_KEYS = (
     "statement_lock_timeout",
     "concurrently_lock_timeout",
     "statement_timeout",
+    "transaction_timeout",
     "lock_retries",
     "lease_ttl",
     "targets",
@@ -50,6 +51,7 @@ _NUMBER_KEYS = (
     "statement_lock_timeout",
     "concurrently_lock_timeout",
     "statement_timeout",
+    "transaction_timeout",
     "lock_retries",
     "lease_ttl",
 )
@@ -65,6 +67,7 @@ ENVIRONMENT_VARIABLES = (
     "DBLEDGER_LEDGER_TABLE",
     "DBLEDGER_SCHEMA",
     "DBLEDGER_TEST_POSTGRES_URL",
+    "DBLEDGER_TEST_PG_BIN",
 )
 
 
@@ -91,6 +94,7 @@ class WaitPolicy(NamedTuple):
     # an INVALID index behind: no limit unless asked.
     concurrently_lock_timeout: float = 0.0
     statement_timeout: float = 0.0  # seconds per statement; 0: no limit
+    transaction_timeout: float = 0.0  # seconds per migration's transaction (PostgreSQL 17+); 0: none
     retries: int = DEFAULT_LOCK_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
 
@@ -124,6 +128,7 @@ def check_wait_policy(policy: WaitPolicy) -> WaitPolicy:
     check_wait(policy.lock_timeout, "statement lock timeout")
     check_wait(policy.concurrently_lock_timeout, "CONCURRENTLY lock timeout")
     check_wait(policy.statement_timeout, "statement timeout")
+    check_wait(policy.transaction_timeout, "transaction timeout")
     if not 0 <= policy.retries <= 100 or policy.retries != int(policy.retries):
         raise ConfigError(f"invalid lock retries {policy.retries!r}: give a whole number from 0 to 100")
     if not 0 <= policy.retry_delay <= MAX_RETRY_DELAY:
@@ -158,6 +163,7 @@ def project_waits(values: Mapping[str, str], where: str) -> WaitPolicy:
             "concurrently_lock_timeout", DEFAULT_WAITS.concurrently_lock_timeout
         ),
         statement_timeout=seconds("statement_timeout", DEFAULT_WAITS.statement_timeout),
+        transaction_timeout=seconds("transaction_timeout", DEFAULT_WAITS.transaction_timeout),
     )
     if "lock_retries" in values:
         text = values["lock_retries"]

@@ -4,8 +4,10 @@
         url = cluster.create_database("app_test")
         dbledger.migrate(url, "migrations")
 
-It runs ``initdb`` and ``pg_ctl`` from the PostgreSQL installed on the machine (``PATH``, then
-``/usr/lib/postgresql/*/bin``), on a free loopback port, with durability switched off for speed,
+It runs ``initdb`` and ``pg_ctl`` from the folder named by ``DBLEDGER_TEST_PG_BIN`` when it is set
+(``scripts/postgres 13`` installs a major version's server binaries and prints that folder), else
+from the PostgreSQL installed on the machine (``PATH``, then ``/usr/lib/postgresql/*/bin``), on a
+free loopback port, with durability switched off for speed,
 and deletes everything on exit. PostgreSQL refuses to run as root, so under root the cluster
 runs as the ``postgres`` user when it exists (``nobody`` otherwise).
 """
@@ -26,9 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+BIN_VARIABLE = "DBLEDGER_TEST_PG_BIN"
+
 
 def find_postgres_bin() -> Path:
     """The directory holding ``initdb`` and ``pg_ctl``, or a RuntimeError saying how to get one."""
+    chosen = os.environ.get(BIN_VARIABLE)
+    if chosen:
+        if not (Path(chosen) / "initdb").is_file():
+            raise RuntimeError(
+                f"{BIN_VARIABLE}={chosen!r} holds no initdb: name the folder of PostgreSQL's server "
+                "binaries, for example the one 'scripts/postgres 13' prints"
+            )
+        return Path(chosen)
     found = shutil.which("initdb")
     if found:
         return Path(os.path.realpath(found)).parent
@@ -109,9 +121,12 @@ def _as_user() -> dict[str, Any]:
 
 
 @contextmanager
-def temporary_postgres(*, settings: dict[str, str] | None = None) -> Iterator[Cluster]:
-    """Start a fresh cluster, yield it, stop it and delete its files."""
-    bindir = find_postgres_bin()
+def temporary_postgres(
+    *, settings: dict[str, str] | None = None, bindir: Path | None = None
+) -> Iterator[Cluster]:
+    """Start a fresh cluster of the server binaries in ``bindir`` (by default
+    :func:`find_postgres_bin`), yield it, stop it and delete its files."""
+    bindir = bindir or find_postgres_bin()
     base = Path(tempfile.mkdtemp(prefix="dbledger-pg-"))
     drop = _as_user()
     password = secrets.token_hex(12)
