@@ -183,7 +183,9 @@ def _detach(table: str, command: Node, catalog: Catalog, out: Builder) -> None:
     mode = SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE
     out.lock(table, mode)
     if partition is not None:
-        out.lock(partition, mode)
+        # Before PostgreSQL 14 the partition itself took only SHARE UPDATE EXCLUSIVE.
+        version = catalog.server_version()
+        out.lock(partition, SHARE_UPDATE_EXCLUSIVE if version is not None and version < 140000 else mode)
     out.transactional = out.transactional and not concurrent
 
 

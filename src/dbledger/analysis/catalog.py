@@ -26,8 +26,9 @@ from dbledger.analysis.nodes import split_qualified
 
 __all__ = ["Overlay", "PostgresCatalog", "StaticCatalog"]
 
-# A table whose planner statistics were never gathered (reltuples = -1) is counted exactly up to
-# this heap size, and sampled above it.
+# A table whose planner statistics were never gathered (reltuples = -1; before PostgreSQL 14,
+# reltuples = relpages = 0 over a heap that has pages) is counted exactly up to this heap size,
+# and sampled above it.
 EXACT_COUNT_BYTES = 64 * 1024 * 1024
 SAMPLE_PAGES = 1000
 
@@ -94,6 +95,9 @@ class PostgresCatalog:
             # A name to_regclass rejects (bad syntax, a cross-database reference): nothing known.
             return []
 
+    def server_version(self) -> int | None:
+        return self.conn.info.server_version
+
     def column_type(self, table: str, column: str) -> str | None:
         if table not in self._columns:
             self._columns[table] = {str(name): str(kind) for name, kind in self._rows(_COLUMNS, (table,))}
@@ -111,7 +115,8 @@ class PostgresCatalog:
         schema, name, reltuples, relpages, total, heap, partition_rows, partition_bytes = rows[0]
         if partition_rows is not None:
             return TableSize(rows=int(partition_rows), bytes=int(partition_bytes))
-        if reltuples >= 0:
+        never_analysed = reltuples < 0 or (reltuples == 0 and relpages == 0 and heap > 0)
+        if not never_analysed:
             return TableSize(rows=int(reltuples), bytes=int(total))
         # Never vacuumed nor analysed: count a small table, sample a big one.
         target = sql.Identifier(schema, name)
@@ -184,6 +189,10 @@ class StaticCatalog:
     index_tables: dict[str, str] = field(default_factory=dict)  # index -> table
     keys: tuple[ForeignKey, ...] = ()
     relations: frozenset[str] = frozenset()  # views, sequences...: relations named nowhere above
+    version: int | None = None  # server_version_num; None: the newest
+
+    def server_version(self) -> int | None:
+        return self.version
 
     def column_type(self, table: str, column: str) -> str | None:
         return self.columns.get(table, {}).get(column)
@@ -377,6 +386,9 @@ class Overlay:
         name = self._in_base(table)
         base = 0 if name is None else self.base.index_count(name)
         return max(0, base + self._index_delta.get(table, 0))
+
+    def server_version(self) -> int | None:
+        return self.base.server_version()
 
     def index_table(self, index: str) -> str | None:
         if index in self._index_tables:

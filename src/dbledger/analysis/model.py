@@ -206,6 +206,11 @@ class Catalog(Protocol):
         """Every foreign key from or to ``table``, ``table`` named in them as asked."""
         ...
 
+    def server_version(self) -> int | None:
+        """The server's ``server_version_num`` (e.g. 130023), for locks that changed between
+        versions; None when unknown (the analysis then says what the newest version does)."""
+        ...
+
     def exists(self, relation: str, column: str | None = None) -> bool | None:
         """Whether a relation of that name (table, view, index, sequence...) exists, or that
         column of it; None when the catalog cannot tell. Only False lets the analysis call an

@@ -52,6 +52,9 @@ class OfflineCatalog:
     def index_table(self, index: str) -> str | None:
         return None
 
+    def server_version(self) -> int | None:
+        return None
+
     def foreign_keys(self, table: str) -> tuple[ForeignKey, ...]:
         return ()
 

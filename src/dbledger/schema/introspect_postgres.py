@@ -5,8 +5,10 @@ docs/drift.md for measurements on 10, 100 and 1000 tables).
 Definitions come from the server's own deparsers (``format_type``, ``pg_get_constraintdef``,
 ``pg_get_indexdef``, ``pg_get_viewdef``, ``pg_get_triggerdef``), which print names relative to
 ``search_path``. The queries therefore run in one transaction with ``search_path`` set to
-``pg_catalog, public``, so the text does not depend on the caller's session. Requires
-PostgreSQL 14 or newer (``pg_get_function_sqlbody``).
+``pg_catalog, public``, so the text does not depend on the caller's session. The same DDL gives
+the same model on PostgreSQL 13 to 18 (tests/test_postgres_versions.py): where the catalogs differ
+(SQL-standard bodies from 14, NOT NULL constraints in ``pg_constraint`` from 18), the queries
+read each version's own way.
 
 A target schema (one tenant of a schema-per-tenant database) narrows every query to the objects
 in that schema: other tenants' tables, and what the tenant only uses from elsewhere (an
@@ -91,17 +93,17 @@ WHERE {_USER_SCHEMA.format(n="n")} AND {_not_extension_member("pg_type", "t.oid"
 GROUP BY t.oid, n.nspname, t.typname
 """
 
+# The checks come from subqueries, not a join grouped by the type: before PostgreSQL 14 the
+# catalogs have no primary keys, so grouping by t.oid does not make t's other columns usable.
 _DOMAINS = f"""
 SELECT {_qname("n", "t.typname")}, format_type(t.typbasetype, t.typtypmod), NOT t.typnotnull,
        t.typdefault,
-       coalesce(array_agg(quote_ident(k.conname) ORDER BY k.conname) FILTER (WHERE k.oid IS NOT NULL),
-                '{{}}'),
-       coalesce(array_agg(pg_get_constraintdef(k.oid) ORDER BY k.conname) FILTER (WHERE k.oid IS NOT NULL),
-                '{{}}')
+       ARRAY(SELECT quote_ident(k.conname) FROM pg_constraint k
+             WHERE k.contypid = t.oid AND k.contype = 'c' ORDER BY k.conname),
+       ARRAY(SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k
+             WHERE k.contypid = t.oid AND k.contype = 'c' ORDER BY k.conname)
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-LEFT JOIN pg_constraint k ON k.contypid = t.oid AND k.contype = 'c'
 WHERE t.typtype = 'd' AND {_USER_SCHEMA.format(n="n")} AND {_not_extension_member("pg_type", "t.oid")}
-GROUP BY t.oid, n.nspname, t.typname
 """
 
 # Identity columns' sequences (deptype 'i') are part of the column, not objects of their own;
@@ -142,7 +144,7 @@ LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'f') AND {_USER_RELATION}
 """
 
-# NOT NULL constraints (contype 'n', PostgreSQL 17+) are the columns' nullability already.
+# NOT NULL constraints (contype 'n', PostgreSQL 18+) are the columns' nullability already.
 _CONSTRAINTS = f"""
 SELECT k.conrelid, quote_ident(k.conname), k.contype, pg_get_constraintdef(k.oid),
        k.confdeltype, k.confupdtype, k.condeferrable, k.condeferred
@@ -164,12 +166,14 @@ SELECT {_qname("n", "c.relname")}, pg_get_viewdef(c.oid), c.relkind = 'm' FROM {
 WHERE c.relkind IN ('v', 'm') AND {_USER_RELATION}
 """
 
+# A function's body: its source text, or for a SQL-standard body (BEGIN ATOMIC, PostgreSQL 14+)
+# the server's deparse of it; filled in at each call from the server's version.
+_BODY = "/*body*/"
+_SQL_BODY = "CASE WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid) ELSE p.prosrc END"
 _FUNCTIONS = f"""
 SELECT {_qname("n", "p.proname")}, pg_get_function_identity_arguments(p.oid), p.prokind,
        p.prorettype = 'trigger'::regtype, coalesce(pg_get_function_result(p.oid), ''), l.lanname,
-       p.provolatile,
-       CASE WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid) ELSE p.prosrc END,
-       p.proisstrict, p.prosecdef, pg_get_function_arguments(p.oid)
+       p.provolatile, {_BODY}, p.proisstrict, p.prosecdef, pg_get_function_arguments(p.oid)
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
 WHERE {_USER_SCHEMA.format(n="n")} AND {_not_extension_member("pg_proc", "p.oid")}
 """
@@ -225,11 +229,13 @@ def introspect_postgres(
     not_ledger = ledger_condition(conn, ledger_schema, ledger_tables)
     not_owned = ledger_condition(conn, ledger_schema, ledger_tables, n="tn", c="t")
     in_scope = scope_condition(conn, schema)
+    body = _SQL_BODY if conn.info.server_version >= 140000 else "p.prosrc"
     with conn.transaction():
         conn.execute(b"SET LOCAL search_path = pg_catalog, public")
 
         def rows(query: str) -> list[tuple[Any, ...]]:
             text = query.replace(_NOT_LEDGER, not_ledger).replace(_NOT_LEDGER_OWNED, not_owned)
+            text = text.replace(_BODY, body)
             return conn.execute(text.replace(_IN_SCOPE, in_scope).encode()).fetchall()
 
         columns: dict[int, list[Column]] = defaultdict(list)
@@ -270,11 +276,47 @@ def introspect_postgres(
                     for name, text, mat in rows(_VIEWS)
                 ]
             ),
-            functions=sorted_by_key([_function(*row) for row in rows(_FUNCTIONS)]),
+            functions=sorted_by_key([_function(*_modes_shown(row, body)) for row in rows(_FUNCTIONS)]),
             triggers=sorted_by_key(
                 [Trigger(name, table, text, _ENABLED[on]) for name, table, text, on in rows(_TRIGGERS)]
             ),
         )
+
+
+_MODES = ("IN ", "OUT ", "INOUT ", "VARIADIC ")
+
+
+def _modes_shown(row: tuple[Any, ...], body: str) -> tuple[Any, ...]:
+    """A procedure's arguments as PostgreSQL 14 and later print them, with the IN that 13 leaves
+    out (a procedure's identity there has no OUT arguments to tell apart), so that one model
+    holds for both. ``body`` tells the version: the SQL-standard body came with 14."""
+    if body == _SQL_BODY or row[2] != "p":
+        return row
+    name, arguments, *rest, full_arguments = row
+    return (name, _with_in(arguments), *rest, _with_in(full_arguments))
+
+
+def _with_in(arguments: str) -> str:
+    return ", ".join(part if part.startswith(_MODES) else "IN " + part for part in _top_level(arguments))
+
+
+def _top_level(text: str) -> list[str]:
+    """``text`` cut at the commas outside parentheses, quotes and double quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for position, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:position].strip())
+            start = position + 1
+    rest = text[start:].strip()
+    return [*parts, rest] if rest else parts
 
 
 def _deferrable(deferrable: bool, deferred: bool) -> str | None:
