@@ -60,3 +60,26 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+def server_version(url: str) -> int:
+    """``server_version_num`` of the PostgreSQL server behind ``url`` (e.g. 150018)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.info.server_version
+
+
+def pg_dump_for(url: str) -> Path | None:
+    """The pg_dump of the server's own major version, or skip the test: the server binaries of
+    other versions (scripts/postgres) come without client programs, and dbledger refuses a
+    pg_dump of another version (tests/test_backup.py shows the refusal). None for SQLite."""
+    import pytest
+
+    from dbledger.backup import find_pg_dumps
+
+    if url.startswith("sqlite:"):
+        return None
+    major = server_version(url) // 10000
+    found = find_pg_dumps().get(major)
+    if found is None:
+        pytest.skip(f"no pg_dump of PostgreSQL {major} on this machine")
+    return found

@@ -25,9 +25,9 @@ from dbledger import backup as backup_module
 from dbledger.backup import Backup, copy_sqlite, dump_postgres
 from dbledger.config import Database, parse_database_url
 from dbledger.errors import BackupFailed
-from dbledger.testing import Cluster, find_postgres_bin, free_port
+from dbledger.testing import Cluster, free_port
 from tests.conftest import ExternalServer
-from tests.helpers import query
+from tests.helpers import pg_dump_for, query, server_version
 
 LABEL = "003_clerk_complete_migration"
 
@@ -137,12 +137,16 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def fake_pg_dump(folder: Path, body: str) -> Path:
-    """A pg_dump that records its command line and PGPASSWORD, then runs ``body``."""
+def fake_pg_dump(folder: Path, body: str, url: str, *, major: int | None = None) -> Path:
+    """A pg_dump of the major version of the server behind ``url`` (or ``major``), with a
+    pg_restore beside it, that records its command line and PGPASSWORD, then runs ``body``."""
+    major = major or server_version(url) // 10000
+    (folder / "pg_restore").write_text("#!/bin/sh\nexit 0\n")
+    (folder / "pg_restore").chmod(0o755)
     script = folder / "pg_dump"
     script.write_text(
         "#!/bin/sh\n"
-        'if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.4"; exit 0; fi\n'
+        f'if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) {major}.4"; exit 0; fi\n'
         f"printf '%s\\n' \"$@\" > {folder}/argv\n"
         f"printf '%s' \"$PGPASSWORD\" > {folder}/pgpassword\n"
         'for arg in "$@"; do case "$arg" in --file=*) out="${arg#--file=}";; esac; done\n'
@@ -160,6 +164,7 @@ def entries(folder: Path) -> list[str]:
 
 
 def test_postgres_backup_restores_identically(pg_url: str, fresh_pg: str, tmp_path: Path) -> None:
+    pg_dump_for(pg_url)
     query(pg_url, PG_SCHEMA)
     before = pg_snapshot(pg_url)
     database = parse_database_url(pg_url)
@@ -197,8 +202,8 @@ def test_password_stays_off_the_pg_dump_command_line(pg_url: str, tmp_path: Path
     password = password_of(pg_url)
     if password is None:
         pytest.skip("the server's URL carries no password")
-    real = find_postgres_bin() / "pg_dump"
-    fake_pg_dump(fake_bin, f'exec {real} "$@"')
+    real = pg_dump_for(pg_url)
+    fake_pg_dump(fake_bin, f'exec {real} "$@"', pg_url)
 
     made = take_backup(parse_database_url(pg_url), tmp_path / "backups", label=LABEL)
 
@@ -225,7 +230,9 @@ def test_unreachable_server_error_is_redacted_and_names_the_file(pg_url: str, tm
     assert password is None or password not in message
     assert message.startswith(f"cannot back up {parse_database_url(wrong_port).display} to '{folder}/")
     assert re.search(rf"to '{re.escape(str(folder))}/[^/']+-{LABEL}\.dump'", message)
-    assert "pg_dump exited with code 1: pg_dump: error: connection to server" in message
+    # The server's version, which chooses the pg_dump, is asked first.
+    assert "cannot connect: connection failed: connection to server at" in message
+    assert "Connection refused" in message
     assert entries(folder) == []
 
 
@@ -235,6 +242,7 @@ def test_pg_dump_failure_mid_dump_leaves_no_partial_file(pg_url: str, tmp_path: 
         'printf "PGDMP half a dump" > "$out"\n'
         "echo 'pg_dump: error: could not write to output file: No space left on device' >&2\n"
         "exit 1",
+        pg_url,
     )
     folder = tmp_path / "backups"
     with pytest.raises(BackupFailed, match="No space left on device") as caught:
@@ -243,46 +251,56 @@ def test_pg_dump_failure_mid_dump_leaves_no_partial_file(pg_url: str, tmp_path: 
     assert entries(folder) == []
 
 
-def test_pg_dump_older_than_the_server_says_what_to_install(
-    pg_url: str, tmp_path: Path, fake_bin: Path
+@pytest.mark.parametrize("offset", [-2, 1], ids=["older", "newer"])
+def test_pg_dump_of_another_version_is_refused_naming_both(
+    pg_url: str, tmp_path: Path, fake_bin: Path, offset: int
 ) -> None:
-    fake_pg_dump(
-        fake_bin,
-        "echo 'pg_dump: error: aborting because of server version mismatch' >&2\n"
-        "echo 'pg_dump: detail: server version: 17.2; pg_dump version: 15.4' >&2\n"
-        "exit 1",
-    )
+    """An older pg_dump cannot read the server; a newer one writes what the server may not load
+    back: either is refused before it runs."""
+    major = server_version(pg_url) // 10000
+    fake_pg_dump(fake_bin, "exit 0", pg_url, major=major + offset)
     with pytest.raises(BackupFailed) as caught:
         take_backup(parse_database_url(pg_url), tmp_path / "backups", label=LABEL)
     assert str(caught.value).endswith(
-        f"the server runs PostgreSQL 17 but {fake_bin}/pg_dump is version 15, and pg_dump cannot dump "
-        "a newer server: install postgresql-client-17 (or the client programs of that version for "
-        "your system) and run again"
+        f"the server runs PostgreSQL {major}, and the pg_dump found is version {major + offset} "
+        f"({fake_bin}/pg_dump): a dump must be made and restored by the server's own version, "
+        f"PostgreSQL {major}: install the PostgreSQL {major} client programs (apt-get install "
+        f"postgresql-client-{major})"
     )
+    assert not (fake_bin / "argv").exists()  # never run
     assert entries(tmp_path / "backups") == []
 
 
 def test_missing_pg_dump(pg_url: str, tmp_path: Path, fake_bin: Path) -> None:
+    major = server_version(pg_url) // 10000
     folder = tmp_path / "backups"
     with pytest.raises(BackupFailed) as caught:
         take_backup(parse_database_url(pg_url), folder, label=LABEL)
     assert str(caught.value).endswith(
-        f"pg_dump was not found on PATH or in {tmp_path}/nowhere/*/bin: install the PostgreSQL client "
-        "programs of the server's major version or newer (apt-get install postgresql-client)"
+        f"pg_dump was not found on PATH or in {tmp_path}/nowhere/*/bin: install the PostgreSQL {major} "
+        f"client programs (apt-get install postgresql-client-{major})"
     )
     assert entries(folder) == []
 
 
-def test_newest_pg_dump_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pg_dump_of_the_servers_version_is_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for major in (9, 17, 13):
         folder = tmp_path / "lib" / str(major) / "bin"
         folder.mkdir(parents=True)
-        script = folder / "pg_dump"
-        script.write_text(f'#!/bin/sh\necho "pg_dump (PostgreSQL) {major}.1 (Debian {major}.1-1)"\n')
-        script.chmod(0o755)
+        for program in ("pg_dump", "pg_restore"):
+            script = folder / program
+            script.write_text(f'#!/bin/sh\necho "{program} (PostgreSQL) {major}.1 (Debian {major}.1-1)"\n')
+            script.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path / "lib" / "13" / "bin"))
     monkeypatch.setattr(backup_module, "PG_DUMP_GLOB", str(tmp_path / "lib" / "*" / "bin" / "pg_dump"))
-    assert backup_module.find_pg_dump() == (tmp_path / "lib" / "17" / "bin" / "pg_dump", 17)
+    assert sorted(backup_module.find_pg_dumps()) == [9, 13, 17]
+    bin13 = tmp_path / "lib" / "13" / "bin"
+    assert backup_module.client_programs(130022) == (bin13 / "pg_dump", bin13 / "pg_restore")
+    with pytest.raises(BackupFailed) as caught:
+        backup_module.client_programs(160004)
+    assert f"PostgreSQL 16, and the pg_dumps found are 9 ({tmp_path}/lib/9/bin/pg_dump), 13 " in str(caught.value)
 
 
 # -- SQLite ---------------------------------------------------------------------------------------
@@ -356,6 +374,7 @@ def test_sqlite_missing_database_file(tmp_path: Path) -> None:
 
 
 def test_checksum_and_size_match_the_file(db_url: str, tmp_path: Path) -> None:
+    pg_dump_for(db_url)
     query(db_url, "CREATE TABLE t (x TEXT)")
     query(db_url, "INSERT INTO t VALUES ('one'), ('two')")
     folder = tmp_path / "not" / "yet" / "there"

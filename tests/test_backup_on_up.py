@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.helpers import query, run_cli, table_exists, write
+from tests.helpers import pg_dump_for, query, run_cli, table_exists, write
 
 CREATE = "CREATE TABLE a (x INTEGER);\nINSERT INTO a VALUES (1), (2);\n"
 DROP = "-- migrate:up backup:true\nDROP TABLE a;\n"
@@ -24,6 +24,7 @@ def up(url: str, folder: Path, *args: str) -> tuple[int, str]:
 def test_a_risky_migration_gets_a_backup_of_the_database_before_the_deploy(
     db_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
+    pg_dump_for(db_url)
     write(migrations_dir, "001_a.sql", CREATE)
     assert up(db_url, migrations_dir)[0] == 0
     write(migrations_dir, "002_drop.sql", DROP)

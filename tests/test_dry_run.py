@@ -12,7 +12,7 @@ import dbledger
 from dbledger.backends import open_backend
 from dbledger.config import parse_database_url
 from dbledger.contracts import HistoryRow
-from tests.helpers import query, run_cli, table_exists, write
+from tests.helpers import pg_dump_for, query, run_cli, table_exists, write
 
 A = "-- migrate:up\nCREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);\n-- migrate:down\nDROP TABLE a;\n"
 B = (
@@ -151,6 +151,7 @@ def test_postgres_dry_run_names_locks_rewrites_sizes_and_estimates(pg_url: str, 
 def test_a_destructive_statement_triggers_a_backup_without_being_marked(
     pg_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
+    pg_dump_for(pg_url)
     write(migrations_dir, "001_t.sql", "CREATE TABLE t (id INTEGER, note TEXT);\n")
     dbledger.migrate(pg_url, migrations_dir)
     write(migrations_dir, "002_drop_note.sql", "ALTER TABLE t DROP COLUMN note;\n")  # no backup:true

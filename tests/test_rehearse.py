@@ -15,7 +15,7 @@ import pytest
 
 from dbledger.testing import Cluster
 from tests.conftest import ExternalServer
-from tests.helpers import Result, query, run_cli, write
+from tests.helpers import Result, pg_dump_for, query, run_cli, write
 
 CREATE = """\
 -- migrate:up
@@ -188,6 +188,7 @@ def test_rows_for_every_table_leave_the_ledger_alone(
 
 
 def test_schema_only_copies_no_rows_but_the_ledger(live: str, migrations_dir: Path, kept: list[str]) -> None:
+    pg_dump_for(live)
     result = rehearse_cli(live, migrations_dir, "rehearse", "--schema-only", "--keep", "--json")
     assert result.returncode == 0, result.output
     found = document(result)
@@ -208,6 +209,7 @@ def test_schema_only_copies_no_rows_but_the_ledger(live: str, migrations_dir: Pa
 
 
 def test_a_busy_database_is_copied_with_pg_dump(live: str, migrations_dir: Path) -> None:
+    pg_dump_for(live)
     before = snapshot(live)
     with psycopg.connect(live) as other:  # another session: the template copy is refused
         other.execute("SELECT 1")
@@ -294,6 +296,7 @@ def test_bad_rows_are_usage_errors(live: str, migrations_dir: Path, rows: str, m
 
 
 def test_no_output_shows_the_password(live: str, migrations_dir: Path, kept: list[str]) -> None:
+    pg_dump_for(live)
     password = urlsplit(live).password
     assert password
     with psycopg.connect(live) as other:  # the pg_dump path too: its errors and notes

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import dbledger
-from tests.helpers import query, run_cli, table_exists, write
+from tests.helpers import pg_dump_for, query, run_cli, table_exists, write
 
 A = "-- migrate:up\nCREATE TABLE a (x INTEGER);\n-- migrate:down\nDROP TABLE a;\n"
 C = "-- migrate:up\nCREATE TABLE c (x INTEGER);\n-- migrate:down\nDROP TABLE c;\n"
@@ -106,6 +106,7 @@ def test_dry_run_masks_passwords_and_keeps_trailing_comments_runnable(
 
 
 def test_up_json_reports_the_backup(db_url: str, migrations_dir: Path, tmp_path: Path) -> None:
+    pg_dump_for(db_url)
     write(migrations_dir, "001_a.sql", "-- migrate:up backup:true\nCREATE TABLE a (x INTEGER);\n")
 
     code, out, err = cli(db_url, migrations_dir, "up", "--json", "--backup", str(tmp_path / "b"))

@@ -23,7 +23,7 @@ import pytest
 
 from dbledger.testing import Cluster
 from tests.conftest import ExternalServer
-from tests.helpers import Result, query, run_cli, write
+from tests.helpers import Result, pg_dump_for, query, run_cli, write
 
 # The tenant's migrations use an extension that lives in public and that they do not create: it
 # is the tenant's surroundings, not part of its schema, and never drift.
@@ -372,6 +372,7 @@ def test_a_replay_on_a_shadow_database_lands_in_the_tenant_schema(
 
 
 def test_a_backup_holds_the_tenant_alone(pg_url: str, tenant: Urls, folder: Path, tmp_path: Path) -> None:
+    pg_dump_for(pg_url)
     write(folder, "003_drop.sql", "-- migrate:up backup:true\nALTER TABLE conns DROP COLUMN email;\n")
     assert cli(tenant("tenant1"), folder, "up").returncode == 0
     assert cli(tenant("tenant2"), folder, "up", "--to", "2").returncode == 0

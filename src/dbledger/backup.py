@@ -36,7 +36,7 @@ from dbledger.config import Database
 from dbledger.errors import BackupFailed, ConfigError
 from dbledger.redaction import redact, remember_secret
 
-__all__ = ["Backup", "copy_sqlite", "dump_postgres", "find_pg_dump"]
+__all__ = ["Backup", "client_programs", "copy_sqlite", "dump_postgres", "find_pg_dumps"]
 
 # Debian and Ubuntu install each major version's client programs side by side here.
 PG_DUMP_GLOB = "/usr/lib/postgresql/*/bin/pg_dump"
@@ -59,10 +59,19 @@ class Backup:
 Producer = Callable[[Path, Path, Callable[[str], BackupFailed]], str]
 
 
-def dump_postgres(database: Database, directory: Path, *, label: str, schema: str | None = None) -> Backup:
+def dump_postgres(
+    database: Database,
+    directory: Path,
+    *,
+    label: str,
+    schema: str | None = None,
+    server_version: int | None = None,
+) -> Backup:
     """pg_dump of ``database`` (custom format) into ``directory``, as
     ``<dbname>-<UTC timestamp>-<label>.dump``; with a target ``schema``, of that schema alone
-    (its objects and data, the schema itself included), as ``<dbname>.<schema>-...``."""
+    (its objects and data, the schema itself included), as ``<dbname>.<schema>-...``. The
+    pg_dump is the server's own major version (``server_version``, e.g. 150004; asked of the
+    server when not given)."""
     try:
         conninfo, password, params = without_password(database)
     except ConfigError as exc:
@@ -74,7 +83,8 @@ def dump_postgres(database: Database, directory: Path, *, label: str, schema: st
     name = name if schema is None else f"{name}.{schema}"
 
     def produce(partial: Path, target: Path, failed: Callable[[str], BackupFailed]) -> str:
-        program = _pg_dump(conninfo, password, partial, failed, only)
+        version = server_version or _server_version(database, failed)
+        program = _pg_dump(conninfo, password, partial, failed, only, version)
         address = shlex.quote(_without_password(database.url, conninfo))
         return (
             f"{program} --clean --if-exists --no-owner --single-transaction --dbname {address} "
@@ -82,6 +92,16 @@ def dump_postgres(database: Database, directory: Path, *, label: str, schema: st
         )
 
     return _write(database, directory, name, ".dump", label, produce)
+
+
+def _server_version(database: Database, failed: Callable[[str], BackupFailed]) -> int:
+    import psycopg
+
+    try:
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            return conn.info.server_version
+    except psycopg.Error as exc:
+        raise failed(f"cannot connect: {exc}") from None
 
 
 def without_password(database: Database) -> tuple[str, str | None, dict[str, Any]]:
@@ -168,24 +188,51 @@ def _write(
     return Backup(target, digest, size, time.monotonic() - started, redact(restore))
 
 
-def find_pg_dump() -> tuple[Path, int] | None:
-    """The pg_dump of the newest major version on PATH or in /usr/lib/postgresql/*/bin, with that
-    version; a real binary wins a tie over PATH (which may be Debian's version-choosing wrapper)."""
-    found: dict[str, tuple[int, bool, Path]] = {}
-    on_path = shutil.which("pg_dump")
-    for candidate, direct in [(on_path, False), *((p, True) for p in glob.glob(PG_DUMP_GLOB))]:
-        if candidate and os.path.realpath(candidate) not in found:
-            try:
-                done = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            match = re.search(r"\)\s*(\d+)", done.stdout)
-            if done.returncode == 0 and match:
-                found[os.path.realpath(candidate)] = (int(match.group(1)), direct, Path(candidate))
-    if not found:
+def find_pg_dumps() -> dict[int, Path]:
+    """Every pg_dump on PATH or in /usr/lib/postgresql/*/bin, by major version; for a version
+    found in both, the real binary (PATH may hold Debian's version-choosing wrapper)."""
+    found: dict[int, Path] = {}
+    seen: set[str] = set()
+    for candidate in [*sorted(glob.glob(PG_DUMP_GLOB)), shutil.which("pg_dump")]:
+        if not candidate or os.path.realpath(candidate) in seen:
+            continue
+        seen.add(os.path.realpath(candidate))
+        major = _major_of(Path(candidate))
+        if major is not None:
+            found.setdefault(major, Path(candidate))
+    return found
+
+
+def _major_of(program: Path) -> int | None:
+    try:
+        done = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
         return None
-    major, _, path = max(found.values())
-    return path, major
+    match = re.search(r"\)\s*(\d+)", done.stdout)
+    return int(match.group(1)) if done.returncode == 0 and match else None
+
+
+def client_programs(server_version: int) -> tuple[Path, Path]:
+    """pg_dump and pg_restore of the server's own major version, or a BackupFailed saying which
+    were found and what to install. An older pg_dump cannot read a newer server; a newer one
+    writes what an older server may not load (pg_dump 17 sets transaction_timeout), and a dump
+    is restored into the server it came from."""
+    major = server_version // 10000
+    found = find_pg_dumps()
+    program = found.get(major)
+    if program is not None and program.with_name("pg_restore").exists():
+        return program, program.with_name("pg_restore")
+    install = f"install the PostgreSQL {major} client programs (apt-get install postgresql-client-{major})"
+    if not found:
+        raise BackupFailed(f"pg_dump was not found on PATH or in {Path(PG_DUMP_GLOB).parent}: {install}")
+    if program is not None:
+        raise BackupFailed(f"pg_restore is missing beside {program}: {install}")
+    versions = ", ".join(f"{version} ({path})" for version, path in sorted(found.items()))
+    seen = f"pg_dump found is version {versions}" if len(found) == 1 else f"pg_dumps found are {versions}"
+    raise BackupFailed(
+        f"the server runs PostgreSQL {major}, and the {seen}: a dump "
+        f"must be made and restored by the server's own version, PostgreSQL {major}: {install}"
+    )
 
 
 def _pg_dump(
@@ -194,16 +241,14 @@ def _pg_dump(
     partial: Path,
     failed: Callable[[str], BackupFailed],
     only: list[str],
+    server_version: int,
 ) -> str:
     """Run pg_dump (with the options ``only``, which narrow it to a schema) into ``partial``;
     return the pg_restore to restore it with."""
-    located = find_pg_dump()
-    if located is None:
-        raise failed(
-            f"pg_dump was not found on PATH or in {Path(PG_DUMP_GLOB).parent}: install the PostgreSQL "
-            "client programs of the server's major version or newer (apt-get install postgresql-client)"
-        )
-    pg_dump, major = located
+    try:
+        pg_dump, pg_restore = client_programs(server_version)
+    except BackupFailed as exc:
+        raise failed(exc.message) from None
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = str(password)
@@ -217,17 +262,9 @@ def _pg_dump(
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        server = re.search(r"server version: (\d+)", done.stderr)
-        if server and int(server.group(1)) > major:
-            raise failed(
-                f"the server runs PostgreSQL {server.group(1)} but {pg_dump} is version {major}, and "
-                f"pg_dump cannot dump a newer server: install postgresql-client-{server.group(1)} "
-                "(or the client programs of that version for your system) and run again"
-            )
         raise failed(f"{pg_dump} exited with code {done.returncode}: {done.stderr or done.stdout}")
     # The pg_restore next to this pg_dump reads its format; a different one on PATH may not.
-    pg_restore = pg_dump.with_name("pg_restore")
-    if not pg_restore.exists() or shutil.which("pg_restore") == str(pg_restore):
+    if shutil.which("pg_restore") == str(pg_restore):
         return "pg_restore"
     return str(pg_restore)
 

@@ -24,7 +24,6 @@ and pg_restore get the password in their environment, never on their command lin
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import tempfile
@@ -35,9 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from dbledger.backup import PG_DUMP_GLOB, find_pg_dump, without_password
+from dbledger.backup import client_programs, without_password
 from dbledger.config import Database, parse_database_url
-from dbledger.errors import ConfigError, DatabaseUnavailable, DbledgerError
+from dbledger.errors import BackupFailed, ConfigError, DatabaseUnavailable, DbledgerError
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
@@ -263,42 +262,15 @@ def _create_like(name: str, facts: _Live) -> Any:
 # -- pg_dump | pg_restore ------------------------------------------------------------------------
 
 
-def _version(program: Path) -> int | None:
-    try:
-        done = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"\)\s*(\d+)", done.stdout)
-    return int(match.group(1)) if done.returncode == 0 and match else None
-
-
 def _pg_tools(server_version: int) -> tuple[Path, Path]:
-    """pg_dump and pg_restore of the server's major version. A newer pg_dump can read the
-    server, but what it writes may use settings the older server does not know (pg_dump 17 sets
-    transaction_timeout), and the restore goes back into that same server."""
-    major = server_version // 10000
-    newest = find_pg_dump()
-    candidates = [newest] if newest else []
-    exact = Path(PG_DUMP_GLOB.replace("*", str(major)))
-    if exact.exists() and (found := _version(exact)) is not None:
-        candidates.append((exact, found))
-    for program, version in candidates:
-        restore = program.with_name("pg_restore")
-        if version == major and restore.exists():
-            return program, restore
-    if newest is None:
+    """pg_dump and pg_restore of the server's major version (dbledger.backup.client_programs)."""
+    try:
+        return client_programs(server_version)
+    except BackupFailed as exc:
         raise DbledgerError(
-            f"pg_dump was not found on PATH or in {Path(PG_DUMP_GLOB).parent}, and the template copy "
-            f"was not possible: install the PostgreSQL {major} client programs (apt-get install "
-            f"postgresql-client-{major}), or free the live database of other sessions for --copy template"
-        )
-    program, version = newest
-    raise DbledgerError(
-        f"the server runs PostgreSQL {major}, but the pg_dump found ({program}) is version {version}: "
-        f"a rehearsal restores the dump into that same server, so it needs pg_dump and pg_restore "
-        f"{major}: install postgresql-client-{major}, or free the live database of other sessions "
-        "for --copy template"
-    )
+            f"cannot copy the database with pg_dump: {exc.message}; or free the live database of "
+            "other sessions for --copy template"
+        ) from None
 
 
 def _pattern(schema: str, table: str) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, LiteralString
 import psycopg
 from psycopg import conninfo, pq, sql
 
+from dbledger import pgversions
 from dbledger.backends import pgtarget
 from dbledger.backends.base import HISTORY_COLUMNS, VERSION_AND_LEDGER, Backend, LedgerSQL, Params, Query
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Database
@@ -309,6 +310,12 @@ class PostgresBackend(Backend):
         self._proxied = False  # the connection passes through a pooler or proxy (seen at the lock)
         self._writing = False  # inside write(): its statements are queued
         self._queued: list[tuple[Query, Params]] = []  # ledger writes not sent yet (see write())
+
+    def server_warning(self) -> str | None:
+        return pgversions.support_warning(self.conn.info.server_version, self.database.display)
+
+    def server(self) -> pgversions.Server:
+        return pgversions.Server(self.conn.info.server_version, self.database.display)
 
     def _check_search_path(self, database: Database) -> None:
         """A target's migrations must run with the search_path the connection asked for: refuse
@@ -736,7 +743,13 @@ class PostgresBackend(Backend):
     def take_backup(self, directory: Path, label: str) -> Backup:
         from dbledger.backup import dump_postgres
 
-        return dump_postgres(self.database, directory, label=label, schema=self._target)
+        return dump_postgres(
+            self.database,
+            directory,
+            label=label,
+            schema=self._target,
+            server_version=self.conn.info.server_version,
+        )
 
     def replay_address(self, database: Database) -> Database:
         if self._target is None:
@@ -780,6 +793,8 @@ def _limits_sql(limits: WaitLimits, *, local: bool) -> bytes:
     text = scope + b"lock_timeout = %d" % limits.lock_timeout_ms
     if limits.statement_timeout_ms:  # none asked for: the role's or the server's own stays
         text += b"; " + scope + b"statement_timeout = %d" % limits.statement_timeout_ms
+    if limits.transaction_timeout_ms:  # PostgreSQL 17+: the preflight refused it before
+        text += b"; " + scope + b"transaction_timeout = %d" % limits.transaction_timeout_ms
     return text
 
 
