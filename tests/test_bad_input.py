@@ -135,7 +135,7 @@ def test_an_unknown_dbledger_variable_is_warned_about(sqlite_url: str, migration
     assert (
         "dbledger: warning: unknown environment variable DBLEDGER_LEDGER; did you mean "
         "'DBLEDGER_LEDGER_TABLE'? (known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, "
-        "DBLEDGER_TEST_POSTGRES_URL): it is ignored"
+        "DBLEDGER_TEST_POSTGRES_URL, DBLEDGER_TEST_PG_BIN): it is ignored"
     ) in result.stderr.splitlines()
 
 

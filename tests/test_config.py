@@ -248,8 +248,8 @@ def test_unknown_dbledger_variables_are_warned_about(tmp_path: Path) -> None:
     settings = resolve(environ={"DBLEDGER_DIRECTORY": "x", "DBLEDGER_DIR": "y"}, cwd=tmp_path)
     assert settings.warnings == (
         "unknown environment variable DBLEDGER_DIRECTORY; did you mean 'DBLEDGER_DIR'? "
-        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, DBLEDGER_TEST_POSTGRES_URL): "
-        "it is ignored",
+        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, DBLEDGER_TEST_POSTGRES_URL, "
+        "DBLEDGER_TEST_PG_BIN): it is ignored",
     )
 
 

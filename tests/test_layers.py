@@ -15,7 +15,7 @@ SOURCE = Path(__file__).parent.parent / "src" / "dbledger"
 
 # Each module's layer: a module may import only modules of its own layer or below.
 LAYERS: list[tuple[str, ...]] = [
-    ("contracts", "annotation", "redaction", "sqltrees"),
+    ("contracts", "annotation", "redaction", "sqltrees", "pgversions"),
     ("errors",),
     ("ledger", "config", "chain", "testing", "checksumcache"),
     ("migrations", "dialects", "schema", "analysis", "backup", "queries", "checks", "edits"),

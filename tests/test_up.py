@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 import dbledger
-from tests.helpers import Result, query, run_cli, table_exists, write
+from tests.helpers import Result, query, run_cli, server_version, table_exists, write
 
 Row = dict[str, Any]
 
@@ -431,10 +431,13 @@ def test_postgres_failure_records_sqlstate_statement_and_line(pg_url: str, migra
 
 
 def test_postgres_dollar_quoted_bodies_with_semicolons_run_whole(pg_url: str, migrations_dir: Path) -> None:
+    # A SQL-standard body (BEGIN ATOMIC) came with PostgreSQL 14; before, the same in quotes.
+    atomic = server_version(pg_url) >= 140000
+    body = "BEGIN ATOMIC\n  SELECT i + 1;\nEND;" if atomic else "AS $$ SELECT i + 1; $$;"
     write(
         migrations_dir,
         "001_functions.sql",
-        """\
+        f"""\
 CREATE FUNCTION greet(name text) RETURNS text LANGUAGE plpgsql AS $body$
 DECLARE
   greeting text := 'hello; ';
@@ -451,9 +454,7 @@ BEGIN
 END
 $$;
 CREATE FUNCTION add_one(i integer) RETURNS integer LANGUAGE sql
-BEGIN ATOMIC
-  SELECT i + 1;
-END;
+{body}
 CREATE TABLE quotes (body text);
 INSERT INTO quotes VALUES ('a;b'), ($q$c;d$q$); -- a comment; with a semicolon
 /* a block comment; with a semicolon */
@@ -1036,6 +1037,8 @@ def weak_pg_url(pg_url: str) -> Iterator[str]:
     role = f"weak_{uuid.uuid4().hex[:12]}"
     password = uuid.uuid4().hex
     query(pg_url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    # Before PostgreSQL 15 every role may create in schema public.
+    query(pg_url, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     conninfo = psycopg.conninfo.conninfo_to_dict(pg_url)
     url = (
         f"postgresql://{role}:{password}@{conninfo.get('host', '127.0.0.1')}:{conninfo.get('port', 5432)}"

@@ -264,6 +264,7 @@ def _open(
         connect_timeout=connect_timeout,
         on_busy=lambda holder: progress("busy", holder, None),
         on_note=lambda text: progress("note", text, None),
+        on_warning=lambda text: progress("warning", text, None),
         waits=settings.waits,
         lock_mode=settings.lock_mode,
         lease_ttl=settings.lease_ttl,

@@ -161,6 +161,13 @@ _WAIT_OPTIONS = (
         "statement timeout",
         "how long each migration statement may run (default: the role's or the server's own)",
     ),
+    (
+        "--transaction-timeout",
+        "transaction_timeout",
+        "transaction timeout",
+        "how long each migration's transaction may last, its waits included (PostgreSQL 17 or "
+        "newer; default: the role's or the server's own)",
+    ),
 )
 
 

@@ -44,11 +44,12 @@ class Statement(NamedTuple):
 
 
 class WaitLimits(NamedTuple):
-    """What each statement of a migration may wait for a lock, and run, in milliseconds (0: no
-    limit); sent to the database before the statements run."""
+    """What each statement of a migration may wait for a lock, and run, and its transaction
+    last, in milliseconds (0: no limit); sent to the database before the statements run."""
 
     lock_timeout_ms: int
     statement_timeout_ms: int
+    transaction_timeout_ms: int = 0
 
 
 # Stands for the end of a migration's transaction in errors raised at COMMIT (line 0: no line of

@@ -94,7 +94,13 @@ def _read(text: str, migration: Migration, dialect: Dialect) -> list[_Section]:
 
 
 def _options(section: Section) -> tuple[object, ...]:
-    return (section.transaction, section.backup, section.lock_timeout, section.statement_timeout)
+    return (
+        section.transaction,
+        section.backup,
+        section.lock_timeout,
+        section.statement_timeout,
+        section.transaction_timeout,
+    )
 
 
 def _same(a: Statement, b: Statement, dialect: Dialect) -> bool:
@@ -150,9 +156,10 @@ def _diff(old: list[_Section], new: list[_Section], dialect: Dialect) -> tuple[s
 
 
 def _option_text(options: tuple[object, ...]) -> str:
-    transaction, backup, lock_timeout, statement_timeout = options
+    transaction, backup, lock_timeout, statement_timeout, transaction_timeout = options
     words = [] if transaction else ["transaction:false"]
     words += ["backup:true"] if backup else []
     words += [f"lock_timeout:{lock_timeout}s"] if lock_timeout is not None else []
     words += [f"statement_timeout:{statement_timeout}s"] if statement_timeout is not None else []
+    words += [f"transaction_timeout:{transaction_timeout}s"] if transaction_timeout is not None else []
     return "".join(f" {word}" for word in words)

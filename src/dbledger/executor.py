@@ -97,7 +97,12 @@ class Executor:
             if section.statement_timeout is not None
             else self.policy.statement_timeout
         )
-        return WaitLimits(round(lock * 1000), round(run * 1000))
+        whole = (
+            section.transaction_timeout
+            if section.transaction_timeout is not None
+            else self.policy.transaction_timeout
+        )
+        return WaitLimits(round(lock * 1000), round(run * 1000), round(whole * 1000))
 
     def _may_retry(self, step: Step, err: DatabaseError, attempt: int, limits: WaitLimits) -> bool:
         """After ``err`` rolled a migration (or one of its statements) back: when it gave up on a
@@ -235,8 +240,11 @@ class Executor:
         started = time.perf_counter()
         # The run's limits for the whole deploy (a section's own options hold only for a
         # migration in its own transaction).
+        policy = self.policy
         limits = WaitLimits(
-            round(self.policy.lock_timeout * 1000), round(self.policy.statement_timeout * 1000)
+            round(policy.lock_timeout * 1000),
+            round(policy.statement_timeout * 1000),
+            round(policy.transaction_timeout * 1000),
         )
         try:
             with self.backend.transaction(limits), self.backend.watching_waits(limits):

@@ -11,7 +11,8 @@ marker line::
     DROP INDEX CONCURRENTLY ...;
 
 ``lock_timeout:10s`` and ``statement_timeout:5min`` on a marker line bound that section's
-statements instead of the run's settings (PostgreSQL).
+statements instead of the run's settings, and ``transaction_timeout:10min`` its transaction
+(PostgreSQL; transaction_timeout from PostgreSQL 17).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ _BOOLEANS = {"true": True, "false": False}
 # Options a section marker may carry, and the values each accepts.
 KNOWN_OPTIONS = {"transaction": _BOOLEANS, "backup": _BOOLEANS}
 # Options that take a duration (500ms, 3s, 2min; 0: no limit): this section's statements wait
-# at most that long for a lock, or run at most that long, instead of the run's setting.
-DURATION_OPTIONS = ("lock_timeout", "statement_timeout")
+# at most that long for a lock, or run at most that long, or the section's transaction lasts at
+# most that long, instead of the run's setting.
+DURATION_OPTIONS = ("lock_timeout", "statement_timeout", "transaction_timeout")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Section:
     backup: bool = False  # take a backup before it runs, when the run has --backup DIR
     lock_timeout: float | None = None  # seconds; None: the run's setting
     statement_timeout: float | None = None
+    transaction_timeout: float | None = None
     # Only comments and blank lines (the template 'dbledger new' writes): listed as not written
     # yet by the read commands, refused by any command that would run it.
     empty: bool = False

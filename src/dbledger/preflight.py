@@ -23,6 +23,7 @@ from dbledger.edits import Edit
 from dbledger.errors import ExistingSchema, LedgerStateError, MigrationFileError, UsageError
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
+from dbledger.pgversions import NEWEST, SINCE, Server, major
 from dbledger.plan import Allowances, Plan, check_target, make_plan
 
 Direction = Literal["up", "down"]
@@ -42,6 +43,8 @@ class Ledger:
     # The ledger's copies of the files whose checksums changed since they were applied (None:
     # no copy kept), to tell each change cosmetic or semantic.
     sources: Mapping[str, str | None] = field(default_factory=dict)
+    # The server's version (None: SQLite), for what an older one cannot run.
+    server: Server | None = None
 
 
 @dataclass(frozen=True)
@@ -212,10 +215,12 @@ def redo(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Work:
     return Work(plan, (*back.steps, again))
 
 
-def replay(migrations: list[Migration], dialect: Dialect, names: LedgerNames) -> tuple[Step, ...]:
+def replay(
+    migrations: list[Migration], dialect: Dialect, names: LedgerNames, server: Server | None
+) -> tuple[Step, ...]:
     """Every migration's up section, in the order given, to run on an empty scratch database
-    (``drift --replay``, ``baseline --verify``, a database built without dbledger)."""
-    scratch = Ledger(snapshot=None, names=names, schema=None, default_schema=None)
+    (``drift --replay``, ``baseline --verify``, a database built without dbledger) of ``server``."""
+    scratch = Ledger(snapshot=None, names=names, schema=None, default_schema=None, server=server)
     return tuple(_step(m, "up", m.up, dialect, scratch, own_tables=False) for m in migrations)
 
 
@@ -228,9 +233,29 @@ def _step(
     *,
     own_tables: bool = True,
 ) -> Step:
+    server = ledger.server
+    timeout = "transaction_timeout"
+    if section.transaction_timeout and server and (why := server.lacks(timeout, SINCE[timeout])):
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {section.line - 1}: {why}: remove transaction_timeout from the marker, or bound "
+            "the statements with statement_timeout instead",
+        )
     statements = tuple(dialect.split(section.sql, section.line, migration.path))
+    # A server of the newest supported version has every feature the dialect knows of.
+    older = server is not None and major(server.version) < NEWEST
     for statement in statements:
         _check(migration, direction, section, statement, dialect, ledger if own_tables else None)
+        if (
+            older
+            and server
+            and (feature := dialect.newest_feature(statement))
+            and (why := server.lacks(*feature))
+        ):
+            raise MigrationFileError(
+                str(migration.path),
+                f"line {statement.line}: {why}: upgrade the server, or write the statement without it",
+            )
     return Step(migration, direction, section, statements)
 
 

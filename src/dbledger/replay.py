@@ -23,7 +23,7 @@ def replayed_model(
 ) -> SchemaModel:
     """The schema ``migrations`` produce, replayed in the order given on a scratch database (or
     on the empty ``shadow`` database, in one transaction that is rolled back)."""
-    steps = preflight.replay(migrations, backend.dialect, backend.names)
+    steps = preflight.replay(migrations, backend.dialect, backend.names, backend.server())
     if shadow is not None:
         return _on_shadow(backend, shadow, steps)
     with backend.scratch() as scratch:
@@ -77,7 +77,7 @@ def matching_prefixes(backend: Backend, migrations: list[Migration]) -> list[Mig
     live = backend.schema_signature()
     matches: list[Migration] = []
     try:
-        steps = preflight.replay(migrations, backend.dialect, backend.names)
+        steps = preflight.replay(migrations, backend.dialect, backend.names, backend.server())
         with backend.scratch() as scratch:
             executor = Executor(scratch, record=False)
             for step in steps:

@@ -29,10 +29,12 @@ def open_backend(
     lock_mode: str = "auto",
     lease_ttl: float = DEFAULT_LEASE_TTL,
     on_note: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Backend:
     """Connect to ``database`` with the backend for its dialect; the ledger lives at ``names``.
     ``waits``: what migration statements may wait for locks; ``lock_mode``: how runs exclude
-    one another (dbledger.config.LOCK_MODES)."""
+    one another (dbledger.config.LOCK_MODES). ``on_warning`` is told of a server dbledger does
+    not support (a PostgreSQL version outside dbledger.pgversions' range)."""
     module, name = REGISTRY[database.dialect]
     backend: type[Backend] = getattr(importlib.import_module(module), name)
     opened = backend(database, names, lock_timeout=lock_timeout, connect_timeout=connect_timeout)
@@ -43,6 +45,9 @@ def open_backend(
     opened.lease_ttl = lease_ttl
     if on_note is not None:
         opened.on_note = on_note
+    warning = opened.server_warning()
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
     return opened
 
 

@@ -40,6 +40,7 @@ from dbledger.ledger import (
     LedgerNames,
     actor,
 )
+from dbledger.pgversions import Server
 
 if TYPE_CHECKING:
     from dbledger.analysis import Catalog
@@ -160,6 +161,16 @@ class Backend(ABC):
         from dbledger.dialects import for_name
 
         return for_name(self.dialect_name)
+
+    def server_warning(self) -> str | None:
+        """What to tell the user about the server itself (a version dbledger does not
+        support), or None."""
+        return None
+
+    def server(self) -> Server | None:
+        """The server's version, for what the preflight refuses on older ones; None for a
+        database without versions that matter to migrations (SQLite)."""
+        return None
 
     # -- hooks: connection and SQL ---------------------------------------------------------
     @property

