@@ -36,6 +36,33 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="dbledger-test-cache-")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--postgres-only",
+        action="store_true",
+        help="run only the tests that talk to PostgreSQL (the contract suite CI runs on each "
+        "version; docs/postgres-versions.md)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--postgres-only"):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("db_url") if params is not None else None
+        talks = (
+            "pg_server" in getattr(item, "fixturenames", ())
+            or backend == "postgresql"
+            or item.get_closest_marker("postgres") is not None
+        )
+        (kept if talks and backend != "sqlite" else dropped).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
 @dataclass
 class ExternalServer:
     admin_url: str

@@ -185,6 +185,7 @@ def test_nothing_heavy():
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.postgres
 def test_without_a_server_the_session_starts_its_own(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -347,6 +347,7 @@ def test_the_version_endpoint_needs_the_token_and_shows_no_location(service: Ser
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_an_outage_gives_prompt_503s_and_the_first_request_after_it_succeeds(tmp_path: Path) -> None:
     with temporary_postgres() as cluster, service_starter(tmp_path, [cluster.password]) as start:
         url = cluster.create_database("app")
