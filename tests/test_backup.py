@@ -198,12 +198,19 @@ def test_postgres_backup_restores_identically(pg_url: str, fresh_pg: str, tmp_pa
     assert pg_snapshot(pg_url) == before
 
 
-def test_password_stays_off_the_pg_dump_command_line(pg_url: str, tmp_path: Path, fake_bin: Path) -> None:
+@pytest.fixture
+def real_pg_dump(pg_url: str) -> Path | None:
+    """The real pg_dump of the server's version, found before ``fake_bin`` hides it."""
+    return pg_dump_for(pg_url)
+
+
+def test_password_stays_off_the_pg_dump_command_line(
+    pg_url: str, tmp_path: Path, real_pg_dump: Path, fake_bin: Path
+) -> None:
     password = password_of(pg_url)
     if password is None:
         pytest.skip("the server's URL carries no password")
-    real = pg_dump_for(pg_url)
-    fake_pg_dump(fake_bin, f'exec {real} "$@"', pg_url)
+    fake_pg_dump(fake_bin, f'exec {real_pg_dump} "$@"', pg_url)
 
     made = take_backup(parse_database_url(pg_url), tmp_path / "backups", label=LABEL)
 
@@ -300,7 +307,9 @@ def test_the_pg_dump_of_the_servers_version_is_chosen(
     assert backup_module.client_programs(130022) == (bin13 / "pg_dump", bin13 / "pg_restore")
     with pytest.raises(BackupFailed) as caught:
         backup_module.client_programs(160004)
-    assert f"PostgreSQL 16, and the pg_dumps found are 9 ({tmp_path}/lib/9/bin/pg_dump), 13 " in str(caught.value)
+    assert f"PostgreSQL 16, and the pg_dumps found are 9 ({tmp_path}/lib/9/bin/pg_dump), 13 " in str(
+        caught.value
+    )
 
 
 # -- SQLite ---------------------------------------------------------------------------------------

@@ -45,9 +45,11 @@ import psycopg
 import pytest
 from packaging.requirements import Requirement
 
+from dbledger.backup import find_pg_dumps
 from dbledger.contracts import Action
 from dbledger.testing import Cluster, free_port
 from tests.conftest import ExternalServer
+from tests.helpers import server_version
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -109,6 +111,8 @@ _EXIT_IN_COMMENT = re.compile(r"\bexit (\d+)\b")
 _POSTGRES_URL = re.compile(r"postgres(?:ql)?://[^\s'\"]+")
 _ASSIGNMENTS = re.compile(r"^(?:[A-Za-z_]\w*=\S*\s+)*")  # VAR=value before a command
 _PORT = re.compile(r"^(?:[A-Za-z_]\w*=\S*\s+)*?PORT=(\d+)\s")
+# Commands that run pg_dump or pg_restore (backups, restores, schema-only rehearsals).
+_NEEDS_PG_DUMP = re.compile(r"--backup\b|\bpg_restore\b|--copy pg_dump|--schema-only")
 # A file a restore command reads, named as dbledger names its backups: database, UTC time, migration.
 _BACKUP_FILE = re.compile(r"backups/(?P<database>\w+)-\d{8}T\d{6}Z-\w+\.(?P<kind>dump|sqlite3)\b")
 
@@ -398,6 +402,7 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)
     declared: set[str] = field(default_factory=lambda: set(VENV_SEED))
     outcomes: list[Outcome] = field(default_factory=list)
+    _pg_dump_missing: str | None = None
     failures: list[str] = field(default_factory=list)
     used_expectations: set[str] = field(default_factory=set)
 
@@ -464,7 +469,7 @@ class Session:
         """Run one segment; False when the rest of its ``&&`` chain must not run."""
         outcome = Outcome(command, segment)
         self.outcomes.append(outcome)
-        reason = self.skip_reason(segment)
+        reason = self.skip_reason(segment) or (_NEEDS_PG_DUMP.search(segment) and self.without_pg_dump())
         if reason:
             outcome.skipped = reason
             self.record_install(segment)
@@ -494,6 +499,15 @@ class Session:
             for created in set(self.project.rglob("*.sql")) - before:
                 self.write_migration(created)
         return self.check(outcome)
+
+    def without_pg_dump(self) -> str:
+        """Why the commands that need a pg_dump of the server's version cannot run here, or "":
+        npm's server binaries of other versions come without one (docs/postgres-versions.md)."""
+        if self._pg_dump_missing is None:
+            major = server_version(self.new_database()) // 10000
+            found = major in find_pg_dumps()
+            self._pg_dump_missing = "" if found else f"no pg_dump of PostgreSQL {major} on this machine"
+        return self._pg_dump_missing
 
     @staticmethod
     def skip_reason(segment: str) -> str:

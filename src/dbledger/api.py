@@ -449,9 +449,13 @@ def _inspect(
 
         model = backend.introspect()
         found = fingerprint(model)
-        schema = {"expected": recorded[0], "found": found, "drifted": found != recorded[0]}
-        if schema["drifted"]:  # each difference with its severity, for /health (no more I/O)
-            schema["differences"] = [d.to_dict() for d in diff(loads(recorded[1]), model)]
+        expected = None if found == recorded[0] else loads(recorded[1])
+        # A model recorded by an older dbledger, or on an older server, is read into today's
+        # form (dbledger.schema.storage): only its fingerprint then says whether it drifted.
+        drifted = expected is not None and fingerprint(expected) != found
+        schema = {"expected": recorded[0], "found": found, "drifted": drifted}
+        if expected is not None and drifted:  # each difference with its severity, for /health
+            schema["differences"] = [d.to_dict() for d in diff(expected, model)]
             problems.append(
                 f"the live schema differs from the one recorded after the last migration run "
                 f"(fingerprint {recorded[0][:12]}… recorded, {found[:12]}… now): run 'dbledger drift' "

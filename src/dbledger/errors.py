@@ -271,7 +271,11 @@ class MigrationFailed(DbledgerError):
         self.undone = undone
         where = f" (line {line})" if line else ""
         message = f"migration '{migration}' failed{where}: {self.error}\n" + _next_step(
-            dirty, rollback, connection_lost, lock_wait=sqlstate in ("55P03", "40P01")
+            dirty,
+            rollback,
+            connection_lost,
+            lock_wait=sqlstate in ("55P03", "40P01"),
+            out_of_time=sqlstate == "25P04",
         )
         if undone:
             message += (
@@ -281,7 +285,20 @@ class MigrationFailed(DbledgerError):
         super().__init__(message)
 
 
-def _next_step(dirty: bool, rollback: bool, connection_lost: bool = False, *, lock_wait: bool = False) -> str:
+def _next_step(
+    dirty: bool,
+    rollback: bool,
+    connection_lost: bool = False,
+    *,
+    lock_wait: bool = False,
+    out_of_time: bool = False,
+) -> str:
+    if out_of_time and not dirty:  # 25P04: the server ends the session; the ledger cannot say so
+        return (
+            "it ran longer than its transaction_timeout, so the server ended the session and rolled "
+            "it back, leaving nothing behind: give it more time (the section's transaction_timeout, "
+            "--transaction-timeout or [tool.dbledger]) or make it faster, then run 'dbledger up' again"
+        )
     if lock_wait and not dirty:
         return (
             "it was rolled back and left nothing behind; the file need not be at fault: run the "

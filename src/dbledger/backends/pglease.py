@@ -154,7 +154,10 @@ class Lease:
                 self.conn.execute(
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
                 )
-        with suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        # The loser's error depends on where the race is lost: the table's row or its row type's
+        # in the catalog (42P07, 23505; PostgreSQL 18 names the type, 42710).
+        lost = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject)
+        with suppress(*lost):
             self.conn.execute(self._create)
 
     def release(self) -> None:

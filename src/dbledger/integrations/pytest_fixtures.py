@@ -6,7 +6,8 @@ Fixtures:
 - ``dbledger_migrations`` (session): the migrations folder, a ``Path``.
 - ``dbledger_postgres_server`` (session): the admin URL of the PostgreSQL server the databases
   are made on: ``--dbledger-postgres-url``, ``dbledger_postgres_url``, ``DBLEDGER_TEST_POSTGRES_URL``,
-  else a throwaway cluster (``dbledger.testing.temporary_postgres``) started for the session.
+  else a throwaway cluster (``dbledger.testing.temporary_postgres``) started for the session,
+  of the server binaries in ``DBLEDGER_TEST_PG_BIN`` when set (docs/postgres-versions.md).
 - ``dbledger_postgres_url`` (each test): the URL of a PostgreSQL database of its own with every
   migration applied, made with ``CREATE DATABASE ... TEMPLATE`` from one database migrated once
   per session (a copy takes milliseconds; migrating would take as long as the migrations), and

@@ -38,7 +38,13 @@ from dbledger.schema.model import (
     View,
     sorted_by_key,
 )
-from dbledger.schema.normalise import normalise_body, normalise_expression, normalise_space
+from dbledger.schema.normalise import (
+    normalise_body,
+    normalise_expression,
+    normalise_space,
+    normalise_view,
+    procedure_arguments,
+)
 
 
 def _qname(nsp: str, name: str) -> str:
@@ -272,7 +278,7 @@ def introspect_postgres(
             ),
             views=sorted_by_key(
                 [
-                    View(name, normalise_body(normalise_expression(text)), mat)
+                    View(name, normalise_body(normalise_view(normalise_expression(text))), mat)
                     for name, text, mat in rows(_VIEWS)
                 ]
             ),
@@ -283,40 +289,14 @@ def introspect_postgres(
         )
 
 
-_MODES = ("IN ", "OUT ", "INOUT ", "VARIADIC ")
-
-
 def _modes_shown(row: tuple[Any, ...], body: str) -> tuple[Any, ...]:
     """A procedure's arguments as PostgreSQL 14 and later print them, with the IN that 13 leaves
-    out (a procedure's identity there has no OUT arguments to tell apart), so that one model
-    holds for both. ``body`` tells the version: the SQL-standard body came with 14."""
+    out, so that one model holds for both. ``body`` tells the version: the SQL-standard body
+    came with 14."""
     if body == _SQL_BODY or row[2] != "p":
         return row
     name, arguments, *rest, full_arguments = row
-    return (name, _with_in(arguments), *rest, _with_in(full_arguments))
-
-
-def _with_in(arguments: str) -> str:
-    return ", ".join(part if part.startswith(_MODES) else "IN " + part for part in _top_level(arguments))
-
-
-def _top_level(text: str) -> list[str]:
-    """``text`` cut at the commas outside parentheses, quotes and double quotes."""
-    parts, depth, quote, start = [], 0, "", 0
-    for position, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([":
-            depth += 1
-        elif char in ")]":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(text[start:position].strip())
-            start = position + 1
-    rest = text[start:].strip()
-    return [*parts, rest] if rest else parts
+    return (name, procedure_arguments(arguments), *rest, procedure_arguments(full_arguments))
 
 
 def _deferrable(deferrable: bool, deferred: bool) -> str | None:

@@ -4,6 +4,7 @@ keeps the schema each successful run left, so ``drift`` knows what to expect wit
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from dbledger.schema.model import (
@@ -20,6 +21,7 @@ from dbledger.schema.model import (
     Trigger,
     View,
 )
+from dbledger.schema.normalise import normalise_body, normalise_view, procedure_arguments
 
 
 def dumps(model: SchemaModel) -> str:
@@ -52,7 +54,30 @@ def loads(text: str) -> SchemaModel:
             for t in data["tables"]
         ),
         indexes=tuple(Index(**i) for i in data["indexes"]),
-        views=tuple(View(**v) for v in data["views"]),
-        functions=tuple(Function(**f) for f in data["functions"]),
+        views=tuple(_view(v, data["dialect"]) for v in data["views"]),
+        functions=tuple(_function(f, data["dialect"]) for f in data["functions"]),
         triggers=tuple(Trigger(**t) for t in data["triggers"]),
+    )
+
+
+# A model stored by an older dbledger, or read from an older server, is put in the form the
+# introspection gives today (dbledger.schema.normalise), so that it compares equal to the same
+# schema on any supported version.
+
+
+def _view(stored: dict[str, Any], dialect: str) -> View:
+    view = View(**stored)
+    if dialect != "postgresql":
+        return view
+    return View(view.name, normalise_body(normalise_view(view.definition)), view.materialized)
+
+
+def _function(stored: dict[str, Any], dialect: str) -> Function:
+    function = Function(**stored)
+    if dialect != "postgresql" or function.kind != "procedure":
+        return function
+    return replace(
+        function,
+        arguments=procedure_arguments(function.arguments),
+        full_arguments=procedure_arguments(function.full_arguments),
     )
