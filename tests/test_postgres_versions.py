@@ -21,6 +21,7 @@ import pytest
 from dbledger import pgversions
 from dbledger.schema import SchemaModel, diff
 from dbledger.schema.introspect_postgres import introspect_postgres
+from dbledger.schema.normalise import normalise_view, procedure_arguments
 from dbledger.schema.storage import loads
 from dbledger.testing import temporary_postgres
 from tests.helpers import query, run_cli, server_version, write
@@ -93,6 +94,41 @@ def test_transaction_timeout_in_the_configuration_is_refused_before_17(
     assert query(pg_url, "SELECT to_regclass('orgs') IS NULL")[0][0] is True
 
 
+def test_transaction_timeout_on_a_section_outside_a_transaction_is_a_file_error(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    """transaction:false runs each statement on its own: a transaction's bound would stay on
+    the session, and cut a CREATE INDEX CONCURRENTLY short into an INVALID index."""
+    marker = "-- migrate:up transaction:false transaction_timeout:1s\n"
+    write(migrations_dir, "001_index.sql", marker + "SELECT 1;\n")
+    for command in (["up"], ["up", "--dry-run"], ["lint"]):
+        args = ["--database-url", pg_url, "--dir", str(migrations_dir), *command]
+        result = run_cli(*args, cwd=migrations_dir)
+        assert result.returncode == 2, result.stderr
+        assert (
+            "001_index.sql: line 1: transaction_timeout bounds the section's transaction, and "
+            "transaction:false runs its statements outside one" in result.stderr
+        ), result.stderr
+    assert query(pg_url, "SELECT to_regclass('schema_migrations') IS NULL")[0][0] is True
+
+
+def test_the_dry_run_refuses_a_transaction_timeout_exactly_when_up_does(
+    pg_url: str, migrations_dir: Path
+) -> None:
+    """With nothing pending both succeed; with a migration pending both refuse before 17."""
+    version = server_version(pg_url)
+    args = ["--database-url", pg_url, "--dir", str(migrations_dir)]
+    for command in (["up"], ["up", "--dry-run"]):
+        result = run_cli(*args, *command, "--transaction-timeout", "5min", cwd=migrations_dir)
+        assert result.returncode == 0, result.stderr
+    write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
+    codes = []
+    for command in (["up", "--dry-run"], ["up"]):
+        result = run_cli(*args, *command, "--transaction-timeout", "5min", cwd=migrations_dir)
+        codes.append(result.returncode)
+    assert codes == ([0, 0] if pgversions.major(version) >= 17 else [2, 2])
+
+
 def test_a_supported_server_draws_no_version_warning(pg_url: str, migrations_dir: Path) -> None:
     result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "status", cwd=migrations_dir)
     assert result.returncode == 0, result.stderr
@@ -123,10 +159,9 @@ def old_server() -> Iterator[str]:
 
 def test_an_older_server_is_warned_of_on_every_command(old_server: str, migrations_dir: Path) -> None:
     write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
-    for command in ("up", "status"):
-        result = run_cli(
-            "--database-url", old_server, "--dir", str(migrations_dir), command, cwd=migrations_dir
-        )
+    for command in ("up", "status", "verify", "up --dry-run"):
+        args = ["--database-url", old_server, "--dir", str(migrations_dir), *command.split()]
+        result = run_cli(*args, cwd=migrations_dir)
         assert result.returncode == 0, result.stderr
         assert re.search(
             r"warning: .* runs PostgreSQL 12\.\d+, older than dbledger supports \(13 to 18\)", result.stderr
@@ -147,7 +182,7 @@ if __name__ == "__main__":
 # the table is checked against the truth: what it says the server lacks, the server refuses, and
 # what it says the server has, the server runs.
 FEATURES_SCHEMA = """
-CREATE TABLE t (a int, b int, c text, d jsonb);
+CREATE TABLE t (a int, b int, c text, d jsonb, g int GENERATED ALWAYS AS (a * 2) STORED);
 CREATE TABLE s (a int);
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
 """
@@ -170,12 +205,28 @@ FEATURE_STATEMENTS = [
     "SELECT * FROM JSON_TABLE(jsonb '[]', '$[*]' COLUMNS (x int PATH '$.x')) j",
     "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE RETURNING t.a",
     "SET LOCAL transaction_timeout = 5000",
-    "ALTER TABLE t ADD COLUMN e int GENERATED ALWAYS AS (a * 2) STORED",
     "ALTER TABLE t ADD COLUMN f int GENERATED ALWAYS AS (a * 2)",
     "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a NOT VALID",
     "ALTER TABLE t ADD CONSTRAINT t_pos CHECK (a > 0) NOT ENFORCED",
     "CREATE TABLE r (id int, during tsrange, PRIMARY KEY (id, during WITHOUT OVERLAPS))",
+    "ALTER TABLE t ALTER COLUMN g SET EXPRESSION AS (a * 3)",
+    "SELECT JSON_VALUE(jsonb '{\"a\": 1}', '$.a')",
+    "SELECT JSON_EXISTS(jsonb '{\"a\": 1}', '$.a')",
+    "SELECT JSON_SCALAR(1)",
+    "SELECT JSON_SERIALIZE(JSON('{}'))",
+    "SELECT JSON_OBJECTAGG(c : a) FROM t",
+    "SELECT JSON_ARRAYAGG(a) FROM t",
+    # What every supported version runs, with words the table looks for: never refused.
     "CREATE TABLE plain (a int PRIMARY KEY, b int REFERENCES plain (a), c int CHECK (c > 0))",
+    "ALTER TABLE t ADD CONSTRAINT t_b_pos CHECK (b > 0) NOT VALID",
+    "ALTER TABLE t ADD COLUMN h text GENERATED ALWAYS AS (upper(c)) STORED",
+    "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+    "SELECT DISTINCT ON (a) a FROM t WHERE b IS DISTINCT FROM a ORDER BY a",
+    "SELECT d -> 'x', d ->> 'y', to_json(c), json_build_object('a', a) FROM t",
+    "CREATE VIEW plain_v AS SELECT a FROM t WITH CHECK OPTION",
+    "INSERT INTO t (a) VALUES (1) ON CONFLICT DO NOTHING RETURNING a",
+    "SET LOCAL statement_timeout = 1000",
+    "CREATE INDEX t_c ON t (lower(c)) WHERE a IS NOT NULL",
 ]
 
 
@@ -257,3 +308,65 @@ def test_a_schema_recorded_in_an_older_form_is_not_drift(pg_url: str, migrations
     assert json.loads(status.stdout)["schema"]["drifted"] is False
     drift = run_cli(*args, "drift", cwd=migrations_dir)
     assert drift.returncode == 0, drift.output
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # 13 to 15 print a single relation's columns qualified, 16 and later do not
+        (
+            " SELECT t.a,\n    t.b\n   FROM t\n  WHERE (t.b > 0);",
+            " SELECT a,\n    b\n   FROM t\n  WHERE (b > 0);",
+        ),
+        (
+            " SELECT x.a FROM t x WHERE (x.b IN ( SELECT u.a FROM u));",
+            " SELECT a FROM t x WHERE (b IN ( SELECT u.a FROM u));",
+        ),
+        (" SELECT g.g FROM generate_series(1, 3) g(g);", " SELECT g FROM generate_series(1, 3) g(g);"),
+        (" SELECT v.x FROM ( VALUES (1), (2)) v(x);", " SELECT x FROM ( VALUES (1), (2)) v(x);"),
+        (" SELECT t.a FROM t TABLESAMPLE system (10);", " SELECT a FROM t TABLESAMPLE system (10);"),
+        (' SELECT "My T".a FROM "My T";', ' SELECT a FROM "My T";'),
+        (" SELECT 'é.' AS e, t.a FROM t;", " SELECT 'é.' AS e, a FROM t;"),
+        # a schema, function or type named like the relation is not a column's qualifier
+        (" SELECT sales.amount FROM sales.sales;", " SELECT amount FROM sales.sales;"),
+        (
+            " SELECT audit.f(audit.id), (audit.k)::audit.kind AS k FROM audit;",
+            " SELECT audit.f(id), (k)::audit.kind AS k FROM audit;",
+        ),
+        # an outer reference inside a sub-select, even a bracketed arm of a UNION, stays
+        (
+            " SELECT t.a FROM t WHERE (EXISTS ( ( SELECT 1 FROM u LIMIT 1) UNION SELECT 1 FROM v"
+            " WHERE (v.x = t.x)));",
+            " SELECT a FROM t WHERE (EXISTS ( ( SELECT 1 FROM u LIMIT 1) UNION SELECT 1 FROM v"
+            " WHERE (v.x = t.x)));",
+        ),
+        # left as they are: several relations, a set operation, an ORDER BY a bare name misreads
+        (" SELECT t.a FROM t, u;", None),
+        (" SELECT u.id FROM (users u JOIN orgs o ON ((o.id = u.org_id)));", None),
+        (" SELECT t.a FROM t UNION SELECT u.a FROM u;", None),
+        (" SELECT t.b AS a, t.a FROM t ORDER BY t.a;", None),
+        (" SELECT a FROM t;", None),
+    ],
+)
+def test_view_text_in_one_form(before: str, after: str | None) -> None:
+    assert normalise_view(before) == (before if after is None else after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("days integer", "IN days integer"),
+        ("IN days integer", "IN days integer"),
+        (
+            "days integer, INOUT n numeric DEFAULT 1.5, VARIADIC xs integer[] DEFAULT '{}'::integer[]",
+            "IN days integer, INOUT n numeric DEFAULT 1.5, VARIADIC xs integer[] DEFAULT '{}'::integer[]",
+        ),
+        (
+            "x numeric(10,2), \"a, b\" text DEFAULT 'p, q'",
+            "IN x numeric(10,2), IN \"a, b\" text DEFAULT 'p, q'",
+        ),
+        ("", ""),
+    ],
+)
+def test_procedure_arguments_carry_their_modes(before: str, after: str) -> None:
+    assert procedure_arguments(before) == after

@@ -453,7 +453,8 @@ def _inspect(
         # A model recorded by an older dbledger, or on an older server, is read into today's
         # form (dbledger.schema.storage): only its fingerprint then says whether it drifted.
         drifted = expected is not None and fingerprint(expected) != found
-        schema = {"expected": recorded[0], "found": found, "drifted": drifted}
+        expected_print = recorded[0] if expected is None else fingerprint(expected)
+        schema = {"expected": expected_print, "found": found, "drifted": drifted}
         if expected is not None and drifted:  # each difference with its severity, for /health
             schema["differences"] = [d.to_dict() for d in diff(expected, model)]
             problems.append(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from dbledger.config import Database
+from dbledger.config import DEFAULT_CONNECT_TIMEOUT, Database
 from dbledger.errors import BackupFailed, ConfigError
 from dbledger.redaction import redact, remember_secret
 
@@ -98,7 +98,11 @@ def _server_version(database: Database, failed: Callable[[str], BackupFailed]) -
     import psycopg
 
     try:
-        with psycopg.connect(database.url, autocommit=True) as conn:
+        url = database.url
+        given = "connect_timeout" in psycopg.conninfo.conninfo_to_dict(url)
+        if not given and "PGCONNECT_TIMEOUT" not in os.environ:  # a silent server must not hang it
+            url = psycopg.conninfo.make_conninfo(url, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+        with psycopg.connect(url, autocommit=True) as conn:
             return conn.info.server_version
     except psycopg.Error as exc:
         raise failed(f"cannot connect: {exc}") from None

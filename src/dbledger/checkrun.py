@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dbledger.checks import CheckFinding, CheckReport, Severity
@@ -122,7 +123,14 @@ class Run:
         up to the first one they would refuse (every refusal is a finding)."""
         from dbledger import preflight
 
-        empty = preflight.Ledger(None, backend.names, backend.ledger_schema, backend.default_schema)
+        empty = preflight.Ledger(
+            None,
+            backend.names,
+            backend.ledger_schema,
+            backend.default_schema,
+            server=backend.server(),
+            transaction_timeout=backend.waits.transaction_timeout,
+        )
         steps: list[_Steps] = []
         refused = False
         for m in self.migrations:
@@ -481,9 +489,7 @@ def _down_step(m: Migration, empty: Ledger, backend: Backend) -> Step:
     from dbledger import preflight
 
     row = LedgerRow(m.name, m.version, "applied", m.checksum, None, None, True, None, applied_order=1)
-    applied = preflight.Ledger(
-        LedgerSnapshot(LEDGER_VERSION, (row,)), empty.names, empty.schema, empty.default_schema
-    )
+    applied = replace(empty, snapshot=LedgerSnapshot(LEDGER_VERSION, (row,)))
     return preflight.down([m], applied, backend.dialect, steps=1).steps[0]
 
 

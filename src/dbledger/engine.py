@@ -32,10 +32,9 @@ from dbledger.contracts import (
     RolledBack,
     no_progress,
 )
-from dbledger.errors import BackupFailed, ConfigError, ExistingSchema, LedgerStateError, UsageError
+from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError, UsageError
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import Migration
-from dbledger.pgversions import SINCE
 from dbledger.plan import Allowances, Plan, check_target, make_plan
 from dbledger.redaction import redact
 
@@ -79,12 +78,6 @@ def ledger_view(
     from dbledger import preflight
 
     existing = tuple(backend.user_tables()) if snapshot is None else ()
-    server, timeout = backend.server(), "transaction_timeout"
-    if backend.waits.transaction_timeout and server and (why := server.lacks(timeout, SINCE[timeout])):
-        raise ConfigError(
-            f"{why}: leave out --transaction-timeout (or transaction_timeout in [tool.dbledger]), "
-            "or bound the statements with --statement-timeout instead"
-        )
     return preflight.Ledger(
         snapshot,
         backend.names,
@@ -92,7 +85,8 @@ def ledger_view(
         backend.default_schema,
         existing,
         sources=applied_sources(backend, snapshot, migrations),
-        server=server,
+        server=backend.server(),
+        transaction_timeout=backend.waits.transaction_timeout,
     )
 
 

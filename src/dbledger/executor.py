@@ -97,10 +97,14 @@ class Executor:
             if section.statement_timeout is not None
             else self.policy.statement_timeout
         )
+        # A transaction's bound: never set for statements outside one, where it would stay on
+        # the session (and a CONCURRENTLY cut short leaves an INVALID index).
         whole = (
             section.transaction_timeout
             if section.transaction_timeout is not None
             else self.policy.transaction_timeout
+            if section.transaction
+            else 0.0
         )
         return WaitLimits(round(lock * 1000), round(run * 1000), round(whole * 1000))
 

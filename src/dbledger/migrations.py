@@ -299,6 +299,12 @@ def _options(path: Path, line: int, text: str) -> dict[str, Any]:
                 f"line {line}: option {key!r} must be {' or '.join(allowed)}, not {value!r}",
             )
         options[key] = allowed[value]
+    if options.get("transaction") is False and "transaction_timeout" in options:
+        raise MigrationFileError(
+            str(path),
+            f"line {line}: transaction_timeout bounds the section's transaction, and "
+            "transaction:false runs its statements outside one: bound each with statement_timeout",
+        )
     return options
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 from dbledger.contracts import LedgerRow, LedgerSnapshot, Statement
 from dbledger.dialects import Dialect
 from dbledger.edits import Edit
-from dbledger.errors import ExistingSchema, LedgerStateError, MigrationFileError, UsageError
+from dbledger.errors import ConfigError, ExistingSchema, LedgerStateError, MigrationFileError, UsageError
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
 from dbledger.pgversions import NEWEST, SINCE, Server, major
@@ -45,6 +45,8 @@ class Ledger:
     sources: Mapping[str, str | None] = field(default_factory=dict)
     # The server's version (None: SQLite), for what an older one cannot run.
     server: Server | None = None
+    # The run's own transaction_timeout, in seconds (0: none), for the sections without theirs.
+    transaction_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -234,13 +236,7 @@ def _step(
     own_tables: bool = True,
 ) -> Step:
     server = ledger.server
-    timeout = "transaction_timeout"
-    if section.transaction_timeout and server and (why := server.lacks(timeout, SINCE[timeout])):
-        raise MigrationFileError(
-            str(migration.path),
-            f"line {section.line - 1}: {why}: remove transaction_timeout from the marker, or bound "
-            "the statements with statement_timeout instead",
-        )
+    _check_transaction_timeout(migration, section, ledger)
     statements = tuple(dialect.split(section.sql, section.line, migration.path))
     # A server of the newest supported version has every feature the dialect knows of.
     older = server is not None and major(server.version) < NEWEST
@@ -257,6 +253,26 @@ def _step(
                 f"line {statement.line}: {why}: upgrade the server, or write the statement without it",
             )
     return Step(migration, direction, section, statements)
+
+
+def _check_transaction_timeout(migration: Migration, section: Section, ledger: Ledger) -> None:
+    """Refuse a transaction_timeout, the section's or the run's, that the server cannot set."""
+    own = section.transaction_timeout
+    wanted = own if own is not None else ledger.transaction_timeout if section.transaction else 0
+    server, setting = ledger.server, "transaction_timeout"
+    why = server.lacks(setting, SINCE[setting]) if wanted and server is not None else None
+    if why is None:
+        return
+    if own is not None:
+        raise MigrationFileError(
+            str(migration.path),
+            f"line {section.line - 1}: {why}: remove transaction_timeout from the marker, or bound "
+            "the statements with statement_timeout instead",
+        )
+    raise ConfigError(
+        f"{why}: leave out --transaction-timeout (or transaction_timeout in [tool.dbledger]), "
+        "or bound the statements with --statement-timeout instead"
+    )
 
 
 def _check(

@@ -53,6 +53,8 @@ def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, 
     # With the live connection's target schema and search_path: the replay lands in a schema of
     # the same name, so the two models compare equal.
     with open_backend(backend.replay_address(shadow), backend.names) as target:
+        # Checked again against the shadow's own server, which may be another version.
+        steps = preflight.replay([s.migration for s in steps], target.dialect, target.names, target.server())
         if target.read_ledger() is not None or target.user_tables():
             raise ConfigError(
                 f"shadow database {shadow.display} is not empty: give an empty database (it is "

@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# The newest version any entry below needs: a server this new or newer is never asked about.
-NEWEST = 18
-
 # Words one of the features below is written with: a statement with none of them is not parsed.
 _WORDS = re.compile(
     r"merge|concurrently|compression|distinct|atomic|return|replace|expression|generated|json"

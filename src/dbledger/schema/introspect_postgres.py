@@ -235,7 +235,10 @@ def introspect_postgres(
     not_ledger = ledger_condition(conn, ledger_schema, ledger_tables)
     not_owned = ledger_condition(conn, ledger_schema, ledger_tables, n="tn", c="t")
     in_scope = scope_condition(conn, schema)
-    body = _SQL_BODY if conn.info.server_version >= 140000 else "p.prosrc"
+    version = conn.info.server_version
+    body = _SQL_BODY if version >= 140000 else "p.prosrc"
+    # 13 to 15 print a single relation's columns qualified, 16 and later do not: one form.
+    view_text = normalise_view if version < 160000 else str
     with conn.transaction():
         conn.execute(b"SET LOCAL search_path = pg_catalog, public")
 
@@ -278,22 +281,21 @@ def introspect_postgres(
             ),
             views=sorted_by_key(
                 [
-                    View(name, normalise_body(normalise_view(normalise_expression(text))), mat)
+                    View(name, normalise_body(view_text(normalise_expression(text))), mat)
                     for name, text, mat in rows(_VIEWS)
                 ]
             ),
-            functions=sorted_by_key([_function(*_modes_shown(row, body)) for row in rows(_FUNCTIONS)]),
+            functions=sorted_by_key([_function(*_modes_shown(row, version)) for row in rows(_FUNCTIONS)]),
             triggers=sorted_by_key(
                 [Trigger(name, table, text, _ENABLED[on]) for name, table, text, on in rows(_TRIGGERS)]
             ),
         )
 
 
-def _modes_shown(row: tuple[Any, ...], body: str) -> tuple[Any, ...]:
+def _modes_shown(row: tuple[Any, ...], server_version: int) -> tuple[Any, ...]:
     """A procedure's arguments as PostgreSQL 14 and later print them, with the IN that 13 leaves
-    out, so that one model holds for both. ``body`` tells the version: the SQL-standard body
-    came with 14."""
-    if body == _SQL_BODY or row[2] != "p":
+    out, so that one model holds for both."""
+    if server_version >= 140000 or row[2] != "p":
         return row
     name, arguments, *rest, full_arguments = row
     return (name, procedure_arguments(arguments), *rest, procedure_arguments(full_arguments))

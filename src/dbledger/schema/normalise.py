@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any
 
 _BLANKS = re.compile(r"[ \t\f\v]+")
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_$]*")
@@ -50,91 +50,82 @@ def normalise_expression(text: str) -> str:
 
 # -- view definitions ---------------------------------------------------------------------------
 
-_TOKEN = re.compile(
-    r"""(?P<literal>[EeBbXxNnUu]?'(?:[^']|'')*')|(?P<quoted>"(?:[^"]|"")*")|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)"""
-    r"""|(?P<open>\()|(?P<close>\))|(?P<other>[^\s'"()A-Za-z_]+)|\s+"""
-)
-_NAME = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")*")'
-_SET_OPERATIONS = frozenset({"UNION", "INTERSECT", "EXCEPT"})
-_AFTER_FROM = frozenset({"WHERE", "GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "FETCH", "FOR"})
-_KEYWORDS = frozenset({"SELECT", "FROM", "WITH", "AS", "JOIN", *_SET_OPERATIONS, *_AFTER_FROM})
-
-
-class _Token(NamedTuple):
-    text: str
-    kind: str  # literal, quoted, word, open, close, other, space
-    top: bool  # in the top level's own text: outside every sub-select, not a literal or space
-    depth: int  # parentheses open around it (a sub-select's own included)
+_QUALIFIER = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*')
 
 
 def normalise_view(text: str) -> str:
     """A view's definition as PostgreSQL 16 and later print it: when the top level of the query
     reads a single relation (a table, a function, a sub-select or VALUES), its columns are
     printed without the relation's name (``SELECT a FROM t``), where 13 to 15 print ``SELECT t.a
-    FROM t``. Sub-selects and CTEs keep their qualified names, as 16 keeps them. Text already in
-    that form, or not of that shape, is returned as it is."""
-    tokens = _tokens(text)
-    relation = _one_relation([t for t in tokens if t.top])
+    FROM t``. Sub-selects and CTEs keep their qualified names, as 16 keeps them.
+
+    The column references come from the parse tree, so a schema, function or type name is never
+    taken for one. Text of another shape, text pglast cannot parse, and a query where a bare name
+    could mean an output column instead (``SELECT t.b AS a ... ORDER BY t.a``) are returned as
+    they are: a difference left is a false alarm, a name removed wrongly would change the view."""
+    from pglast import ast, parse_sql, parser
+
+    try:
+        tree = parse_sql(text)
+    except parser.ParseError:
+        return text
+    query: Any = tree[0].stmt if len(tree) == 1 else None
+    relation = _single_relation(query) if isinstance(query, ast.SelectStmt) else None
     if relation is None:
         return text
-    out: list[str] = []
-    skip = False
-    for at, token in enumerate(tokens):
-        if skip:  # the "." after a dropped qualifier
-            skip = False
-            continue
-        qualifier = (
-            token.top
-            and token.text == relation
-            and at + 2 < len(tokens)
-            and tokens[at + 1].text == "."
-            and tokens[at + 2].kind in ("word", "quoted")
-            and (at == 0 or tokens[at - 1].text != ".")
-        )
-        if qualifier:
-            skip = True
-            continue
-        out.append(token.text)
-    return "".join(out)
+    references = _own_columns(query, relation)
+    # ORDER BY and DISTINCT ON read a bare name as an output column first.
+    outputs = {target.name for target in query.targetList or () if target.name}
+    ordering = [*(query.sortClause or ()), *(query.distinctClause or ())]
+    if not references or outputs & {column for _, column in _own_columns(ordering, relation)}:
+        return text
+    for location, _ in sorted(references, reverse=True):
+        qualifier = _QUALIFIER.match(text, location)
+        if qualifier is None or not text.startswith(".", qualifier.end()):
+            return text  # not where the tree says: leave the whole text alone
+        text = text[:location] + text[qualifier.end() + 1 :]
+    return text
 
 
-def _tokens(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    stack: list[bool] = []  # for each open parenthesis: does a sub-select start there?
-    opened = False
-    for match in _TOKEN.finditer(text):
-        token, kind = match.group(0), match.lastgroup or "space"
-        if opened and kind != "space":
-            stack[-1] = kind == "word" and token.upper() in ("SELECT", "WITH", "VALUES")
-            opened = False
-        if kind == "close" and stack:
-            stack.pop()
-        top = not any(stack) and kind not in ("literal", "space")
-        tokens.append(_Token(token, kind, top, len(stack)))
-        if kind == "open":
-            stack.append(False)
-            opened = True
-    return tokens
+def _single_relation(query: Any) -> str | None:
+    """The name the top level's one FROM item is known by, or None (a join, a list, a set
+    operation, no FROM)."""
+    from pglast import ast
 
-
-def _one_relation(top: list[_Token]) -> str | None:
-    """The name the top level's single relation is known by (its alias, else its name); None
-    when it reads none or several, or the query is a set operation."""
-    words = [t.text.upper() if t.kind == "word" else t.text for t in top if t.depth == 0]
-    if "SELECT" not in words or words.count("FROM") != 1 or _SET_OPERATIONS & set(words):
+    if query.op.name != "SETOP_NONE" or not query.fromClause or len(query.fromClause) != 1:
         return None
-    if words[0] not in ("SELECT", "WITH"):
-        return None
-    clause: list[_Token] = []
-    for token in top[[t.depth == 0 and t.text.upper() == "FROM" for t in top].index(True) + 1 :]:
-        if token.depth == 0 and (token.text.upper() in _AFTER_FROM or token.text == ";"):
-            break
-        clause.append(token)
-    outer = [t for t in clause if t.depth == 0]
-    if any(t.text in (",", "JOIN", "join") or t.text.upper() in ("JOIN", "LATERAL") for t in outer):
-        return None
-    names = [t for t in outer if t.kind in ("word", "quoted") and t.text.upper() not in ("ONLY", "AS")]
-    return names[-1].text if names else None
+    item = query.fromClause[0]
+    if isinstance(item, ast.RangeTableSample):
+        item = item.relation
+    if item.alias is not None:
+        return str(item.alias.aliasname)
+    return str(item.relname) if isinstance(item, ast.RangeVar) else None
+
+
+def _own_columns(query: Any, relation: str) -> list[tuple[int, str]]:
+    """(location, column) of each ``relation.column`` in ``query`` (a node, or a list of them),
+    not in its sub-selects or CTEs (their own levels)."""
+    from pglast import ast, visitors
+
+    found: list[tuple[int, str]] = []
+
+    class Columns(visitors.Visitor):
+        def visit_SelectStmt(self, ancestors: Any, node: Any) -> Any:
+            return None if node is query else visitors.Skip  # another level
+
+        def visit_ColumnRef(self, ancestors: Any, node: Any) -> None:
+            fields = node.fields
+            if (
+                len(fields) == 2
+                and isinstance(fields[0], ast.String)
+                and isinstance(fields[1], ast.String)
+                and fields[0].sval == relation
+            ):
+                found.append((node.location, str(fields[1].sval)))
+
+    for node in query if isinstance(query, list) else [query]:
+        Columns()(node)
+    return found
 
 
 # -- a procedure's arguments ----------------------------------------------------------------------
