@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dbledger.backends.base import Backend
 from dbledger.config import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAITS, Database, WaitPolicy
 from dbledger.ledger import DEFAULT_LEDGER, LedgerNames
+from dbledger.pgversions import support_warning
 
 # dialect -> (module, class)
 REGISTRY = {
@@ -45,7 +46,8 @@ def open_backend(
     opened.lease_ttl = lease_ttl
     if on_note is not None:
         opened.on_note = on_note
-    warning = opened.server_warning()
+    server = opened.server()
+    warning = None if server is None else support_warning(server.version, server.where)
     if warning is not None and on_warning is not None:
         on_warning(warning)
     return opened

@@ -162,11 +162,6 @@ class Backend(ABC):
 
         return for_name(self.dialect_name)
 
-    def server_warning(self) -> str | None:
-        """What to tell the user about the server itself (a version dbledger does not
-        support), or None."""
-        return None
-
     def server(self) -> Server | None:
         """The server's version, for what the preflight refuses on older ones; None for a
         database without versions that matter to migrations (SQLite)."""

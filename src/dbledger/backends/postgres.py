@@ -311,9 +311,6 @@ class PostgresBackend(Backend):
         self._writing = False  # inside write(): its statements are queued
         self._queued: list[tuple[Query, Params]] = []  # ledger writes not sent yet (see write())
 
-    def server_warning(self) -> str | None:
-        return pgversions.support_warning(self.conn.info.server_version, self.database.display)
-
     def server(self) -> pgversions.Server:
         return pgversions.Server(self.conn.info.server_version, self.database.display)
 
