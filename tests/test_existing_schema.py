@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from dbledger.contracts import Version
 from dbledger.migrations import discover
 from tests.helpers import query, run_cli, table_exists, write
 
@@ -26,7 +27,7 @@ FILES = {
 
 def build_by_hand(url: str, folder: Path, upto: int) -> None:
     """What the incident's team did: run old files with psql, no ledger."""
-    sections = [m.up.sql for m in discover(folder) if m.version <= upto]
+    sections = [m.up.sql for m in discover(folder) if m.version <= Version((upto,))]
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url[len("sqlite:///") :]) as conn:
             for sql in sections:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import dbledger
+from dbledger.contracts import Version
 from tests.helpers import Result, query, run_cli, table_exists, write
 
 Row = dict[str, Any]
@@ -329,7 +330,7 @@ def test_baseline_marks_without_running(db_url: str, migrations_dir: Path) -> No
     # The seed's query sees them as applied.
     assert query(db_url, "SELECT count(*) FROM schema_migrations WHERE success = true") == [(2,)]
 
-    assert dbledger.verify(db_url, migrations_dir).plan.current_version == 2
+    assert dbledger.verify(db_url, migrations_dir).plan.current_version == Version((2,))
     report = dbledger.migrate(db_url, migrations_dir)
     assert [a.name for a in report.applied] == ["003_third"]
     assert table_exists(db_url, "ran_third")

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 import dbledger
+from dbledger.contracts import Version
 from dbledger.ledger import LEDGER_VERSION
 from tests.helpers import query, run_cli, table_exists, write
 
@@ -239,7 +240,7 @@ def test_a_ledger_in_its_own_schema(pg_url: str, migrations_dir: Path) -> None:
     # Two ledgers in one database are independent: another placement starts from nothing.
     assert [a.name for a in dbledger.status(pg_url, migrations_dir).plan.pending] == ["001_t"]
     state = dbledger.status(pg_url, migrations_dir, ledger_table="ops.deploys")
-    assert state.version == 1
+    assert state.version == Version((1,))
     assert state.problems == []
 
 

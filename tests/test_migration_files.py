@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dbledger.contracts import Version
 from dbledger.errors import ConfigError, MigrationFileError, UsageError
 from dbledger.migrations import Migration, checksum, discover, parse
 from tests.helpers import Result, query, run_cli, table_exists, write
@@ -47,7 +48,7 @@ def nothing_written(url: str) -> bool:
 def test_plain_file_is_an_up_only_migration() -> None:
     text = "-- create the table\nCREATE TABLE t (id integer);\nINSERT INTO t VALUES (1);\n"
     m = parse_text("001_create_t.sql", text)
-    assert m.version == 1
+    assert m.version == Version((1,))
     assert m.name == "001_create_t"
     assert m.path == Path("migrations/001_create_t.sql")
     assert m.up.sql == text
@@ -140,7 +141,7 @@ def test_crlf_file_gets_the_same_sections_and_lines() -> None:
 )
 def test_file_names(file_name: str, version: int, name: str) -> None:
     m = parse_text(file_name, "SELECT 1;\n")
-    assert (m.version, m.name) == (version, name)
+    assert (m.version.shown(), m.name) == (version, name)
 
 
 def test_discover_sorts_versions_as_integers(migrations_dir: Path) -> None:
@@ -148,7 +149,7 @@ def test_discover_sorts_versions_as_integers(migrations_dir: Path) -> None:
         write(migrations_dir, f"{stem}.sql", f"SELECT '{stem}';\n")
     found = discover(migrations_dir)
     assert [m.name for m in found] == ["9_a", "10_b", "0011_d", "100_c"]
-    assert [m.version for m in found] == [9, 10, 11, 100]
+    assert [m.version.shown() for m in found] == [9, 10, 11, 100]
 
 
 def test_discover_ignores_files_that_are_not_sql(migrations_dir: Path) -> None:

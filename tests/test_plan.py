@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dbledger.api import as_version
+from dbledger.contracts import Version
 from dbledger.migrations import Migration, parse
 from dbledger.plan import Allowances, LedgerRow, Plan, make_plan
 
@@ -36,7 +38,7 @@ def row(
     if isinstance(source, Migration):
         name, version, recorded = source.name, source.version, source.checksum
     else:
-        name, version, recorded = source, int(source.split("_", 1)[0]), "f" * 64
+        name, version, recorded = source, Version.of(source.split("_", 1)[0]), "f" * 64
     return LedgerRow(
         name=name,
         version=version,
@@ -46,7 +48,9 @@ def row(
         execution_time_ms=None if state == "baseline" else 12,
         success=state in ("applied", "baseline"),
         error_message=error,
-        applied_order=order if order is not None else (version if state in ("applied", "baseline") else None),
+        applied_order=order
+        if order is not None
+        else (version[0] if state in ("applied", "baseline") else None),
         runner=runner,
     )
 
@@ -256,7 +260,7 @@ def test_classification(case: Case) -> None:
     assert [r.name for _, r in plan.renamed] == case.renamed
     assert [r.name for _, r in plan.reused] == case.reused
     assert names(plan.running) == case.running
-    assert plan.current_version == case.current_version
+    assert plan.current_version == as_version(case.current_version)
     assert len(plan.problems()) == case.problem_count
     assert plan.migrations == case.files
     assert plan.rows == {r.name: r for r in case.rows}
@@ -287,18 +291,18 @@ def test_pending_holds_the_parsed_migrations_themselves() -> None:
 )
 def test_to_apply_stops_at_the_target_inclusive(target: int | None, expected: list[str]) -> None:
     plan = make_plan([M1, M2, M3, M4], [])
-    assert names(plan.to_apply(target)) == expected
+    assert names(plan.to_apply(as_version(target))) == expected
 
 
 def test_to_apply_target_compares_versions_as_integers() -> None:
     plan = make_plan([M9, M10], [])
-    assert names(plan.to_apply(9)) == ["9_nine"]
-    assert names(plan.to_apply(10)) == ["9_nine", "10_ten"]
+    assert names(plan.to_apply(Version((9,)))) == ["9_nine"]
+    assert names(plan.to_apply(Version((10,)))) == ["9_nine", "10_ten"]
 
 
 def test_to_apply_skips_applied_and_includes_failed() -> None:
     plan = make_plan([M1, M2, M3, M4], [row(M1), row(M2, "failed", error="boom")])
-    assert names(plan.to_apply(3)) == ["002_add_email", "003_create_orders"]
+    assert names(plan.to_apply(Version((3,)))) == ["002_add_email", "003_create_orders"]
 
 
 def test_to_apply_never_includes_a_dirty_migration() -> None:
@@ -314,7 +318,7 @@ def test_current_version_is_none_when_only_failed_or_dirty_rows_exist() -> None:
 
 def test_current_version_counts_baseline_and_missing_rows() -> None:
     plan = make_plan([M1], [row(M1, "baseline"), row("012_gone")])
-    assert plan.current_version == 12
+    assert plan.current_version == Version((12,))
 
 
 # -- problem texts -----------------------------------------------------------------------------

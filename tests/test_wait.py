@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import dbledger
+from dbledger.contracts import Version
 from dbledger.integrations.startup import wait_or_exit
 from tests.helpers import run_cli, write
 
@@ -31,7 +32,7 @@ def test_returns_at_once_when_everything_is_applied(
     assert result.returncode == 0, result.output
     assert "ready: every migration is applied (version 2)" in result.stdout
     status = dbledger.wait_until_migrated(db_url, migrations_dir, timeout=5)
-    assert status.version == 2
+    assert status.version == Version((2,))
     assert not status.plan.pending
 
 

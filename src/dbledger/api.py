@@ -33,7 +33,7 @@ from dbledger.config import (
     parse_database_url,
     resolve,
 )
-from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, no_progress
+from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, Version, no_progress
 from dbledger.errors import (
     ConfigError,
     DatabaseError,
@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from dbledger.schemadrift import Drift
 
 PathLike = str | os.PathLike[str]
+# A version as callers give it: 3, "3", "1.1" or a Version.
+VersionLike = int | str | Version
 Repaired = engine.Repaired
 
 __all__ = ["Applied", "LintReport", "Repaired", "Report", "RolledBack", "Status"]
@@ -80,7 +82,7 @@ class Report:
             "applied": [
                 {
                     "name": a.name,
-                    "version": a.version,
+                    "version": a.version.shown(),
                     "execution_time_ms": a.execution_time_ms,
                     "checksum": a.checksum,
                 }
@@ -89,10 +91,32 @@ class Report:
         }
 
 
+def as_version(value: VersionLike | None) -> Version | None:
+    """``value`` as a Version (None stays None); UsageError naming it when it is not one."""
+    if value is None or isinstance(value, Version):
+        return value
+    try:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"not a version: {value}")
+            return Version((value,))
+        return Version.of(value)
+    except ValueError:
+        raise UsageError(
+            f"{value!r} is not a version: give the digits of a migration's version (3, 20240101120000, 1.1)"
+        ) from None
+
+
+def _required(version: Version | None) -> Version:
+    if version is None:
+        raise UsageError("baseline needs a version")
+    return version
+
+
 def _row_dict(row: LedgerRow) -> dict[str, Any]:
     return {
         "name": row.name,
-        "version": row.version,
+        "version": row.version.shown(),
         "state": row.state,
         "checksum": row.checksum,
         "applied_at": row.applied_at,
@@ -119,7 +143,7 @@ class Status:
     history: dict[str, Any] | None = None
 
     @property
-    def version(self) -> int | None:
+    def version(self) -> Version | None:
         return self.plan.current_version
 
     @property
@@ -134,13 +158,13 @@ class Status:
             "directory": self.directory,
             "ledger_exists": self.ledger_exists,
             "ledger_format": self.ledger_format,
-            "version": self.version,
+            "version": None if self.version is None else self.version.shown(),
             "applied": [_row_dict(r) for r in plan.applied],
             "applied_in_version_order": not plan.order_differs,
             "pending": [
                 {
                     "name": m.name,
-                    "version": m.version,
+                    "version": m.version.shown(),
                     "checksum": m.checksum,
                     "transaction": m.up.transaction,
                 }
@@ -151,7 +175,7 @@ class Status:
             "modified": [_modified_dict(m, row, plan) for m, row in plan.modified],
             "renamed": [{**_row_dict(row), "renamed_to": m.name} for m, row in plan.renamed],
             "missing": [_row_dict(r) for r in plan.missing],
-            "out_of_order": [{"name": m.name, "version": m.version} for m in plan.out_of_order],
+            "out_of_order": [{"name": m.name, "version": m.version.shown()} for m in plan.out_of_order],
             "dirty": [_row_dict(r) for r in plan.dirty],
             "problems": self.problems,
             "schema": self.schema,
@@ -275,7 +299,7 @@ def migrate(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
-    to: int | None = None,
+    to: VersionLike | None = None,
     allow_out_of_order: bool = False,
     allow_missing: bool = False,
     allow_existing_schema: bool = False,
@@ -302,7 +326,7 @@ def migrate(
     """
     report = progress or no_progress
     options = engine.UpOptions(
-        to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
+        as_version(to), Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
     with _session(
         database_url,
@@ -566,7 +590,7 @@ def repair(
 
 
 def baseline(
-    version: int,
+    version: VersionLike,
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
@@ -597,7 +621,9 @@ def baseline(
         migrations,
         backend,
     ):
-        return engine.baseline(backend, migrations, version, verify=verify, shadow=shadow, progress=report)
+        return engine.baseline(
+            backend, migrations, _required(as_version(version)), verify=verify, shadow=shadow, progress=report
+        )
 
 
 def down(
@@ -605,7 +631,7 @@ def down(
     directory: PathLike | None = None,
     *,
     steps: int | None = None,
-    to: int | None = None,
+    to: VersionLike | None = None,
     ledger_table: str | None = None,
     schema: str | None = None,
     connect_timeout: float | None = None,
@@ -632,7 +658,7 @@ def down(
         migrations,
         backend,
     ):
-        return engine.down(backend, migrations, steps=steps, target=to, progress=report)
+        return engine.down(backend, migrations, steps=steps, target=as_version(to), progress=report)
 
 
 def redo(
@@ -670,7 +696,7 @@ def plan_migrate(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
-    to: int | None = None,
+    to: VersionLike | None = None,
     allow_out_of_order: bool = False,
     allow_missing: bool = False,
     allow_existing_schema: bool = False,
@@ -686,7 +712,7 @@ def plan_migrate(
     from dbledger import dryrun  # only for dry runs: every replica imports this module
 
     options = engine.UpOptions(
-        to, Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
+        as_version(to), Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
     with (
         _session(
@@ -715,7 +741,7 @@ def plan_down(
     directory: PathLike | None = None,
     *,
     steps: int | None = None,
-    to: int | None = None,
+    to: VersionLike | None = None,
     ledger_table: str | None = None,
     schema: str | None = None,
     connect_timeout: float | None = None,
@@ -741,7 +767,9 @@ def plan_down(
             backend,
         ),
     ):
-        work = engine.prepare_down(backend, migrations, backend.read_ledger(), steps=steps, target=to)
+        work = engine.prepare_down(
+            backend, migrations, backend.read_ledger(), steps=steps, target=as_version(to)
+        )
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
     waits = settings.waits if backend.dialect_name == "postgresql" else None
     return dryrun.DryRun(settings.database.display, str(settings.directory), "down", False, planned, waits)
@@ -1072,7 +1100,7 @@ def rehearse(
     database_url: str | None = None,
     directory: PathLike | None = None,
     *,
-    to: int | None = None,
+    to: VersionLike | None = None,
     rows: int | None = None,
     table_rows: Mapping[str, int] | None = None,
     schema_only: bool = False,
@@ -1103,7 +1131,9 @@ def rehearse(
     for table, count in [("", rows), *(table_rows or {}).items()]:
         if count is not None and count < 0:
             raise UsageError(f"invalid row count {count} for {table or 'every table'}: give 0 or more")
-    options = rehearsal.Options(to, rows, tuple((table_rows or {}).items()), schema_only, copy, keep)
+    options = rehearsal.Options(
+        as_version(to), rows, tuple((table_rows or {}).items()), schema_only, copy, keep
+    )
     migrations = _read_folder(settings, report).migrations
     return rehearsal.run(
         settings,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from dbledger import api
 from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, LOCK_MODES, parse_duration
-from dbledger.contracts import Progress
+from dbledger.contracts import Progress, Version
 from dbledger.errors import (
     CheckFailed,
     ConfigError,
@@ -137,6 +137,16 @@ def _duration(what: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(exc.message) from None
 
     return parse
+
+
+def _version(text: str) -> Version:
+    """A VERSION argument: digits, or Flyway's dotted parts (1.1)."""
+    try:
+        return Version.of(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a version: give the digits of a migration's version (3, 20240101120000, 1.1)"
+        ) from None
 
 
 # The duration options of a run's lock waits: option, WaitPolicy field, its name in errors, help.
@@ -360,7 +370,7 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
     commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), only)
 
     up = _command(commands, "up", "verify, then apply pending migrations in order", lock=True)
-    up.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
+    up.add_argument("--to", type=_version, metavar="VERSION", help="stop after this version")
     up.add_argument(
         "--allow-out-of-order",
         action="store_true",
@@ -400,7 +410,9 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
     down = _command(commands, "down", "roll back applied migrations with their down sections", lock=True)
     scope = down.add_mutually_exclusive_group()
     scope.add_argument("--steps", type=int, metavar="N", help="how many to roll back (default: 1)")
-    scope.add_argument("--to", type=int, metavar="VERSION", help="the version to end at (0: roll back all)")
+    scope.add_argument(
+        "--to", type=_version, metavar="VERSION", help="the version to end at (0: roll back all)"
+    )
     down.add_argument("--dry-run", action="store_true", help="print what would run; change nothing")
 
     drift = _command(
@@ -468,7 +480,7 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
     baseline = _command(
         commands, "baseline", "mark migrations up to VERSION as applied without running them", lock=True
     )
-    baseline.add_argument("version", type=int, metavar="VERSION")
+    baseline.add_argument("version", type=_version, metavar="VERSION")
     baseline.add_argument(
         "--shadow-url", metavar="URL", help="with --verify: replay on this empty database (left empty)"
     )
@@ -508,7 +520,7 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
         "of each, next to the dry run's estimate; the database itself is only read",
         lock=True,
     )
-    rehearse.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
+    rehearse.add_argument("--to", type=_version, metavar="VERSION", help="stop after this version")
     rehearse.add_argument(
         "--rows",
         type=_row_count,

@@ -17,6 +17,7 @@ from typing import Any
 
 from dbledger.annotation import Annotation, Annotator
 from dbledger.config import WaitPolicy
+from dbledger.contracts import Version
 from dbledger.preflight import Step, Work
 from dbledger.redaction import redact
 
@@ -31,7 +32,7 @@ class PlannedStatement:
 @dataclass(frozen=True)
 class PlannedMigration:
     name: str
-    version: int
+    version: Version
     direction: str  # "up" or "down"
     transaction: bool
     statements: list[PlannedStatement]
@@ -73,7 +74,7 @@ class DryRun:
             "migrations": [
                 {
                     "name": m.name,
-                    "version": m.version,
+                    "version": m.version.shown(),
                     "direction": m.direction,
                     "transaction": m.transaction or self.atomic,
                     "estimate_ms": m.estimate_ms,

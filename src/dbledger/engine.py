@@ -30,6 +30,7 @@ from dbledger.contracts import (
     LedgerSnapshot,
     Progress,
     RolledBack,
+    Version,
     no_progress,
 )
 from dbledger.errors import BackupFailed, ExistingSchema, LedgerStateError, UsageError
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 class UpOptions(NamedTuple):
     """What ``up`` applies and what it lets pass."""
 
-    target: int | None = None
+    target: Version | None = None
     allow: Allowances = Allowances()
     allow_existing_schema: bool = False
     atomic: bool = False
@@ -137,7 +138,7 @@ def prepare_down(
     snapshot: LedgerSnapshot | None,
     *,
     steps: int | None,
-    target: int | None,
+    target: Version | None,
 ) -> preflight.Work:
     """The preflight of ``down`` against the ledger as just read."""
     from dbledger import preflight
@@ -317,7 +318,7 @@ def down(
     migrations: list[Migration],
     *,
     steps: int | None = None,
-    target: int | None = None,
+    target: Version | None = None,
     progress: Progress = no_progress,
 ) -> list[RolledBack]:
     """Roll back the newest ``steps`` applied migrations (default 1), or all above ``target``."""
@@ -515,7 +516,7 @@ def _rename(backend: Backend, old: str, new: str, row: LedgerRow) -> None:
 def baseline(
     backend: Backend,
     migrations: list[Migration],
-    version: int,
+    version: Version,
     *,
     verify: bool = False,
     shadow: Database | None = None,

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from dbledger import checksumcache
 from dbledger.config import parse_duration
+from dbledger.contracts import Version
 from dbledger.errors import ConfigError, MigrationFileError
 
 FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>[a-z0-9_]+)\.sql$")
@@ -53,8 +54,11 @@ class Section:
     statement_timeout: float | None = None
     transaction_timeout: float | None = None
     # Only comments and blank lines (the template 'dbledger new' writes): listed as not written
-    # yet by the read commands, refused by any command that would run it.
+    # yet by the read commands, refused by any command that would run it. Another tool's layout
+    # runs such a section as a no-op instead (dbledger.layouts).
     empty: bool = False
+    # The file ``sql`` comes from when it is not the migration's own (a golang-migrate .down.sql).
+    path: Path | None = None
 
 
 class _Content(NamedTuple):
@@ -73,7 +77,12 @@ class Migration:
     __slots__ = ("_content", "_path", "checksum", "name", "version")
 
     def __init__(
-        self, version: int, name: str, path: Path | str, checksum: str, content: _Content | None = None
+        self,
+        version: Version,
+        name: str,
+        path: Path | str,
+        checksum: str,
+        content: _Content | None = None,
     ) -> None:
         self.version = version
         self.name = name
@@ -110,7 +119,11 @@ class Migration:
             self._content = _content(self.path, data)
         return self._content
 
-    def _key(self) -> tuple[int, str, Path, str]:
+    def file_of(self, section: Section) -> Path:
+        """The file ``section`` was read from: what an error or a finding names."""
+        return section.path or self.path
+
+    def _key(self) -> tuple[Version, str, Path, str]:
         return (self.version, self.name, self.path, self.checksum)
 
     def __eq__(self, other: object) -> bool:
@@ -215,22 +228,30 @@ def parse(path: Path, raw: bytes) -> Migration:
     if match is None:
         raise _misnamed(path)
     data = normalise(raw)
-    return Migration(int(match.group("version")), path.stem, path, _sha256(data), _content(path, data))
+    return Migration(Version.of(match.group("version")), path.stem, path, _sha256(data), _content(path, data))
 
 
-def _content(path: Path, data: bytes) -> _Content:
+def _content(path: Path, data: bytes, *, blank_runs: bool = False) -> _Content:
+    text = decode(path, data)
+    up, down = _sections(path, text, blank_runs=blank_runs)
+    return _Content(text, up, down)
+
+
+def decode(path: Path, data: bytes) -> str:
+    """``data`` as UTF-8 text; MigrationFileError naming the line of the first bad byte."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise MigrationFileError(
             str(path), f"line {line}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
         ) from None
-    up, down = _sections(path, text)
-    return _Content(text, up, down)
 
 
-def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
+def _sections(path: Path, text: str, *, blank_runs: bool = False) -> tuple[Section, Section | None]:
+    """The up and down sections of ``text``. ``blank_runs``: a section of only comments runs as a
+    no-op (another tool's files: golang-migrate, Diesel and dbmate run them so) instead of being
+    the template 'dbledger new' writes, which must not run and means "no rollback" as a down."""
     lines = text.split("\n")
     markers: list[tuple[str, int, dict[str, Any]]] = []  # (kind, 0-based line, options)
     for index, line in enumerate(lines):
@@ -249,7 +270,7 @@ def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
         markers.append((kind, index, _options(path, index + 1, found.group("options"))))
 
     if not markers:
-        return Section(sql=text, line=1, empty=is_blank(text)), None
+        return Section(sql=text, line=1, empty=not blank_runs and is_blank(text)), None
 
     if markers[0][0] != "up":
         raise MigrationFileError(
@@ -267,7 +288,7 @@ def _sections(path: Path, text: str) -> tuple[Section, Section | None]:
     for position, (kind, start, options) in enumerate(markers):
         end = markers[position + 1][1] if position + 1 < len(markers) else len(lines)
         body = "\n".join(lines[start + 1 : end])
-        sections[kind] = Section(sql=body, line=start + 2, **options, empty=is_blank(body))
+        sections[kind] = Section(sql=body, line=start + 2, **options, empty=not blank_runs and is_blank(body))
     down = sections.get("down")
     if down is not None and down.empty:
         down = None  # an empty down section (as written by 'dbledger new') means "no rollback"
@@ -351,7 +372,7 @@ def read_folder(directory: Path) -> Folder:
     entries.sort(key=lambda e: e.name)
 
     root = os.path.realpath(directory)
-    found: dict[int, Migration] = {}
+    found: dict[Version, Migration] = {}
     cache = checksumcache.location(directory)
     record = checksumcache.load(cache)
     stamps: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -389,7 +410,7 @@ def _scan(
     known = record.checksum(entry.name, stamp)
     if known is not None:
         return (
-            Migration(int(match.group("version")), entry.name[: -len(".sql")], entry.path, known),
+            Migration(Version.of(match.group("version")), entry.name[: -len(".sql")], entry.path, known),
             stamp,
             False,
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dbledger.contracts import APPLIED_STATES, LedgerRow
+from dbledger.contracts import APPLIED_STATES, LedgerRow, Version
 from dbledger.errors import UsageError
 from dbledger.ledger import CHECKSUM_ALGORITHM
 from dbledger.migrations import Migration
@@ -72,7 +72,7 @@ class Plan:
         return [_modified(migration, row, self.edits.get(row.name)) for migration, row in self.modified]
 
     @property
-    def current_version(self) -> int | None:
+    def current_version(self) -> Version | None:
         """The newest applied version, or None when nothing is applied."""
         return max((row.version for row in self.applied), default=None)
 
@@ -124,7 +124,7 @@ class Plan:
                 )
         return lines
 
-    def to_apply(self, target: int | None = None) -> list[Migration]:
+    def to_apply(self, target: Version | None = None) -> list[Migration]:
         """Pending migrations in version order, up to and including ``target`` when given."""
         return [m for m in self.pending if target is None or m.version <= target]
 
@@ -209,7 +209,7 @@ def make_plan(
     return plan
 
 
-def check_target(migrations: list[Migration], target: int | None, what: str = "--to") -> None:
+def check_target(migrations: list[Migration], target: Version | None, what: str = "--to") -> None:
     """``--to V`` (or ``baseline V``) must name a version that exists, so a typo never means
     "everything"."""
     if target is not None and all(m.version != target for m in migrations):

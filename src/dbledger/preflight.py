@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dbledger.contracts import LedgerRow, LedgerSnapshot, Statement
+from dbledger.contracts import ZERO, LedgerRow, LedgerSnapshot, Statement, Version
 from dbledger.dialects import Dialect
 from dbledger.edits import Edit
 from dbledger.errors import ConfigError, ExistingSchema, LedgerStateError, MigrationFileError, UsageError
@@ -92,7 +92,7 @@ def up(
     ledger: Ledger,
     dialect: Dialect,
     *,
-    target: int | None = None,
+    target: Version | None = None,
     allow: Allowances = Allowances(),
     allow_existing_schema: bool = False,
     atomic: bool = False,
@@ -127,7 +127,7 @@ def down(
     dialect: Dialect,
     *,
     steps: int | None = None,
-    target: int | None = None,
+    target: Version | None = None,
 ) -> Work:
     """The applied migrations to roll back, newest applied first, or the refusal naming every
     one that cannot be rolled back."""
@@ -175,7 +175,7 @@ def _changed_down(name: str, edit: Edit | None) -> str:
     )
 
 
-def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerRow]:
+def select(plan: Plan, *, steps: int | None, target: Version | None) -> list[LedgerRow]:
     """The applied rows to roll back, newest applied first: the newest ``steps`` (default 1), or
     all above version ``target`` (``0``: everything). Applied order, not version order: after
     ``--allow-out-of-order`` or a retried failure the two differ."""
@@ -186,9 +186,7 @@ def select(plan: Plan, *, steps: int | None, target: int | None) -> list[LedgerR
     applied = list(reversed(plan.applied))
     if target is None:
         return applied[: steps or 1]
-    if target < 0:
-        raise UsageError(f"--to must be 0 (everything) or a version, not {target}")
-    if target != 0 and all(row.version != target for row in applied):
+    if target != ZERO and all(row.version != target for row in applied):
         known = ", ".join(str(row.version) for row in applied[:10]) or "none"
         raise UsageError(
             f"no applied migration has version {target}: --to must be 0 or an applied version "

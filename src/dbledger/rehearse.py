@@ -25,7 +25,7 @@ from typing import Any, ClassVar, NamedTuple
 from dbledger import engine, scratchcopy
 from dbledger.backends import open_backend
 from dbledger.config import Settings
-from dbledger.contracts import Progress
+from dbledger.contracts import Progress, Version
 from dbledger.dryrun import PlannedMigration, planned
 from dbledger.errors import DbledgerError, MigrationFailed, UsageError
 from dbledger.lockwatch import HeldLock, Seen, Watch
@@ -39,7 +39,7 @@ class Options(NamedTuple):
     """What to rehearse and on what: migrations up to ``to``; every table filled to ``rows``
     and the tables of ``table_rows`` to theirs; the copy's way (``scratchcopy.COPY_METHODS``)."""
 
-    to: int | None = None
+    to: Version | None = None
     rows: int | None = None
     table_rows: tuple[tuple[str, int], ...] = ()
     schema_only: bool = False
@@ -52,7 +52,7 @@ class Rehearsed:
     """One pending migration on the copy: what it did and what the dry run said it would do."""
 
     name: str
-    version: int
+    version: Version
     transaction: bool
     state: str  # "applied", "failed" or "not run" (after one that failed)
     execution_time_ms: int | None
@@ -68,7 +68,7 @@ class Rehearsed:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "version": self.version,
+            "version": self.version.shown(),
             "transaction": self.transaction,
             "state": self.state,
             "execution_time_ms": self.execution_time_ms,

@@ -29,6 +29,7 @@ from dbledger.contracts import (
     LedgerRow,
     LedgerSnapshot,
     Statement,
+    Version,
     WaitLimits,
 )
 from dbledger.errors import DatabaseError, DbledgerError, ForeignLedger, LedgerStateError, LockTimeout
@@ -439,7 +440,7 @@ class Backend(ABC):
         algorithm = raw[10] if len(raw) > 10 else CHECKSUM_ALGORITHM  # format 3 names it
         return LedgerRow(
             name=name,
-            version=int(version),
+            version=Version.of(str(version)),
             state=state,
             checksum=checksum,
             applied_at=self._applied_at_text(applied_at),

@@ -90,7 +90,7 @@ class Health(BaseModel):
     An ``unavailable`` body has ``status`` and ``reasons`` only."""
 
     status: Literal["ok", "warning", "running", "unhealthy", "unavailable"]
-    version: int | None = None
+    version: int | str | None = None
     reasons: list[str]
     warnings: list[str] = []
     running: list[str] = []
@@ -103,7 +103,7 @@ class Liveness(BaseModel):
 
 class LedgerEntry(BaseModel):
     name: str
-    version: int
+    version: int | str
     state: str
     checksum: str | None
     applied_at: str | None
@@ -122,14 +122,14 @@ class Renamed(LedgerEntry):
 
 class Pending(BaseModel):
     name: str
-    version: int
+    version: int | str
     checksum: str
     transaction: bool
 
 
 class OutOfOrder(BaseModel):
     name: str
-    version: int
+    version: int | str
 
 
 class SchemaDifference(BaseModel):
@@ -156,7 +156,7 @@ class DatabaseVersion(BaseModel):
 
     ledger_exists: bool
     ledger_format: int | None
-    version: int | None
+    version: int | str | None
     applied: list[LedgerEntry]
     applied_in_version_order: bool
     pending: list[Pending]

@@ -231,7 +231,7 @@ def health_body(state: Status, policy: HealthPolicy = DEFAULT_POLICY) -> tuple[i
     found = readiness(state, policy)
     body = {
         "status": found.status,
-        "version": state.version,
+        "version": None if state.version is None else state.version.shown(),
         "reasons": found.reasons,
         "warnings": found.warnings,
         "running": found.running,
