@@ -134,8 +134,8 @@ def test_an_unknown_dbledger_variable_is_warned_about(sqlite_url: str, migration
     assert result.returncode == 0, result.output
     assert (
         "dbledger: warning: unknown environment variable DBLEDGER_LEDGER; did you mean "
-        "'DBLEDGER_LEDGER_TABLE'? (known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, "
-        "DBLEDGER_TEST_POSTGRES_URL, DBLEDGER_TEST_PG_BIN): it is ignored"
+        "'DBLEDGER_LEDGER_TABLE'? (known: DBLEDGER_DIR, DBLEDGER_LAYOUT, DBLEDGER_LEDGER_TABLE, "
+        "DBLEDGER_SCHEMA, DBLEDGER_TEST_POSTGRES_URL, DBLEDGER_TEST_PG_BIN): it is ignored"
     ) in result.stderr.splitlines()
 
 
@@ -337,8 +337,10 @@ def test_near_misses_are_named_and_fail_verify(sqlite_url: str, migrations_dir: 
 def test_a_misnamed_sql_file_is_refused_with_its_right_name(
     name: str, advice: str, sqlite_url: str, migrations_dir: Path
 ) -> None:
+    # In dbledger's layout; with no layout set, V1__init.sql alone is read as Flyway's
+    # (tests/test_layouts.py).
     write(migrations_dir, name, "SELECT 1;\n")
-    result = cli(sqlite_url, migrations_dir, "status")
+    result = cli(sqlite_url, migrations_dir, "status", env={"DBLEDGER_LAYOUT": "dbledger"})
     assert result.returncode == 2
     assert last_line(result) == (
         f"dbledger: error: {migrations_dir / name}: file name does not match <version>_<name>.sql "

@@ -248,8 +248,8 @@ def test_unknown_dbledger_variables_are_warned_about(tmp_path: Path) -> None:
     settings = resolve(environ={"DBLEDGER_DIRECTORY": "x", "DBLEDGER_DIR": "y"}, cwd=tmp_path)
     assert settings.warnings == (
         "unknown environment variable DBLEDGER_DIRECTORY; did you mean 'DBLEDGER_DIR'? "
-        "(known: DBLEDGER_DIR, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, DBLEDGER_TEST_POSTGRES_URL, "
-        "DBLEDGER_TEST_PG_BIN): it is ignored",
+        "(known: DBLEDGER_DIR, DBLEDGER_LAYOUT, DBLEDGER_LEDGER_TABLE, DBLEDGER_SCHEMA, "
+        "DBLEDGER_TEST_POSTGRES_URL, DBLEDGER_TEST_PG_BIN): it is ignored",
     )
 
 
@@ -517,7 +517,7 @@ def test_cli_malformed_pyproject_is_a_usage_error(tmp_path: Path) -> None:
         (["status", "--to", "3"], "unrecognized arguments: --to 3"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "required: COMMAND"),
-        (["up", "--to", "three"], "argument --to: invalid int value: 'three'"),
+        (["up", "--to", "three"], "argument --to: 'three' is not a version: give the digits"),
         (["up", "--lock-timeout", "soon"], "argument --lock-timeout: invalid float value: 'soon'"),
         (["baseline"], "required: VERSION"),
     ],

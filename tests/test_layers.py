@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("ledger", "config", "chain", "testing", "checksumcache"),
     ("migrations", "dialects", "schema", "analysis", "backup", "queries", "checks", "edits"),
-    ("scratchcopy", "synthetic", "lockwatch"),
+    ("scratchcopy", "synthetic", "lockwatch", "layouts"),
     ("plan", "lint"),
     ("preflight", "backends"),
     ("executor",),

@@ -351,11 +351,6 @@ BAD: dict[str, tuple[dict[str, bytes], str, list[str]]] = {
         "1_a.sql",
         ["version 1 is also used by", "001_b.sql", "unique"],
     ),
-    "flyway name": (
-        {"V1__x.sql": b"SELECT 1;\n"},
-        "V1__x.sql",
-        ["does not match <version>_<name>.sql"],
-    ),
     "upper-case name": (
         {"001_Add.sql": b"SELECT 1;\n"},
         "001_Add.sql",

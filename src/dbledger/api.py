@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dbledger import engine, sqltrees
+from dbledger import engine, layouts, sqltrees
 from dbledger.backends import open_backend
 from dbledger.backends.base import Backend, poll_intervals
 from dbledger.config import (
@@ -46,7 +46,7 @@ from dbledger.errors import (
     UsageError,
 )
 from dbledger.ledger import CHAINED_FORMAT
-from dbledger.migrations import FILE_NAME, Folder, Migration, parse, read_folder, shown_path
+from dbledger.migrations import FILE_NAME, Folder, Migration, parse, shown_path
 from dbledger.plan import Allowances, Plan, make_plan
 from dbledger.redaction import redact
 
@@ -250,7 +250,9 @@ def _session(
 
 
 def _read_folder(settings: Settings, progress: Progress) -> Folder:
-    folder = read_folder(settings.directory)
+    folder, note = layouts.read(settings.directory, settings.layout)
+    if note is not None:
+        progress("note", note, None)
     for stray in folder.strays:
         progress("warning", stray, None)
     return folder
@@ -836,7 +838,7 @@ def check(
 
     chosen = checks.chosen_parts(parts)
     settings = _settings(database_url, directory, ledger_table, progress)
-    folder = read_folder(settings.directory)  # a malformed file is a usage error, as everywhere
+    folder, _ = layouts.read(settings.directory, settings.layout)  # a malformed file: a usage error
     scratch = settings.database if shadow_url is None else parse_database_url(shadow_url)
     found = checkrun.read_queries(queries, scratch.dialect) if "queries" in chosen else []
     run = checkrun.Run(folder, chosen, found, scratch.dialect, progress)

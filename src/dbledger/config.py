@@ -45,7 +45,11 @@ PYPROJECT_KEYS = (
     "lock_retries",
     "lease_ttl",
     "targets",
+    "layout",
 )
+# How a migrations folder's files are named and ordered: dbledger's own, or another tool's
+# (dbledger.layouts). Not set: found from the folder's files.
+LAYOUTS = ("dbledger", "dbmate", "golang-migrate", "flyway", "diesel", "prisma")
 # Keys whose value may also be a TOML number (seconds, or a count).
 _NUMBER_KEYS = (
     "statement_lock_timeout",
@@ -64,6 +68,7 @@ LOCK_MODES = ("auto", "advisory", "lease")
 # The DBLEDGER_* variables dbledger reads; others draw a warning.
 ENVIRONMENT_VARIABLES = (
     "DBLEDGER_DIR",
+    "DBLEDGER_LAYOUT",
     "DBLEDGER_LEDGER_TABLE",
     "DBLEDGER_SCHEMA",
     "DBLEDGER_TEST_POSTGRES_URL",
@@ -230,6 +235,8 @@ class Settings:
     waits: WaitPolicy = DEFAULT_WAITS  # from [tool.dbledger]; the command line's options win
     lock_mode: str = "auto"  # one of LOCK_MODES
     lease_ttl: float = DEFAULT_LEASE_TTL
+    layout: str | None = None  # one of LAYOUTS; None: found from the files
+    layout_source: str = "default"
 
     def describe(self) -> str:
         """One line for stderr: which database, from where; which folder; which ledger."""
@@ -517,6 +524,7 @@ def resolve(
     )
 
     target, target_source, _ = choose(schema, "--schema", "DBLEDGER_SCHEMA", "schema", "")
+    layout, layout_source, _ = choose(None, "--layout", "DBLEDGER_LAYOUT", "layout", "")
 
     database = parse_database_url(url)
     if target_source != "default":  # given, even as '': checked
@@ -550,4 +558,13 @@ def resolve(
         ledger=LedgerNames.parse(table),
         ledger_source=table_source,
         warnings=tuple(unknown_variables(env)),
+        layout=check_layout(layout, layout_source) if layout_source != "default" else None,
+        layout_source=layout_source,
     )
+
+
+def check_layout(layout: str, source: str) -> str:
+    """``layout`` when it is one of LAYOUTS; ConfigError naming it and where it came from."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r} (from {source}){_nearest(layout, LAYOUTS)}")
+    return layout

@@ -27,11 +27,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from dbledger import api
+from dbledger import api, layouts
 from dbledger.config import WaitPolicy, resolve
 from dbledger.contracts import Progress, no_progress
 from dbledger.errors import ConfigError, DbledgerError, DriftFound, FleetFailed, LedgerStateError, LockTimeout
-from dbledger.migrations import read_folder
 from dbledger.redaction import redact
 from dbledger.targets import Target, Targets
 
@@ -419,7 +418,7 @@ class Fleet:
         report = self.progress or no_progress
         settings = resolve("sqlite:///:memory:", self.directory)  # the folder only: targets are the databases
         folder = settings.directory
-        warnings = [*settings.warnings, *read_folder(folder).strays]
+        warnings = [*settings.warnings, *layouts.read(folder, settings.layout)[0].strays]
         targets = self.targets.targets
         report(
             "using",

@@ -61,7 +61,7 @@ class Section:
     path: Path | None = None
 
 
-class _Content(NamedTuple):
+class Content(NamedTuple):
     text: str  # the file as checksummed (normalised line endings, decoded)
     up: Section
     down: Section | None
@@ -82,7 +82,7 @@ class Migration:
         name: str,
         path: Path | str,
         checksum: str,
-        content: _Content | None = None,
+        content: Content | None = None,
     ) -> None:
         self.version = version
         self.name = name
@@ -109,10 +109,10 @@ class Migration:
         """The file as checksummed (normalised line endings, decoded): what the ledger keeps."""
         return self._parsed().text
 
-    def _parsed(self) -> _Content:
+    def _parsed(self) -> Content:
         if self._content is None:
             data = normalise(_read(self.path))
-            if _sha256(data) != self.checksum:
+            if sha256(data) != self.checksum:
                 raise MigrationFileError(
                     str(self.path), "changed while dbledger was running: run the command again"
                 )
@@ -145,10 +145,11 @@ def normalise(raw: bytes) -> bytes:
 
 def checksum(raw: bytes) -> str:
     """The SHA-256 recorded in the ledger: hex digest of the normalised bytes."""
-    return _sha256(normalise(raw))
+    return sha256(normalise(raw))
 
 
-def _sha256(data: bytes) -> str:
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of ``data`` (already normalised)."""
     import hashlib  # ~3 ms: not when the checksum record vouches for every file
 
     return hashlib.sha256(data).hexdigest()
@@ -228,13 +229,13 @@ def parse(path: Path, raw: bytes) -> Migration:
     if match is None:
         raise _misnamed(path)
     data = normalise(raw)
-    return Migration(Version.of(match.group("version")), path.stem, path, _sha256(data), _content(path, data))
+    return Migration(Version.of(match.group("version")), path.stem, path, sha256(data), _content(path, data))
 
 
-def _content(path: Path, data: bytes, *, blank_runs: bool = False) -> _Content:
+def _content(path: Path, data: bytes, *, blank_runs: bool = False) -> Content:
     text = decode(path, data)
-    up, down = _sections(path, text, blank_runs=blank_runs)
-    return _Content(text, up, down)
+    up, down = split_sections(path, text, blank_runs=blank_runs)
+    return Content(text, up, down)
 
 
 def decode(path: Path, data: bytes) -> str:
@@ -248,7 +249,7 @@ def decode(path: Path, data: bytes) -> str:
         ) from None
 
 
-def _sections(path: Path, text: str, *, blank_runs: bool = False) -> tuple[Section, Section | None]:
+def split_sections(path: Path, text: str, *, blank_runs: bool = False) -> tuple[Section, Section | None]:
     """The up and down sections of ``text``. ``blank_runs``: a section of only comments runs as a
     no-op (another tool's files: golang-migrate, Diesel and dbmate run them so) instead of being
     the template 'dbledger new' writes, which must not run and means "no rollback" as a down."""
@@ -335,6 +336,7 @@ class Folder(NamedTuple):
 
     migrations: list[Migration]
     strays: list[str]
+    layout: str = "dbledger"  # dbledger.config.LAYOUTS
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -402,7 +404,7 @@ def _scan(
     match = FILE_NAME.match(entry.name)
     if match is None:
         raise _misnamed(Path(entry.path))
-    _check_regular_file(entry, root)
+    check_regular_file(entry, root)
     try:
         stamp = checksumcache.FileStamp.of(entry.stat())  # before the bytes are read
     except OSError as exc:
@@ -418,12 +420,13 @@ def _scan(
     return parse(path, _read(path)), stamp, True
 
 
-def _check_regular_file(entry: os.DirEntry[str], root: str) -> None:
-    """``entry`` must be a regular file inside ``root`` (after links). The directory listing
-    already knows each entry's type, so a plain file costs no extra call."""
-    path = entry.path
+def check_regular_file(entry: os.DirEntry[str] | str, root: str) -> str:
+    """``entry``'s path, which must be a regular file inside ``root`` (after links). The directory
+    listing already knows each entry's type, so a plain file costs no extra call."""
+    path = entry if isinstance(entry, str) else entry.path
     try:
-        if entry.is_symlink():
+        # A path in a subfolder may lead out through a link to its folder: always resolved.
+        if isinstance(entry, str) or entry.is_symlink():
             target = os.path.realpath(path)
             if os.path.commonpath([root, target]) != root:
                 raise MigrationFileError(
@@ -431,14 +434,16 @@ def _check_regular_file(entry: os.DirEntry[str], root: str) -> None:
                     f"is a symbolic link to {target}, outside the migrations folder: copy the file "
                     "into the folder, or point --dir at the folder it belongs to",
                 )
-        if not entry.is_file():  # follows a link inside the folder; checked before any open
-            mode = entry.stat().st_mode
+        if not (os.path.isfile(path) if isinstance(entry, str) else entry.is_file()):
+            # follows a link inside the folder; checked before any open
+            mode = os.stat(path).st_mode
             kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
             raise MigrationFileError(
                 path, f"is {kind}, not a regular file: a migration must be a plain SQL file"
             )
     except OSError as exc:
         raise MigrationFileError(path, f"cannot read the file: {exc.strerror}") from None
+    return path
 
 
 def _read(path: Path) -> bytes:

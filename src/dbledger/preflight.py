@@ -21,6 +21,7 @@ from dbledger.contracts import ZERO, LedgerRow, LedgerSnapshot, Statement, Versi
 from dbledger.dialects import Dialect
 from dbledger.edits import Edit
 from dbledger.errors import ConfigError, ExistingSchema, LedgerStateError, MigrationFileError, UsageError
+from dbledger.layouts import down_advice
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
 from dbledger.pgversions import NEWEST, SINCE, Server, major
@@ -144,8 +145,8 @@ def down(
             problems.append(f"migration '{row.name}' cannot be rolled back: its file is missing")
         elif migration.down is None:
             problems.append(
-                f"migration '{row.name}' has no down section ({migration.path}): add "
-                "'-- migrate:down' with SQL that undoes it, or roll back fewer steps"
+                f"migration '{row.name}' has no down section ({migration.path}): "
+                f"{down_advice(migration)}, or roll back fewer steps"
             )
         elif migration.checksum != row.checksum:
             problems.append(_changed_down(row.name, plan.edit(row.name)))
