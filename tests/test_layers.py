@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("executor",),
     ("replay", "schemadrift", "dryrun", "sandbox", "checkrun"),
     ("engine",),
-    ("rehearse",),
+    ("rehearse", "adoption"),
     ("api",),
     ("targets", "fleet"),
     ("output", "terminal", "completion", "integrations", "cli", "__init__", "__main__"),

@@ -51,6 +51,7 @@ from dbledger.plan import Allowances, Plan, make_plan
 from dbledger.redaction import redact
 
 if TYPE_CHECKING:
+    from dbledger.adoption import Adoption
     from dbledger.checks import CheckReport
     from dbledger.dryrun import DryRun
     from dbledger.lint import Finding
@@ -625,6 +626,53 @@ def baseline(
     ):
         return engine.baseline(
             backend, migrations, _required(as_version(version)), verify=verify, shadow=shadow, progress=report
+        )
+
+
+def adopt(
+    tool: str,
+    database_url: str | None = None,
+    directory: PathLike | None = None,
+    *,
+    table: str | None = None,
+    revisions: Mapping[str, str] | None = None,
+    accept_checksums: bool = False,
+    dry_run: bool = False,
+    ledger_table: str | None = None,
+    schema: str | None = None,
+    connect_timeout: float | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    lock_mode: str | None = None,
+    lease_ttl: float | None = None,
+    progress: Progress | None = None,
+) -> Adoption:
+    """Write dbledger's ledger from another tool's history (``dbledger.adoption``): the same
+    applied set, with the files' checksums; nothing else in the database changes. ``revisions``
+    (Alembic): which migration holds each revision alembic_version names. ``dry_run``: say what
+    would be written, write nothing."""
+    from dbledger import adoption
+
+    report = progress or no_progress
+    if tool not in adoption.SOURCES:  # before any connection
+        raise UsageError(f"unknown tool {tool!r} for --from: give one of {', '.join(adoption.SOURCES)}")
+    with _session(
+        database_url,
+        directory,
+        ledger_table,
+        connect_timeout,
+        report,
+        locks=_Locks(lock_timeout, None, lock_mode, lease_ttl),
+        schema=schema,
+    ) as (_, migrations, backend):
+        return adoption.adopt(
+            backend,
+            migrations,
+            tool,
+            table=table,
+            revisions=revisions,
+            accept_checksums=accept_checksums,
+            dry_run=dry_run,
+            progress=report,
         )
 
 

@@ -18,7 +18,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast
 
 from dbledger import api
-from dbledger.config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, LOCK_MODES, parse_duration
+from dbledger.config import (
+    ADOPT_SOURCES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LOCK_TIMEOUT,
+    LOCK_MODES,
+    parse_duration,
+)
 from dbledger.contracts import Progress, Version
 from dbledger.errors import (
     CheckFailed,
@@ -276,6 +282,11 @@ EXAMPLES = {
         "dbledger repair --forget-missing",
     ],
     "baseline": ["dbledger baseline 3", "dbledger baseline 3 --verify"],
+    "adopt": [
+        "dbledger adopt --from flyway --dry-run",
+        "dbledger adopt --from dbmate --ledger-table dbledger_migrations",
+        "dbledger adopt --from alembic --revision ae1027a6acf=003_add_orders",
+    ],
     "lint": [
         "dbledger lint  # every file; with a PostgreSQL database configured, the pending ones",
         "dbledger lint migrations/004_add_index.sql --json",
@@ -489,6 +500,32 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
         action="store_true",
         help="first check that the database is what the files up to VERSION produce",
     )
+
+    adopt = _command(
+        commands,
+        "adopt",
+        "write dbledger's ledger from another tool's history; nothing else in the database changes",
+        lock=True,
+    )
+    adopt.add_argument(
+        "--from", dest="tool", required=True, choices=ADOPT_SOURCES, help="the tool whose history to read"
+    )
+    adopt.add_argument(
+        "--table", metavar="NAME", help="where that tool keeps its history, when not its default"
+    )
+    adopt.add_argument(
+        "--revision",
+        action="append",
+        default=[],
+        metavar="REV=NAME",
+        help="alembic: the migration that holds this revision of alembic_version. Repeatable",
+    )
+    adopt.add_argument(
+        "--accept-checksums",
+        action="store_true",
+        help="adopt files changed since the other tool applied them, as they are now",
+    )
+    adopt.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
 
     lint = _command(
         commands,
@@ -754,6 +791,36 @@ def _baseline(args: argparse.Namespace, progress: Progress) -> Shown:
     return Shown({"baselined": marked}, lines=lines)
 
 
+def _adopt(args: argparse.Namespace, progress: Progress) -> Shown:
+    revisions: dict[str, str] = {}
+    for given in args.revision:
+        revision, sep, name = given.partition("=")
+        if not sep or not revision or not name:
+            raise UsageError(
+                f"--revision {given!r}: give REV=NAME, e.g. --revision ae1027a6acf=003_add_orders"
+            )
+        revisions[revision] = name
+    found = api.adopt(
+        args.tool,
+        **_settings(args),
+        table=args.table,
+        revisions=revisions,
+        accept_checksums=args.accept_checksums,
+        dry_run=args.dry_run,
+        lock_timeout=args.lock_timeout,
+        lock_mode=args.lock_mode,
+        lease_ttl=args.lease_ttl,
+        progress=progress,
+    )
+    verb = "would adopt" if found.dry_run else "adopted"
+    lines = [f"{verb} {name}" for name in found.adopted]
+    lines.append(
+        f"{verb} {len(found.adopted)} migration(s) from {found.tool} ({found.table}); "
+        f"{len(found.already)} already in the ledger, {len(found.pending)} pending for 'dbledger up'"
+    )
+    return Shown(found.to_dict(), lines=lines)
+
+
 def _new(args: argparse.Namespace, progress: Progress) -> Shown:
     path = api.new(args.name, args.dir)
     return Shown({"path": str(path)}, lines=[f"created {path}"])
@@ -850,6 +917,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "wait": _wait,
     "repair": _repair,
     "baseline": _baseline,
+    "adopt": _adopt,
     "new": _new,
     "lint": _lint,
     "rehearse": _rehearse,

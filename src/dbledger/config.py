@@ -50,6 +50,8 @@ PYPROJECT_KEYS = (
 # How a migrations folder's files are named and ordered: dbledger's own, or another tool's
 # (dbledger.layouts). Not set: found from the folder's files.
 LAYOUTS = ("dbledger", "dbmate", "golang-migrate", "flyway", "diesel", "prisma")
+# The tools whose history 'dbledger adopt --from' reads (dbledger.adoption).
+ADOPT_SOURCES = ("flyway", "golang-migrate", "dbmate", "diesel", "prisma", "alembic", "yoyo")
 # Keys whose value may also be a TOML number (seconds, or a count).
 _NUMBER_KEYS = (
     "statement_lock_timeout",

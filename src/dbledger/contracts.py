@@ -27,7 +27,17 @@ REMOVED = "removed"
 
 # What a history row records.
 Action = Literal[
-    "apply", "fail", "start", "rollback", "repair", "rename", "baseline", "backup", "create", "upgrade"
+    "apply",
+    "fail",
+    "start",
+    "rollback",
+    "repair",
+    "rename",
+    "baseline",
+    "adopt",
+    "backup",
+    "create",
+    "upgrade",
 ]
 
 # How a ledger event changes the ledger table: write the row whole (inserted, or the existing row

@@ -583,3 +583,61 @@ def baseline(
         if marked:
             record_schema(backend, "baseline", marked[-1], progress)
     return marked
+
+
+def adopt(
+    backend: Backend,
+    migrations: list[Migration],
+    detail: str,
+    *,
+    dry_run: bool = False,
+    progress: Progress = no_progress,
+) -> tuple[list[str], list[str]]:
+    """Record ``migrations`` as applied, as another tool applied them (``dbledger adopt``):
+    a ledger row each and an "adopt" history row saying ``detail``. Returns the names written
+    (in a dry run: that would be) and those the ledger already held as applied."""
+    from dbledger.edits import kept_source
+
+    with _locked(backend, progress):
+        snapshot = backend.read_ledger()
+        plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
+        if problems := _adopt_problems(plan, migrations):
+            raise LedgerStateError(problems)
+        already = [
+            m.name for m in migrations if (row := plan.rows.get(m.name)) and row.state in APPLIED_STATES
+        ]
+        chosen = [m for m in migrations if m.name not in already]
+        if dry_run or not chosen:
+            return [m.name for m in chosen], already
+        _make_current(backend, snapshot, progress)
+        order = plan.next_order
+        with backend.transaction():
+            for migration in chosen:
+                backend.write(
+                    LedgerEvent(
+                        "adopt",
+                        migration.name,
+                        "upsert",
+                        state="applied",
+                        version=migration.version,
+                        checksum=migration.checksum,
+                        applied_order=order,
+                        detail=detail,
+                        source=kept_source(migration),
+                    )
+                )
+                order += 1
+        record_schema(backend, "adopt", chosen[-1].name, progress)
+    return [m.name for m in chosen], already
+
+
+def _adopt_problems(plan: Plan, migrations: list[Migration]) -> list[str]:
+    """Why dbledger's own ledger cannot take these migrations: it disagrees with the files."""
+    names = {m.name for m in migrations}
+    problems = [
+        f"migration '{row.name}' is {row.state} in dbledger's ledger: resolve it ('dbledger repair') first"
+        for row in plan.rows.values()
+        if row.name in names and row.state not in APPLIED_STATES
+    ]
+    problems += plan.modified_problems()
+    return problems

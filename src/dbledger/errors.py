@@ -158,7 +158,8 @@ class ForeignLedger(LedgerStateError):
                 f"table {table} is not dbledger's ledger: its columns ({', '.join(columns)}) are those "
                 f"of {tool}. Leave it as it is and give dbledger a ledger of its own: pass "
                 "--ledger-table NAME (or set DBLEDGER_LEDGER_TABLE, or ledger_table in "
-                "[tool.dbledger]), e.g. --ledger-table dbledger_migrations"
+                "[tool.dbledger]), e.g. --ledger-table dbledger_migrations; 'dbledger adopt --from "
+                "TOOL' then records in it what that tool applied (docs/switching.md)"
             ]
         )
 

@@ -32,7 +32,14 @@ from dbledger.contracts import (
     Version,
     WaitLimits,
 )
-from dbledger.errors import DatabaseError, DbledgerError, ForeignLedger, LedgerStateError, LockTimeout
+from dbledger.errors import (
+    DatabaseError,
+    DbledgerError,
+    ForeignLedger,
+    LedgerStateError,
+    LockTimeout,
+    UsageError,
+)
 from dbledger.ledger import (
     CHECKSUM_ALGORITHM,
     DBLEDGER_VERSION,
@@ -101,6 +108,8 @@ HISTORY_COLUMNS = (
     "id, at, action, migration_name, version, state, checksum, execution_time_ms, estimate_ms, "
     "applied_order, error_message, detail, actor, dbledger_version, prev_hash, hash"
 )
+# A table name of another tool ('flyway_schema_history', '__diesel_schema_migrations').
+_FOREIGN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _ESTIMATE_V1 = re.compile(r"^estimate_ms=(\d+)$")  # how dbledger 0.1 kept the estimate
 
 
@@ -452,6 +461,26 @@ class Backend(ABC):
             checksum_algorithm=algorithm,
         )
 
+    def foreign_table(self, table: str) -> list[dict[str, Any]] | None:
+        """Called by 'dbledger adopt': every row of another tool's history table ``table``
+        (``name`` or ``schema.name``, found as the database finds an unqualified name), each as
+        {column: value}; None when there is no such table. Reads only."""
+        parts = table.split(".")
+        if len(parts) > 2 or not all(_FOREIGN_NAME.match(part) for part in parts):
+            raise UsageError(f"invalid table name {table!r}: give name or schema.name")
+        columns = self._foreign_columns(parts)
+        if not columns:
+            return None
+        return [dict(zip(columns, row, strict=True)) for row in self._fetch(self._select_all(parts, columns))]
+
+    @abstractmethod
+    def _foreign_columns(self, parts: list[str]) -> list[str]:
+        """The columns of the table named by ``parts``, in order; empty when there is none."""
+
+    @abstractmethod
+    def _select_all(self, parts: list[str], columns: list[str]) -> Query:
+        """``SELECT columns FROM table``, every name quoted."""
+
     def read_source(self, name: str) -> str | None:
         """The copy of migration ``name``'s file its ledger row keeps (None: none kept, or no
         such row). Read only for a file whose checksum changed."""
@@ -713,7 +742,7 @@ def _order_from_history(history: Sequence[tuple[Any, ...]], rows: Sequence[Ledge
     explain follow in their ledger order."""
     last: dict[str, int] = {}
     for history_id, action, name, *_ in history:
-        if action in ("apply", "baseline") and name:
+        if action in ("apply", "baseline", "adopt") and name:
             last[name] = history_id
     applied = [row.name for row in rows if row.state in APPLIED_STATES]
     explained = sorted((n for n in applied if n in last), key=lambda n: last[n])

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from dbledger.backup import Backup
     from dbledger.schema import SchemaModel
 
+_FOREIGN_COLUMNS = (
+    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+    " AND NOT attisdropped ORDER BY attnum"
+)
 _LEDGER = """
 CREATE TABLE {ledger} (
     id SERIAL PRIMARY KEY,
@@ -413,6 +417,15 @@ class PostgresBackend(Backend):
                 cursor.executemany(query, rows)
         except psycopg.Error as exc:
             raise _database_error(exc) from exc
+
+    def _foreign_columns(self, parts: list[str]) -> list[str]:
+        name = sql.Identifier(*parts).as_string(self.conn)  # to_regclass parses quoted names
+        return [column for (column,) in self._fetch(_FOREIGN_COLUMNS, (name,))]
+
+    def _select_all(self, parts: list[str], columns: list[str]) -> Query:
+        return sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(*parts)
+        )
 
     def _ledger_layout(self) -> dict[str, frozenset[str]]:
         found = self._fetch(_LAYOUT, (self._schema, list(self.names.tables)))

@@ -318,6 +318,17 @@ class SqliteBackend(Backend):
             text += f"\nstatement at line {statement.line}: {' '.join(redact(statement.sql).split())[:300]}"
         return DatabaseError(text, sqlstate=code, statement=statement)
 
+    def _foreign_columns(self, parts: list[str]) -> list[str]:
+        if not self._database_exists():
+            return []
+        schema = parts[0] if len(parts) == 2 else "main"
+        return [
+            name for (name,) in self._fetch("SELECT name FROM pragma_table_info(?, ?)", (parts[-1], schema))
+        ]
+
+    def _select_all(self, parts: list[str], columns: list[str]) -> Query:
+        return f"SELECT {', '.join(map(_quote, columns))} FROM {'.'.join(map(_quote, parts))}"
+
     def _ledger_layout(self) -> dict[str, frozenset[str]]:
         if not self._database_exists():
             return {}
