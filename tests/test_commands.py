@@ -37,6 +37,8 @@ EXERCISED = {
     "check",
     "lint",
     "rehearse",
+    "init",
+    "adopt",
 }
 
 JSON = pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
@@ -243,6 +245,48 @@ def test_new(as_json: bool, tmp_path: Path) -> None:
     outcome(bad, as_json, 2)
     assert "invalid migration name '!!'" in bad.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["001_create_users.sql", "002_add_users.sql"]
+
+
+@JSON
+def test_init(as_json: bool, tmp_path: Path) -> None:
+    flags = ["--json"] if as_json else []
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"\n')
+    result = run_cli("init", *flags, "--dir", "db/migrations", "--layout", "golang-migrate", cwd=tmp_path)
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert document["written"] == [str(tmp_path / "pyproject.toml"), str(tmp_path / "db" / "migrations")]
+    text = (tmp_path / "pyproject.toml").read_text()
+    assert text.startswith('[project]\nname = "app"\n\n[tool.dbledger]\n')
+    assert 'dir = "db/migrations"\nlayout = "golang-migrate"\n' in text
+    created = created_path(run_cli("new", "create_users", *flags, cwd=tmp_path), as_json)
+    assert created == tmp_path / "db" / "migrations" / "000001_create_users.up.sql"
+    assert (tmp_path / "db" / "migrations" / "000001_create_users.down.sql").exists()
+    again = run_cli("init", *flags, cwd=tmp_path)
+    outcome(again, as_json, 2)
+    assert (
+        f"{tmp_path / 'pyproject.toml'} has a [tool.dbledger] section already: edit it there" in again.stderr
+    )
+
+
+@JSON
+def test_adopt(as_json: bool, db_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "20240101000001_create_items.sql", ITEMS)
+    write(migrations_dir, "20240101000002_create_tags.sql", TAGS)
+    query(db_url, ITEMS)
+    query(db_url, "CREATE TABLE __diesel_schema_migrations (version varchar(50) PRIMARY KEY)")
+    query(db_url, "INSERT INTO __diesel_schema_migrations VALUES ('20240101000001')")
+    result = cli(db_url, migrations_dir, as_json, "adopt", "--from", "diesel")
+    document = outcome(result, as_json, 0)
+    if as_json:
+        assert document["adopted"] == ["20240101000001_create_items"]
+        assert document["pending"] == ["20240101000002_create_tags"]
+    assert ledger_names(db_url) == ["20240101000001_create_items"]
+    applied = cli(db_url, migrations_dir, as_json, "up")
+    outcome(applied, as_json, 0)
+    assert ledger_names(db_url) == ["20240101000001_create_items", "20240101000002_create_tags"]
+    unknown = cli(db_url, migrations_dir, as_json, "adopt", "--from", "liquibase")
+    outcome(unknown, as_json, 2)
+    assert "invalid choice: 'liquibase'" in unknown.stderr
 
 
 def test_new_twice_before_filling_in_the_first(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ SOURCE = Path(__file__).parent.parent / "src" / "dbledger"
 LAYERS: list[tuple[str, ...]] = [
     ("contracts", "annotation", "redaction", "sqltrees", "pgversions"),
     ("errors",),
-    ("ledger", "config", "chain", "testing", "checksumcache"),
+    ("ledger", "config", "chain", "testing", "checksumcache", "placeholders"),
     ("migrations", "dialects", "schema", "analysis", "backup", "queries", "checks", "edits"),
     ("scratchcopy", "synthetic", "lockwatch", "layouts"),
-    ("plan", "lint"),
+    ("plan", "lint", "scaffold"),
     ("preflight", "backends"),
     ("executor",),
     ("replay", "schemadrift", "dryrun", "sandbox", "checkrun"),

@@ -23,6 +23,7 @@ from dbledger.api import (
     verify,
     wait_until_migrated,
 )
+from dbledger.contracts import HookCall
 from dbledger.errors import (
     BackupFailed,
     CheckFailed,
@@ -57,6 +58,7 @@ __all__ = [
     "ExistingSchema",
     "FleetFailed",
     "ForeignLedger",
+    "HookCall",
     "Interrupted",
     "LedgerStateError",
     "LintFailed",

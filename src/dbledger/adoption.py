@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,7 +78,7 @@ class _Recorded(NamedTuple):
     """One migration the other tool's history holds: its version or name, and its checksum."""
 
     key: str
-    by_name: bool  # matched to a file by its name (Prisma, yoyo), else by its version
+    by_name: bool  # matched to a file by its name (Prisma, yoyo, a repeatable), else by its version
     checksum: Any = None  # the tool's own checksum of the file, where it keeps one
     where: str = ""  # for a message: which row
 
@@ -94,6 +94,7 @@ def adopt(
     migrations: list[Migration],
     tool: str,
     *,
+    repeatables: Sequence[Migration] = (),
     table: str | None = None,
     revisions: Mapping[str, str] | None = None,
     accept_checksums: bool = False,
@@ -119,14 +120,14 @@ def adopt(
             ]
         )
     history = _read(tool, table, rows, revisions or {}, migrations)
-    chosen, problems = _match(history, migrations, tool, accept_checksums)
+    chosen, problems = _match(history, [*migrations, *repeatables], tool, accept_checksums)
     if problems:
         raise LedgerStateError([*problems, f"nothing was written: {tool}'s history stays as it is"])
     adopted, already = engine.adopt(
         backend, chosen, f"adopted from {tool} ({table})", dry_run=dry_run, progress=progress
     )
     names = {m.name for m in chosen}
-    pending = [m.name for m in migrations if m.name not in names and m.name not in already]
+    pending = [m.name for m in [*migrations, *repeatables] if m.name not in names and m.name not in already]
     return Adoption(tool, table, adopted, already, pending, dry_run)
 
 
@@ -184,6 +185,9 @@ def _flyway(rows: list[dict[str, Any]]) -> _History:
             applied.pop(str(version), None)
         elif version is not None:
             applied[str(version)] = _Recorded(str(version), False, row["checksum"], where)
+        elif kind == "SQL":  # a repeatable migration: its newest run counts
+            name = str(script).rsplit("/", 1)[-1].removesuffix(".sql")
+            applied[f"R:{name}"] = _Recorded(name, True, row["checksum"], where)
     return _History(list(applied.values()), upto, tuple(problems))
 
 
@@ -253,7 +257,7 @@ def _match(
 ) -> tuple[list[Migration], list[str]]:
     """The migrations the history says are applied, and every disagreement with the files."""
     problems = list(history.problems)
-    by_version = {str(m.version): m for m in migrations}
+    by_version = {str(m.version): m for m in migrations if m.version}
     by_name = {m.name: m for m in migrations}
     chosen: dict[str, Migration] = {}
     for recorded in history.recorded:
@@ -277,9 +281,10 @@ def _match(
         chosen[migration.name] = migration
     if history.upto is not None:
         for migration in migrations:
-            if migration.version <= history.upto:
+            if migration.version and migration.version <= history.upto:
                 chosen.setdefault(migration.name, migration)
-    return sorted(chosen.values(), key=lambda m: m.version), problems
+    # Versioned first, in order; the repeatable ones (no version) after them, as they run.
+    return sorted(chosen.values(), key=lambda m: (not m.version, m.version, m.name)), problems
 
 
 def _version_or_none(text: str) -> Version | None:

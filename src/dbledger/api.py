@@ -10,7 +10,6 @@ as the command line does), resolves them once, reports which it uses through
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from dbledger.config import (
     parse_database_url,
     resolve,
 )
-from dbledger.contracts import Applied, LedgerRow, Progress, RolledBack, Version, no_progress
+from dbledger.contracts import Applied, Hooks, LedgerRow, Progress, RolledBack, Version, no_progress
 from dbledger.errors import (
     ConfigError,
     DatabaseError,
@@ -46,7 +45,8 @@ from dbledger.errors import (
     UsageError,
 )
 from dbledger.ledger import CHAINED_FORMAT
-from dbledger.migrations import FILE_NAME, Folder, Migration, parse, shown_path
+from dbledger.migrations import HOOK_EVENTS, Folder, Migration, parse, shown_path
+from dbledger.placeholders import Placeholder
 from dbledger.plan import Allowances, Plan, make_plan
 from dbledger.redaction import redact
 
@@ -142,6 +142,23 @@ class Status:
     ledger_format: int | None = None
     # verify: the history chain's head hash and what breaks it ({"head", "problems"}).
     history: dict[str, Any] | None = None
+    # The folder's repeatable migrations, each with its ledger row when it ran before.
+    repeatables: tuple[Migration, ...] = ()
+
+    def repeatable_states(self) -> list[tuple[Migration, LedgerRow | None, str]]:
+        """Each repeatable migration, its row, and its state: applied, pending (new or changed:
+        the next 'up' runs it), or failed."""
+        due = {m.name for m in self.plan.repeatables_due(self.repeatables)}
+        found = []
+        for migration in self.repeatables:
+            row = self.plan.repeatable_rows.get(migration.name)
+            state = (
+                "applied"
+                if migration.name not in due
+                else ("failed" if row and row.state == "failed" else "pending")
+            )
+            found.append((migration, row, state))
+        return found
 
     @property
     def version(self) -> Version | None:
@@ -181,6 +198,16 @@ class Status:
             "problems": self.problems,
             "schema": self.schema,
             "history": self.history,
+            "repeatable": [
+                {
+                    "name": m.name,
+                    "state": state,
+                    "checksum": m.checksum,
+                    "applied_at": row.applied_at if row else None,
+                    "execution_time_ms": row.execution_time_ms if row else None,
+                }
+                for m, row, state in self.repeatable_states()
+            ],
         }
 
 
@@ -230,7 +257,7 @@ def _session(
     locks: _Locks | None = None,
     reading: bool = False,
     schema: str | None = None,
-) -> Iterator[tuple[Settings, list[Migration], Backend]]:
+) -> Iterator[tuple[Settings, Folder, Backend]]:
     """Resolve the settings once, say which are used, read the files (a malformed one fails
     before any connection), and open the database. ``reading``: the command only reads, so a
     database that does not exist yet is worth a note. ``locks``: a writing command's lock and
@@ -238,7 +265,7 @@ def _session(
     locks = locks or _Locks()
     check_lock_timeout(locks.lock_timeout)
     settings = locks.over(_settings(database_url, directory, ledger_table, progress, schema=schema))
-    migrations = _read_folder(settings, progress).migrations
+    folder = _read_folder(settings, progress)
     with (
         _open(
             settings, progress, lock_timeout=locks.lock_timeout, connect_timeout=connect_timeout
@@ -247,7 +274,7 @@ def _session(
     ):
         if reading and (absent := backend.absence()) is not None:
             progress("note", absent, None)
-        yield settings, migrations, backend
+        yield settings, folder, backend
 
 
 def _read_folder(settings: Settings, progress: Progress) -> Folder:
@@ -284,7 +311,7 @@ def _open(
     """The database, connected; ``progress("busy", ...)`` says what it waits for, while it does."""
     if connect_timeout is not None:
         check_connect_timeout(connect_timeout)
-    return open_backend(
+    backend = open_backend(
         settings.database,
         settings.ledger,
         lock_timeout=lock_timeout,
@@ -296,6 +323,8 @@ def _open(
         lock_mode=settings.lock_mode,
         lease_ttl=settings.lease_ttl,
     )
+    backend.placeholders = settings.placeholders
+    return backend
 
 
 def migrate(
@@ -316,6 +345,7 @@ def migrate(
     lock_mode: str | None = None,
     lease_ttl: float | None = None,
     strict: bool = False,
+    hooks: Hooks | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Apply every pending migration (up to version ``to``), or raise a DbledgerError.
@@ -326,8 +356,14 @@ def migrate(
     On PostgreSQL the migrations about to be applied are linted first: each finding is a
     ``progress("warning", ...)``; with ``strict``, an error-severity finding refuses the run
     (LintFailed) before anything is applied.
+
+    ``hooks``: the application's functions by event (before-all, before-each, after-each,
+    after-all), each called with a ``HookCall`` after the folder's hook file of that event; they
+    run only when there is something to apply (docs/repeatable-and-hooks.md).
     """
     report = progress or no_progress
+    if unknown := sorted(set(hooks or {}) - set(HOOK_EVENTS)):
+        raise UsageError(f"unknown hook event {unknown[0]!r}: give one of {', '.join(HOOK_EVENTS)}")
     options = engine.UpOptions(
         as_version(to), Allowances(allow_out_of_order, allow_missing), allow_existing_schema, atomic
     )
@@ -341,7 +377,7 @@ def migrate(
         schema=schema,
     ) as (
         settings,
-        migrations,
+        folder,
         backend,
     ):
 
@@ -350,8 +386,8 @@ def migrate(
 
         done = engine.up(
             backend,
-            migrations,
-            options,
+            folder.migrations,
+            options._replace(repeatables=folder.repeatables, hook_files=folder.hooks, hooks=hooks),
             backup_dir=None if backup_dir is None else Path(backup_dir),
             on_pending=lint if backend.dialect_name == "postgresql" else None,
             progress=report,
@@ -382,7 +418,10 @@ def status(
         reading=True,
         schema=schema,
     ) as session:
-        return _inspect(*session, check_schema=check_schema)
+        settings, folder, backend = session
+        return _inspect(
+            settings, folder.migrations, backend, check_schema=check_schema, repeatables=folder.repeatables
+        )
 
 
 def wait_until_migrated(
@@ -453,6 +492,7 @@ def _inspect(
     *,
     check_schema: bool,
     check_history: bool = False,
+    repeatables: tuple[Migration, ...] = (),
 ) -> Status:
     snapshot = backend.read_ledger()
     rows = snapshot.rows if snapshot is not None else ()
@@ -501,6 +541,7 @@ def _inspect(
         schema,
         None if snapshot is None else snapshot.version,
         history,
+        tuple(repeatables),
     )
 
 
@@ -584,11 +625,15 @@ def repair(
         schema=schema,
     ) as (
         _,
-        migrations,
+        folder,
         backend,
     ):
         return engine.repair(
-            backend, migrations, forget_missing=forget_missing, accept=frozenset(accept), progress=report
+            backend,
+            folder.migrations,
+            forget_missing=forget_missing,
+            accept=frozenset(accept),
+            progress=report,
         )
 
 
@@ -621,11 +666,16 @@ def baseline(
         schema=schema,
     ) as (
         _,
-        migrations,
+        folder,
         backend,
     ):
         return engine.baseline(
-            backend, migrations, _required(as_version(version)), verify=verify, shadow=shadow, progress=report
+            backend,
+            folder.migrations,
+            _required(as_version(version)),
+            verify=verify,
+            shadow=shadow,
+            progress=report,
         )
 
 
@@ -663,11 +713,12 @@ def adopt(
         report,
         locks=_Locks(lock_timeout, None, lock_mode, lease_ttl),
         schema=schema,
-    ) as (_, migrations, backend):
+    ) as (_, folder, backend):
         return adoption.adopt(
             backend,
-            migrations,
+            folder.migrations,
             tool,
+            repeatables=folder.repeatables,
             table=table,
             revisions=revisions,
             accept_checksums=accept_checksums,
@@ -705,10 +756,10 @@ def down(
         schema=schema,
     ) as (
         _,
-        migrations,
+        folder,
         backend,
     ):
-        return engine.down(backend, migrations, steps=steps, target=as_version(to), progress=report)
+        return engine.down(backend, folder.migrations, steps=steps, target=as_version(to), progress=report)
 
 
 def redo(
@@ -736,10 +787,10 @@ def redo(
         schema=schema,
     ) as (
         _,
-        migrations,
+        folder,
         backend,
     ):
-        return engine.redo(backend, migrations, progress=report)
+        return engine.redo(backend, folder.migrations, progress=report)
 
 
 def plan_migrate(
@@ -776,14 +827,20 @@ def plan_migrate(
             locks=_Locks(waits=waits),
         ) as (
             settings,
-            migrations,
+            folder,
             backend,
         ),
     ):
-        work = engine.prepare_up(backend, migrations, options, backend.read_ledger())
+        work = engine.prepare_up(
+            backend,
+            folder.migrations,
+            options._replace(repeatables=folder.repeatables, hook_files=folder.hooks),
+            backend.read_ledger(),
+        )
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
     waits = settings.waits if backend.dialect_name == "postgresql" else None
-    return dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, waits)
+    shown = dryrun.DryRun(settings.database.display, str(settings.directory), "up", atomic, planned, waits)
+    return replace(shown, hooks=dryrun.hooks(work))
 
 
 def plan_down(
@@ -813,12 +870,12 @@ def plan_down(
             locks=_Locks(waits=waits),
         ) as (
             settings,
-            migrations,
+            folder,
             backend,
         ),
     ):
         work = engine.prepare_down(
-            backend, migrations, backend.read_ledger(), steps=steps, target=as_version(to)
+            backend, folder.migrations, backend.read_ledger(), steps=steps, target=as_version(to)
         )
         planned = dryrun.planned(work, backend.annotator(calibrate=True, live=True))
     waits = settings.waits if backend.dialect_name == "postgresql" else None
@@ -851,10 +908,17 @@ def drift(
         schema=schema,
     ) as (
         settings,
-        migrations,
+        folder,
         backend,
     ):
-        found = detect(backend, migrations, settings.database.display, replay_files=replay, shadow=shadow)
+        found = detect(
+            backend,
+            folder.migrations,
+            settings.database.display,
+            replay_files=replay,
+            shadow=shadow,
+            repeatables=folder.repeatables,
+        )
     if found.differences:
         raise DriftFound(found.to_dict(), [str(d) for d in found.differences])
     return found
@@ -890,11 +954,13 @@ def check(
     scratch = settings.database if shadow_url is None else parse_database_url(shadow_url)
     found = checkrun.read_queries(queries, scratch.dialect) if "queries" in chosen else []
     run = checkrun.Run(folder, chosen, found, scratch.dialect, progress)
+    run.placeholders = settings.placeholders
     if chosen & checks.ON_SCRATCH:
         with _open(replace(settings, database=scratch), progress, connect_timeout=connect_timeout) as backend:
             if shadow_url is None:
                 try:
                     with backend.scratch() as empty:
+                        empty.placeholders = backend.placeholders
                         run.on_scratch(empty, nested=False)
                 finally:  # the roles the migrations created on the server, the scratch database gone
                     run.leave_server(backend)
@@ -1051,7 +1117,9 @@ def lint(
         where = "the files given" if chosen else f"migrations {settings.directory}"
         report("using", f"no database ({where}): each table the files do not create counts as existing", None)
         migrations = chosen or _read_folder(settings, report).migrations
-        return _lint_report(None, migrations, _lint_with(None, migrations, settings.waits))
+        return _lint_report(
+            None, migrations, _lint_with(None, migrations, settings.waits, settings.placeholders)
+        )
     report("using", settings.describe(), None)
     for warning in settings.warnings:
         report("warning", warning, None)
@@ -1086,15 +1154,22 @@ def _lint_files(files: Iterable[PathLike]) -> list[Migration]:
     return sorted(found, key=lambda m: (m.version, m.name, str(m.path)))
 
 
-def _lint_with(backend: Backend | None, migrations: list[Migration], waits: WaitPolicy) -> list[Finding]:
-    """The findings of ``migrations``, against ``backend``'s live catalog when it is PostgreSQL."""
+def _lint_with(
+    backend: Backend | None,
+    migrations: list[Migration],
+    waits: WaitPolicy,
+    placeholders: Mapping[str, Placeholder] | None = None,
+) -> list[Finding]:
+    """The findings of ``migrations``, against ``backend``'s live catalog when it is PostgreSQL,
+    with their placeholders (``backend``'s, else ``placeholders``) in place."""
     import psycopg
 
     from dbledger.lint import lint_migrations
 
     catalog = None if backend is None else backend.catalog()
     try:
-        return lint_migrations(migrations, catalog=catalog, waits=waits)
+        values = backend.placeholders if backend is not None else placeholders or {}
+        return lint_migrations(migrations, catalog=catalog, waits=waits, placeholders=values)
     except psycopg.Error as exc:  # the catalog could not be read: the connection's error
         message = f"cannot read the catalog for lint: {redact(str(exc))}"
         raise DatabaseError(message, sqlstate=exc.sqlstate) from exc
@@ -1228,64 +1303,32 @@ def _write_file(path: Path, text: str) -> None:
         raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}{hint}") from None
 
 
-TEMPLATE = """\
--- migrate:up
-
-
--- migrate:down
-
-"""
-
-
-# A folder whose versions have this many digits numbers them by UTC time (YYYYMMDDHHMMSS), as
-# dbmate, Rails and golang-migrate's -format do.
-_TIMESTAMP_WIDTH = 14
-
-
-def migration_name(text: str) -> str:
-    """``Add Users-Email`` -> ``add_users_email``, ``Café`` -> ``cafe``: what a person types,
-    as a file name's part (accents dropped, not the letters they sit on)."""
-    import unicodedata
-
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
 def new(name: str, directory: PathLike | None = None) -> Path:
-    """Create the next numbered migration file with empty up and down sections. The version
-    keeps the folder's width; in a folder numbered by timestamps it is the current UTC time."""
-    slug = migration_name(name)
+    """Create the next migration in the folder's layout (dbledger.scaffold): empty up and down
+    sections, or the other tool's files. The version keeps the folder's width; in a folder
+    numbered by timestamps it is the current UTC time. Returns the up file."""
+    from dbledger import scaffold
+
+    slug = scaffold.migration_name(name)
     if not slug:
         raise UsageError(
             f"invalid migration name {name!r}: give words that say what the change does "
             "(e.g. add_users_email)"
         )
     settings = resolve("sqlite:///:memory:", directory)  # the database plays no part here
-    folder = settings.directory
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # From the names alone: the previous 'new' left a template that does not parse yet.
-        found = [m for p in folder.glob("*.sql") if (m := FILE_NAME.match(p.name))]
-        clash = [m.string for m in found if m.group("name") == slug]
-        if clash:
-            raise UsageError(
-                f"a migration named {slug!r} already exists ({clash[0]}): choose a name that says "
-                "what this change does"
-            )
-        path = folder / f"{_next_version(found)}_{slug}.sql"
-        with path.open("x", encoding="utf-8") as handle:
-            handle.write(TEMPLATE)
-    except OSError as exc:
-        raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror}") from None
-    return path
+    return scaffold.new_migration(settings.directory, settings.layout, slug)
 
 
-def _next_version(found: list[re.Match[str]]) -> str:
-    width = max([3] + [len(m.group("version")) for m in found])
-    last = max((int(m.group("version")) for m in found), default=0)
-    if width == _TIMESTAMP_WIDTH:
-        from datetime import UTC, datetime
+def init(
+    directory: PathLike | None = None, *, layout: str | None = None, here: PathLike | None = None
+) -> list[Path]:
+    """Start a project (``dbledger init``): the migrations folder (default ``migrations``) and a
+    ``[tool.dbledger]`` section in ``here``'s pyproject.toml (the current folder's by default).
+    Returns what it wrote."""
+    from dbledger import scaffold
+    from dbledger.config import check_layout
 
-        now = int(datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
-        return str(max(now, last + 1))  # a clock behind the newest file still sorts after it
-    return f"{last + 1:0{width}d}"
+    if layout is not None:
+        check_layout(layout, "--layout")
+    where = Path(here) if here is not None else Path.cwd()
+    return scaffold.init_project(where, str(directory or "migrations"), layout)

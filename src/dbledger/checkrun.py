@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -18,6 +18,7 @@ from dbledger.contracts import LedgerRow, LedgerSnapshot, Progress, Statement, n
 from dbledger.errors import DatabaseError, MigrationFileError, UsageError
 from dbledger.ledger import LEDGER_VERSION
 from dbledger.migrations import Folder, Migration, shown_path
+from dbledger.placeholders import Placeholder
 from dbledger.redaction import redact
 from dbledger.sandbox import Sandbox, ServerWide, drop_role, reason, roles_present, server_wide
 
@@ -60,7 +61,9 @@ class Run:
         dialect: str,
         progress: Progress = no_progress,
     ) -> None:
-        self.migrations = folder.migrations
+        # The repeatable migrations run after the versioned ones, as in 'up'.
+        self.migrations = [*folder.migrations, *folder.repeatables]
+        self.placeholders: Mapping[str, Placeholder] = {}  # the project's, for lint
         self.parts = parts
         self.queries = queries
         self.dialect = dialect  # the SQL the migrations are written in
@@ -130,6 +133,7 @@ class Run:
             backend.default_schema,
             server=backend.server(),
             transaction_timeout=backend.waits.transaction_timeout,
+            placeholders=backend.placeholders,
         )
         steps: list[_Steps] = []
         refused = False
@@ -434,7 +438,7 @@ class Run:
         if findings is None:
             from dbledger.lint import lint_migrations  # pglast: only for this part
 
-            findings = lint_migrations(self.migrations)
+            findings = lint_migrations(self.migrations, placeholders=self.placeholders)
         self.ran.add("lint")
         names = {str(m.path): m.name for m in self.migrations}
         for found in findings:

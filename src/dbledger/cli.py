@@ -22,6 +22,7 @@ from dbledger.config import (
     ADOPT_SOURCES,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_LOCK_TIMEOUT,
+    LAYOUTS,
     LOCK_MODES,
     parse_duration,
 )
@@ -276,6 +277,7 @@ EXAMPLES = {
     "verify": ["dbledger verify", "dbledger verify --strict", "dbledger verify --all --strict"],
     "wait": ["dbledger wait", "dbledger wait --timeout 10min  # in a replica; a Job runs 'dbledger up'"],
     "new": ["dbledger new add_users_email", 'dbledger new "Add users email"  # becomes add_users_email'],
+    "init": ["dbledger init", "dbledger init --dir db/migrations --layout golang-migrate"],
     "repair": [
         "dbledger repair",
         "dbledger repair --accept 004_fix_audit_trigger  # its statements changed, on purpose",
@@ -468,8 +470,13 @@ def build_parser(*, json_requested: bool = False, only: str | None = None) -> ar
         help="give up after this long, e.g. 90s, 10min (default: 300s); exit 1",
     )
 
-    new = _command(commands, "new", "create the next numbered migration file")
+    new = _command(commands, "new", "create the next migration, in the folder's layout")
     new.add_argument("name", help='what the change does, e.g. add_users_email or "Add users email"')
+
+    init = _command(
+        commands, "init", "start a project: the migrations folder and [tool.dbledger] in pyproject.toml"
+    )
+    init.add_argument("--layout", choices=LAYOUTS, help="the layout its files take (default: dbledger's own)")
 
     repair = _command(
         commands, "repair", "accept modified checksums and renames, clear failed and dirty records", lock=True
@@ -821,6 +828,13 @@ def _adopt(args: argparse.Namespace, progress: Progress) -> Shown:
     return Shown(found.to_dict(), lines=lines)
 
 
+def _init(args: argparse.Namespace, progress: Progress) -> Shown:
+    written = api.init(args.dir, layout=args.layout)
+    lines = [f"wrote {path}" for path in written]
+    lines.append("next: dbledger new create_first_table, then DATABASE_URL=... dbledger up")
+    return Shown({"written": [str(path) for path in written]}, lines=lines)
+
+
 def _new(args: argparse.Namespace, progress: Progress) -> Shown:
     path = api.new(args.name, args.dir)
     return Shown({"path": str(path)}, lines=[f"created {path}"])
@@ -918,6 +932,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Progress], Shown]] = {
     "repair": _repair,
     "baseline": _baseline,
     "adopt": _adopt,
+    "init": _init,
     "new": _new,
     "lint": _lint,
     "rehearse": _rehearse,

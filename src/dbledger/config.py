@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from dbledger import placeholders
 from dbledger.errors import ConfigError
 from dbledger.ledger import DEFAULT_LEDGER, DEFAULT_LEDGER_TABLE, LedgerNames
+from dbledger.placeholders import Placeholder
 from dbledger.redaction import MASK, redact, remember_secret
 
 DEFAULT_DIRECTORY = "migrations"
@@ -46,6 +48,7 @@ PYPROJECT_KEYS = (
     "lease_ttl",
     "targets",
     "layout",
+    "placeholders",
 )
 # How a migrations folder's files are named and ordered: dbledger's own, or another tool's
 # (dbledger.layouts). Not set: found from the folder's files.
@@ -239,6 +242,8 @@ class Settings:
     lease_ttl: float = DEFAULT_LEASE_TTL
     layout: str | None = None  # one of LAYOUTS; None: found from the files
     layout_source: str = "default"
+    # [tool.dbledger.placeholders]: ${name} -> its value and how it is quoted
+    placeholders: Mapping[str, Placeholder] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for stderr: which database, from where; which folder; which ledger."""
@@ -393,6 +398,12 @@ def _parse_pyproject(path: str, raw: bytes) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"{path}: [tool.dbledger]: unknown key {key!r}{_nearest(key, PYPROJECT_KEYS)}")
         if key == "targets":  # the one list: kept as lines, one target each (see project_targets)
             section[key] = _target_lines(path, value)
+        elif key == "placeholders":  # the one table: kept as JSON, checked here (see resolve)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [tool.dbledger.placeholders] must be a table of name = value")
+            import json
+
+            section[key] = json.dumps({n: p._asdict() for n, p in placeholders.parse(value, path).items()})
         elif key in _NUMBER_KEYS and isinstance(value, int | float) and not isinstance(value, bool):
             section[key] = str(value)
         elif not isinstance(value, str):
@@ -562,7 +573,16 @@ def resolve(
         warnings=tuple(unknown_variables(env)),
         layout=check_layout(layout, layout_source) if layout_source != "default" else None,
         layout_source=layout_source,
+        placeholders=_placeholders(values),
     )
+
+
+def _placeholders(values: Mapping[str, str]) -> dict[str, Placeholder]:
+    if "placeholders" not in values:
+        return {}
+    import json  # only for a project that has them
+
+    return {name: Placeholder(**entry) for name, entry in json.loads(values["placeholders"]).items()}
 
 
 def check_layout(layout: str, source: str) -> str:

@@ -16,7 +16,7 @@ and a frozen dataclass costs about five times as much to define.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
 
 # The state of one migration in the ledger table.
@@ -35,6 +35,7 @@ Action = Literal[
     "rename",
     "baseline",
     "adopt",
+    "hook",
     "backup",
     "create",
     "upgrade",
@@ -75,13 +76,19 @@ class Version(tuple[int, ...]):
     def __repr__(self) -> str:
         return f"Version({str(self)!r})"
 
-    def shown(self) -> int | str:
-        """The version in JSON: an integer when it has one part, else its dotted text."""
+    def shown(self) -> int | str | None:
+        """The version in JSON: an integer when it has one part, else its dotted text; None for
+        a repeatable migration's."""
+        if not self:
+            return None
         return self[0] if len(self) == 1 else str(self)
 
 
 # ``down --to 0``: roll back everything.
 ZERO = Version((0,))
+# A repeatable migration's: no version (empty, so false; kept as '' in the ledger's column). It
+# runs again whenever its file changes, after the versioned migrations.
+REPEATABLE = Version(())
 
 
 class Statement(NamedTuple):
@@ -192,6 +199,21 @@ class RolledBack(NamedTuple):
     name: str
     version: Version
     execution_time_ms: int
+
+
+class HookCall(NamedTuple):
+    """What an application's hook receives (``migrate(hooks={"after-each": fn})``): the event
+    (before-all, before-each, after-each, after-all), the migration it runs for (None for the
+    -all events), and ``execute(sql)``, which runs SQL in the migration's transaction (for the
+    -each events) or in the hook's own (for the -all events)."""
+
+    event: str
+    migration: str | None
+    execute: Callable[[str], None]
+
+
+# What an application passes as ``hooks``: event -> the function to call.
+Hooks = Mapping[str, Callable[[HookCall], None]]
 
 
 # progress(event, subject, elapsed ms or None). Events: "using" (subject: the database and the

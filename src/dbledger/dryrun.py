@@ -55,6 +55,8 @@ class DryRun:
     migrations: list[PlannedMigration]
     # What each statement may wait for a lock (PostgreSQL), said once above the plan.
     waits: WaitPolicy | None = None
+    # The hook files that run with the plan, each said once: "after-each: after-each.sql ...".
+    hooks: list[str] = field(default_factory=list)
 
     @property
     def estimate_ms(self) -> float | None:
@@ -71,6 +73,7 @@ class DryRun:
             "atomic": self.atomic,
             "estimate_ms": self.estimate_ms,
             "waits": None if self.waits is None else self.waits._asdict(),
+            "hooks": self.hooks,
             "migrations": [
                 {
                     "name": m.name,
@@ -92,6 +95,23 @@ class DryRun:
                 for m in self.migrations
             ],
         }
+
+
+# Where each hook event runs, as the executor runs it.
+_HOOK_PLACES = {
+    "before-all": "before the first migration, in its own transaction",
+    "before-each": "before each migration's statements, in its transaction",
+    "after-each": "after each migration's statements, in its transaction",
+    "after-all": "after the last migration, in its own transaction",
+}
+
+
+def hooks(work: Work) -> list[str]:
+    """One line for each hook file that runs with ``work``: its event, its file, where it runs."""
+    return [
+        f"{event}: {step.migration.path.name} runs {_HOOK_PLACES[event]}"
+        for event, step in work.hooks.items()
+    ]
 
 
 def planned(work: Work, annotator: Annotator | None) -> list[PlannedMigration]:
@@ -123,6 +143,7 @@ def render(run: DryRun) -> str:
     out: list[str] = [f"-- dbledger {run.direction} --dry-run on {run.database}: nothing was changed"]
     if run.waits is not None and run.migrations:
         out.append(f"-- {wait_rule(run.waits, run.atomic)}")
+    out.extend(f"-- hook {hook}" for hook in run.hooks)
     if not run.migrations:
         out.append("-- nothing to do")
     if run.atomic and run.migrations:

@@ -25,6 +25,7 @@ from dbledger.contracts import (
     APPLIED_STATES,
     REMOVED,
     Applied,
+    Hooks,
     LedgerEvent,
     LedgerRow,
     LedgerSnapshot,
@@ -54,6 +55,11 @@ class UpOptions(NamedTuple):
     allow: Allowances = Allowances()
     allow_existing_schema: bool = False
     atomic: bool = False
+    # The folder's repeatable migrations: those new or changed run after the versioned ones.
+    repeatables: tuple[Migration, ...] = ()
+    # The folder's hook files (before-all.sql...), and the application's hooks by event.
+    hook_files: tuple[Migration, ...] = ()
+    hooks: Hooks | None = None
 
 
 class Backup(NamedTuple):
@@ -88,6 +94,7 @@ def ledger_view(
         sources=applied_sources(backend, snapshot, migrations),
         server=backend.server(),
         transaction_timeout=backend.waits.transaction_timeout,
+        placeholders=backend.placeholders,
     )
 
 
@@ -125,6 +132,8 @@ def prepare_up(
             allow=options.allow,
             allow_existing_schema=options.allow_existing_schema,
             atomic=options.atomic,
+            repeatables=options.repeatables,
+            hooks=options.hook_files,
         )
     except ExistingSchema as refusal:
         from dbledger.replay import baseline_advice  # a scratch database: only on this refusal
@@ -154,10 +163,13 @@ def _locked(backend: Backend, progress: Progress) -> Iterator[None]:
         yield
 
 
-def _executor(backend: Backend, progress: Progress) -> Executor:
+def _executor(
+    backend: Backend, progress: Progress, work: preflight.Work | None = None, hooks: Hooks | None = None
+) -> Executor:
     from dbledger.executor import Executor
 
-    return Executor(backend, progress=progress, policy=backend.waits)
+    hook_steps = work.hooks if work is not None else None
+    return Executor(backend, progress=progress, policy=backend.waits, hook_steps=hook_steps, hooks=hooks)
 
 
 def _make_current(backend: Backend, snapshot: LedgerSnapshot | None, progress: Progress) -> None:
@@ -193,7 +205,10 @@ def up(
         return UpResult([])
     if snapshot is not None and snapshot.version == LEDGER_VERSION:
         plan = make_plan(migrations, snapshot.rows)
-        if not plan.to_apply(options.target) and not plan.problems(options.allow):
+        idle = not plan.to_apply(options.target) and not plan.repeatables_due(
+            options.repeatables, options.target
+        )
+        if idle and not plan.problems(options.allow):
             return UpResult([])  # the path every replica takes at every start: one read, no lock
     applied: list[Applied] = []
     backup = None
@@ -207,9 +222,10 @@ def up(
         _make_current(backend, snapshot, progress)
         if backup_dir is not None and work.steps:
             backup = _back_up_if_risky(backend, work, backup_dir, progress)
-        executor = _executor(backend, progress)
+        executor = _executor(backend, progress, work, options.hooks)
         if work.steps:
             progress("steps", str(len(work.steps)), None)
+            executor.run_hooks("before-all")
         if work.atomic and work.steps:
             applied = executor.apply_atomically(work.steps, work.plan.next_order)
             record_schema(backend, "up", applied[-1].name, progress)
@@ -218,6 +234,8 @@ def up(
             applied = _run_steps(
                 backend, work.steps, lambda step: executor.apply(step, next(orders)), "up", progress
             )
+        if work.steps:
+            executor.run_hooks("after-all")
     return UpResult(applied, backup)
 
 
@@ -600,12 +618,12 @@ def adopt(
 
     with _locked(backend, progress):
         snapshot = backend.read_ledger()
-        plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
+        rows = snapshot.rows if snapshot is not None else ()
+        plan = make_plan([m for m in migrations if m.version], rows)
         if problems := _adopt_problems(plan, migrations):
             raise LedgerStateError(problems)
-        already = [
-            m.name for m in migrations if (row := plan.rows.get(m.name)) and row.state in APPLIED_STATES
-        ]
+        held = {row.name: row for row in rows}  # the repeatable ones' rows too
+        already = [m.name for m in migrations if (row := held.get(m.name)) and row.state in APPLIED_STATES]
         chosen = [m for m in migrations if m.name not in already]
         if dry_run or not chosen:
             return [m.name for m in chosen], already

@@ -10,7 +10,10 @@ the same way whichever command runs it:
 - a ``transaction:false`` section is marked dirty before it starts and applied after it ends; when
   it fails, a transaction it opened itself is rolled back, and the row stays dirty only if some
   of its work may have been committed;
-- a failure is recorded after the failed transaction rolled back, in a transaction of its own.
+- a failure is recorded after the failed transaction rolled back, in a transaction of its own;
+- the before-each and after-each hooks (a folder's hook files, then the application's) run in
+  each applied migration's transaction, around its statements (in a transaction of their own
+  before and after a ``transaction:false`` one); a hook that fails fails the migration.
 
 Called under the migration lock, except for replays on a scratch database (no ledger there).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from dbledger.backends.base import Backend
@@ -28,6 +32,8 @@ from dbledger.contracts import (
     REMOVED,
     Action,
     Applied,
+    HookCall,
+    Hooks,
     LedgerEvent,
     LedgerRow,
     Progress,
@@ -39,12 +45,22 @@ from dbledger.contracts import (
 )
 from dbledger.edits import kept_source
 from dbledger.errors import DatabaseError, DbledgerError, MigrationFailed
+from dbledger.placeholders import recorded
 from dbledger.preflight import Step
 from dbledger.redaction import redact
 
 # A migration that gave up on a lock (lock_timeout) or was chosen as a deadlock's victim is rolled
 # back whole and can simply run again once the other session is gone.
 RETRIED_SQLSTATES = frozenset({"55P03", "40P01"})
+
+
+def _detail(step: Step, retries: int) -> str | None:
+    """What an apply's history row says beside its times: its lock-wait retries, the
+    placeholders it ran with."""
+    said = [f"applied after {retries} lock-wait retr{'ies' if retries > 1 else 'y'}"] if retries else []
+    if step.placeholders:
+        said.append(recorded(step.placeholders))
+    return "; ".join(said) or None
 
 
 def _elapsed_ms(start: float) -> int:
@@ -61,11 +77,15 @@ class Executor:
         progress: Progress = no_progress,
         record: bool = True,
         policy: WaitPolicy = DEFAULT_WAITS,
+        hook_steps: Mapping[str, Step] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.backend = backend
         self.progress = progress
         self.record = record
         self.policy = policy
+        self.hook_steps = hook_steps or {}
+        self.hooks = hooks or {}
         self._session_limits: WaitLimits | None = None  # set on the session outside a transaction
         self._fresh = True  # nothing a migration left is in the session (none has run yet)
         # A callback that asks for each statement (the command line's -v) gets each, redacted;
@@ -172,7 +192,9 @@ class Executor:
             started = time.perf_counter()
             try:
                 with self.backend.transaction(limits), self.backend.watching_waits(limits):
+                    self._hook("before-each", step)
                     self._run(step)
+                    self._hook("after-each", step)
                     ms = _elapsed_ms(started)
                     self._write(self._applied(step, order, ms, estimate, attempt), after=step)
                 break
@@ -188,6 +210,7 @@ class Executor:
     def _apply_outside(self, step: Step, order: int, estimate: int | None) -> Applied:
         # Outside a transaction a crash can leave partial work: say so in the ledger first.
         with self.backend.transaction():
+            self._hook("before-each", step)
             self._write(self._started(step))
         self.progress("start", step.name, None)
         started = time.perf_counter()
@@ -196,6 +219,7 @@ class Executor:
             raise self._failed(step, error, _elapsed_ms(started), dirty=dirty)
         ms = _elapsed_ms(started)
         with self.backend.transaction():
+            self._hook("after-each", step)
             self._write(self._applied(step, order, ms, estimate), after=step)
         self.progress("done", step.name, ms)
         return Applied(step.name, step.migration.version, ms, step.migration.checksum)
@@ -261,7 +285,9 @@ class Executor:
                     estimate = self._estimate(step)
                     self.progress("start", step.name, None)
                     started = time.perf_counter()
+                    self._hook("before-each", step)
                     self._run(step)
+                    self._hook("after-each", step)
                     if len(steps) > 1:
                         self.backend.check_deferred()
                     ms = _elapsed_ms(started)
@@ -335,6 +361,45 @@ class Executor:
     def _tell(self, step: Step, statement: Statement) -> None:
         self.progress("statement", f"{step.name} line {statement.line}: {redact(statement.sql)}", None)
 
+    def run_hooks(self, event: str) -> None:
+        """Run the before-all or after-all hooks, in a transaction of their own; DatabaseError
+        when one fails (the run stops there: before the first migration, or after the last)."""
+        if event in self.hook_steps or event in self.hooks:
+            with self.backend.transaction():
+                self._hook(event, None)
+
+    def _hook(self, event: str, step: Step | None) -> None:
+        """The ``event`` hook file's statements, then the application's ``event`` hook, in the
+        open transaction; each recorded in the history (action "hook")."""
+        found, call = self.hook_steps.get(event), self.hooks.get(event)
+        if found is None and call is None:
+            return
+        name = None if step is None else step.name
+        started = time.perf_counter()
+        if found is not None:
+            try:
+                self._run(found)
+            except DatabaseError as err:
+                raise DatabaseError(
+                    f"the {event} hook ({found.migration.path.name}) failed: {err.message}",
+                    sqlstate=err.sqlstate,
+                    statement=err.statement,
+                    connection_lost=err.connection_lost,
+                ) from None
+        if call is not None:
+            call(HookCall(event, name, lambda sql: self.backend.execute(Statement(sql, 0))))
+        where = (
+            ", ".join(
+                [f"{found.migration.path.name} sha256:{found.migration.checksum[:12]}"] if found else []
+            )
+            or "the application's hook"
+        )
+        self._write(
+            LedgerEvent(
+                "hook", name, "none", execution_time_ms=_elapsed_ms(started), detail=f"{event}: {where}"
+            )
+        )
+
     def _run(self, step: Step) -> None:
         if self._each_statement:
             for statement in step.statements:
@@ -394,9 +459,7 @@ class Executor:
             execution_time_ms=ms,
             estimate_ms=estimate,
             applied_order=order,
-            detail=f"applied after {retries} lock-wait retr{'ies' if retries > 1 else 'y'}"
-            if retries
-            else None,
+            detail=_detail(step, retries),
         )
 
     def _started(self, step: Step) -> LedgerEvent:

@@ -28,16 +28,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from dbledger.contracts import Version
+from dbledger.contracts import REPEATABLE, Version
 from dbledger.errors import ConfigError, MigrationFileError
 from dbledger.migrations import (
     FILE_NAME,
+    HOOK_EVENTS,
+    HOOK_FILES,
+    NOT_WRITTEN,
     Content,
     Folder,
     Migration,
     Section,
     check_regular_file,
     decode,
+    is_blank,
     normalise,
     read_folder,
     sha256,
@@ -47,6 +51,8 @@ from dbledger.migrations import (
 _GOLANG = re.compile(r"^(?P<version>[0-9]+)_(?P<title>.*)\.(?P<direction>up|down)\.sql$")
 _FLYWAY = re.compile(r"^(?P<prefix>[VvUu])(?P<version>[0-9]+(?:[._][0-9]+)*)__(?P<description>.+)\.sql$")
 _FLYWAY_REPEATABLE = re.compile(r"^[Rr]__(?P<description>.+)\.sql$")
+_REPEATABLE_NAME = re.compile(r"^[a-z0-9_]+\.sql$")
+REPEATABLE_FOLDER = "repeatable"
 _DBMATE = re.compile(r"^(?P<version>[0-9]+).*\.sql$")
 _DIESEL = re.compile(r"^(?P<version>[^_]+)_(?P<name>.+)$")
 _PRISMA = re.compile(r"^(?P<version>[0-9]+)_(?P<name>.+)$")
@@ -70,7 +76,11 @@ def listing(directory: Path) -> list[Entry]:
         read_folder(directory)  # raises the usual message: missing, or not a folder
     try:
         with os.scandir(directory) as found:
-            entries = [Entry(e.name, e.path, e.is_dir(), e) for e in found if not e.name.startswith(".")]
+            entries = [
+                Entry(e.name, e.path, e.is_dir(), e)
+                for e in found
+                if not e.name.startswith(".") and e.name not in HOOK_FILES
+            ]
     except OSError as exc:
         raise ConfigError(f"cannot read migrations directory {str(directory)!r}: {exc.strerror}") from None
     return sorted(entries, key=lambda e: e.name)
@@ -119,9 +129,40 @@ def detect(entries: list[Entry], directory: Path) -> tuple[str, str | None]:
 
 
 def read(directory: Path, layout: str | None) -> tuple[Folder, str | None]:
-    """The folder's migrations in ``layout`` (None: the layout its files show), and, when it was
-    found from the files, a note saying which. dbledger's own folders, the common case at every
-    start, are read first as such; only a folder that is not one is looked at again."""
+    """The folder's migrations in ``layout`` (None: the layout its files show), its repeatable
+    ones, and, when the layout was found from the files, a note saying which."""
+    folder, note = _versioned(directory, layout)
+    repeatables = _repeatables(directory, folder.layout)
+    return folder._replace(repeatables=repeatables, hooks=_hooks(directory, folder.layout)), note
+
+
+def _hooks(directory: Path, layout: str) -> tuple[Migration, ...]:
+    """The hook files of the folder (HOOK_FILES), each named for its event; two files for one
+    event (before-all.sql and Flyway's beforeMigrate.sql) are refused."""
+    root = os.path.realpath(directory)
+    found: dict[str, Migration] = {}
+    for file_name, event in HOOK_FILES.items():
+        path = directory / file_name
+        if not os.path.lexists(path):
+            continue
+        if event in found:
+            raise MigrationFileError(
+                str(path), f"a second {event} hook, beside {found[event].path.name}: keep one of them"
+            )
+        path, data = _bytes(str(path), root)
+        text = decode(path, data)
+        up, down = split_sections(path, text, blank_runs=True)
+        if down is not None:
+            raise MigrationFileError(
+                str(path), "a hook has no down section: remove '-- migrate:down' and what follows"
+            )
+        found[event] = Migration(REPEATABLE, event, path, sha256(data), Content(text, up, None))
+    return tuple(found[event] for event in HOOK_EVENTS if event in found)
+
+
+def _versioned(directory: Path, layout: str | None) -> tuple[Folder, str | None]:
+    """dbledger's own folders, the common case at every start, are read first as such; only a
+    folder that is not one is looked at again."""
     if layout == "dbledger":
         return read_folder(directory), None
     note = None
@@ -149,6 +190,48 @@ def read(directory: Path, layout: str | None) -> tuple[Folder, str | None]:
             )
     migrations, strays = _READERS[layout](entries, os.path.realpath(directory))
     return Folder(_unique(migrations), strays, layout), note
+
+
+def _repeatables(directory: Path, layout: str) -> tuple[Migration, ...]:
+    """Flyway's ``R__<description>.sql`` files; in every other layout the ``repeatable/``
+    folder's ``<name>.sql`` files, in dbledger's format (markers and their options), named
+    ``repeatable/<name>`` in the ledger. A repeatable migration has no down section."""
+    root = os.path.realpath(directory)
+    found: list[Migration] = []
+    if layout == "flyway":
+        for entry in listing(directory):
+            if entry.is_dir or not _FLYWAY_REPEATABLE.match(entry.name):
+                continue
+            path, data = _bytes(entry.entry, root)
+            text = decode(path, data)
+            up = _whole(path, data, transaction=_flyway_transaction(path, text, root))
+            found.append(
+                Migration(REPEATABLE, entry.name[: -len(".sql")], path, sha256(data), Content(text, up, None))
+            )
+        return tuple(sorted(found, key=lambda m: m.name))
+    folder = directory / REPEATABLE_FOLDER
+    if not folder.is_dir():
+        return ()
+    for entry in listing(folder):
+        if entry.is_dir or not entry.name.endswith(".sql"):
+            continue
+        path = Path(entry.path)
+        if not _REPEATABLE_NAME.match(entry.name):
+            raise MigrationFileError(
+                entry.path, "a repeatable migration's name is <name>.sql (lower-case letters, digits and '_')"
+            )
+        path, data = _bytes(entry.entry, root)
+        text = decode(path, data)
+        up, down = split_sections(path, text, blank_runs=layout != "dbledger")
+        if down is not None:
+            raise MigrationFileError(
+                entry.path,
+                "a repeatable migration has no down section: it runs again whenever it changes; "
+                "remove '-- migrate:down' and what follows",
+            )
+        name = f"{REPEATABLE_FOLDER}/{entry.name[: -len('.sql')]}"
+        found.append(Migration(REPEATABLE, name, path, sha256(data), Content(text, up, None)))
+    return tuple(found)
 
 
 def _own(directory: Path) -> tuple[Folder | None, MigrationFileError | None]:
@@ -186,7 +269,10 @@ def _bytes(entry: os.DirEntry[str] | str, root: str) -> tuple[Path, bytes]:
 
 def _whole(path: Path, data: bytes, *, transaction: bool = True) -> Section:
     """A file that is one section, as the other tools run it: no markers read."""
-    return Section(sql=decode(path, data), line=1, transaction=transaction, path=path)
+    text = decode(path, data)
+    return Section(
+        sql=text, line=1, transaction=transaction, empty=is_blank(text) and NOT_WRITTEN in text, path=path
+    )
 
 
 def _stray(path: str, layout: str, example: str) -> str:

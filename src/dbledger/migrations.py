@@ -167,6 +167,21 @@ def is_blank(sql: str) -> bool:
     return not _COMMENTS.sub("", sql).replace(";", "").strip()
 
 
+# The hook files a folder may hold, and the event each runs on (dbledger.layouts); Flyway's
+# callback names too, so a Flyway folder keeps its habits.
+HOOK_EVENTS = ("before-all", "before-each", "after-each", "after-all")
+HOOK_FILES = {f"{event}.sql": event for event in HOOK_EVENTS} | {
+    "beforeMigrate.sql": "before-all",
+    "beforeEachMigrate.sql": "before-each",
+    "afterEachMigrate.sql": "after-each",
+    "afterMigrate.sql": "after-all",
+}
+
+# The line the files 'dbledger new' writes in the other tools' layouts hold (dbledger.scaffold):
+# there a file of only comments runs as a no-op, so one that still holds this line with nothing
+# else is refused as not written yet, as dbledger's own template is.
+NOT_WRITTEN = "-- dbledger new: write this migration's SQL here"
+
 # Endings editors and tools give copies of a file.
 _COPY_SUFFIXES = (".bak", ".orig", ".old", ".swp", ".tmp", "~")
 _FLYWAY = re.compile(r"^[Vv](?P<version>[0-9]+)__(?P<name>.+)$")  # V1__init.sql; not V1.1__
@@ -271,7 +286,7 @@ def split_sections(path: Path, text: str, *, blank_runs: bool = False) -> tuple[
         markers.append((kind, index, _options(path, index + 1, found.group("options"))))
 
     if not markers:
-        return Section(sql=text, line=1, empty=not blank_runs and is_blank(text)), None
+        return Section(sql=text, line=1, empty=_unwritten(text, blank_runs)), None
 
     if markers[0][0] != "up":
         raise MigrationFileError(
@@ -289,11 +304,17 @@ def split_sections(path: Path, text: str, *, blank_runs: bool = False) -> tuple[
     for position, (kind, start, options) in enumerate(markers):
         end = markers[position + 1][1] if position + 1 < len(markers) else len(lines)
         body = "\n".join(lines[start + 1 : end])
-        sections[kind] = Section(sql=body, line=start + 2, **options, empty=not blank_runs and is_blank(body))
+        sections[kind] = Section(sql=body, line=start + 2, **options, empty=_unwritten(body, blank_runs))
     down = sections.get("down")
     if down is not None and down.empty:
         down = None  # an empty down section (as written by 'dbledger new') means "no rollback"
     return sections["up"], down
+
+
+def _unwritten(sql: str, blank_runs: bool) -> bool:
+    """Whether a section is a template not written yet, which no command may run: blank, and in
+    another tool's layout (``blank_runs``) also holding the line 'dbledger new' wrote there."""
+    return is_blank(sql) and (not blank_runs or NOT_WRITTEN in sql)
 
 
 def _options(path: Path, line: int, text: str) -> dict[str, Any]:
@@ -337,6 +358,10 @@ class Folder(NamedTuple):
     migrations: list[Migration]
     strays: list[str]
     layout: str = "dbledger"  # dbledger.config.LAYOUTS
+    # Repeatable migrations (Flyway's R__name.sql, else repeatable/name.sql), by name.
+    repeatables: tuple[Migration, ...] = ()
+    # The hook files (before-all.sql...), each named for its event (HOOK_EVENTS).
+    hooks: tuple[Migration, ...] = ()
 
 
 def discover(directory: Path) -> list[Migration]:
@@ -365,6 +390,8 @@ def read_folder(directory: Path) -> Folder:
             for entry in listing:
                 if entry.name.startswith("."):
                     continue
+                if entry.name in HOOK_FILES:
+                    continue  # read by dbledger.layouts
                 if entry.name.endswith(".sql"):
                     entries.append(entry)
                 elif (advice := stray_advice(entry.name)) is not None:

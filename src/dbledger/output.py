@@ -57,6 +57,17 @@ def _rows(result: Status) -> tuple[list[str], list[tuple[list[str], str]]]:
             (row.checksum or "")[:12] if row else "",
         ]
         rows.append((cells, state))
+    for migration, row, state in result.repeatable_states():  # after the versioned ones, as they run
+        cells = [
+            *([str(row.applied_order or "") if row else ""] if order_differs else []),
+            "R",
+            migration.name,
+            state,
+            (row.applied_at or "")[:19].replace("T", " ") if row else "",
+            str(row.execution_time_ms) if row and row.execution_time_ms is not None else "",
+            migration.checksum[:12],
+        ]
+        rows.append((cells, state))
     return header, rows
 
 
@@ -92,6 +103,7 @@ def _summary(result: Status) -> str:
         f"version {result.version if result.version is not None else '-'}: "
         f"{len(plan.applied)} applied, {len(plan.pending)} pending, {len(plan.failed)} failed"
         + (f", {len(plan.running)} running" if plan.running else "")
+        + (f", {len(due)} repeatable to run" if (due := plan.repeatables_due(result.repeatables)) else "")
         + ("" if result.ledger_exists else " (no ledger table yet)")
     )
 

@@ -7,7 +7,7 @@ Pure functions over plain data: no I/O, so every case is a table-driven test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,25 @@ class Plan:
     edits: dict[str, Edit] = field(default_factory=dict)
     # Applied rows whose checksum another algorithm made (a newer dbledger wrote them).
     unknown_checksums: list[LedgerRow] = field(default_factory=list)
+    # The repeatable migrations' rows, by name: outside the versioned order, run again when
+    # their file changes (``repeatables_due``).
+    repeatable_rows: dict[str, LedgerRow] = field(default_factory=dict)
+
+    def repeatables_due(
+        self, repeatables: Sequence[Migration], target: Version | None = None
+    ) -> list[Migration]:
+        """The repeatable migrations to run (again), in name order: new ones, changed ones, and
+        those whose last run failed. They belong to the newest schema: a run that stops short of
+        the newest file (``--to``) leaves them."""
+        newest = self.migrations[-1].version if self.migrations else None
+        if target is not None and newest is not None and target < newest:
+            return []
+        due = []
+        for migration in repeatables:
+            row = self.repeatable_rows.get(migration.name)
+            if row is None or row.state not in APPLIED_STATES or row.checksum != migration.checksum:
+                due.append(migration)
+        return sorted(due, key=lambda m: m.name)
 
     def classify_edits(self, read_source: Callable[[str], str | None], dialect: Dialect) -> None:
         """Tell each modified file's change cosmetic or semantic, from the copy of the file as
@@ -79,7 +98,8 @@ class Plan:
     @property
     def next_order(self) -> int:
         """The applied order the next migration to be applied gets."""
-        return max((row.applied_order or 0 for row in self.applied), default=0) + 1
+        rows = [*self.applied, *self.repeatable_rows.values()]
+        return max((row.applied_order or 0 for row in rows), default=0) + 1
 
     @property
     def order_differs(self) -> bool:
@@ -171,8 +191,11 @@ def make_plan(
 ) -> Plan:
     """Classify every file and every ledger row. ``rows`` come in applied order; ``running`` holds
     the lock holders of this moment, so a dirty row whose runner is among them is running."""
+    repeatable = {row.name: row for row in rows if not row.version}
+    if repeatable:
+        rows = [row for row in rows if row.version]
     by_name = {row.name: row for row in rows}
-    plan = Plan(migrations=migrations, rows=by_name)
+    plan = Plan(migrations=migrations, rows=by_name, repeatable_rows=repeatable)
     files = {m.name: m for m in migrations}
     by_version = {m.version: m for m in migrations}
 

@@ -13,7 +13,7 @@ Pure: no I/O. What the database holds comes in as arguments (``Ledger``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +25,7 @@ from dbledger.layouts import down_advice
 from dbledger.ledger import LedgerNames
 from dbledger.migrations import Migration, Section
 from dbledger.pgversions import NEWEST, SINCE, Server, major
+from dbledger.placeholders import Placeholder, substitute
 from dbledger.plan import Allowances, Plan, check_target, make_plan
 
 Direction = Literal["up", "down"]
@@ -48,6 +49,8 @@ class Ledger:
     server: Server | None = None
     # The run's own transaction_timeout, in seconds (0: none), for the sections without theirs.
     transaction_timeout: float = 0.0
+    # [tool.dbledger.placeholders]: ${name} in a statement becomes its quoted value.
+    placeholders: Mapping[str, Placeholder] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Step:
     direction: Direction
     section: Section
     statements: tuple[Statement, ...]
+    # The placeholders its statements used, each name with its value as sent (for the history).
+    placeholders: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -75,6 +80,8 @@ class Work:
     plan: Plan
     steps: tuple[Step, ...] = ()
     atomic: bool = False
+    # The folder's hook files as steps, by event (before-all, before-each, after-each, after-all).
+    hooks: Mapping[str, Step] = field(default_factory=dict)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -97,15 +104,18 @@ def up(
     allow: Allowances = Allowances(),
     allow_existing_schema: bool = False,
     atomic: bool = False,
+    repeatables: Sequence[Migration] = (),
+    hooks: Sequence[Migration] = (),
 ) -> Work:
-    """The pending migrations up to ``target``, in version order, or the refusal."""
+    """The pending migrations up to ``target``, in version order, then the repeatable ones that
+    are new or changed, in name order; or the refusal."""
     check_target(migrations, target)
     plan = plan_for(migrations, ledger, dialect)
     if problems := plan.problems(allow):
         raise LedgerStateError(problems)
     if ledger.snapshot is None and ledger.existing_tables and not allow_existing_schema:
         raise ExistingSchema(list(ledger.existing_tables), ledger.names.qualified())
-    todo = plan.to_apply(target)
+    todo = plan.to_apply(target) + plan.repeatables_due(repeatables, target)
     if unwritten := [m for m in todo if m.up.empty]:
         raise MigrationFileError(
             str(unwritten[0].path),
@@ -119,7 +129,8 @@ def up(
             "version before it atomically first (--to)"
         )
     steps = tuple(_step(m, "up", m.up, dialect, ledger) for m in todo)
-    return Work(plan, steps, atomic=atomic)
+    hook_steps = {hook.name: _step(hook, "up", hook.up, dialect, ledger) for hook in hooks} if steps else {}
+    return Work(plan, steps, atomic=atomic, hooks=hook_steps)
 
 
 def down(
@@ -217,11 +228,23 @@ def redo(migrations: list[Migration], ledger: Ledger, dialect: Dialect) -> Work:
 
 
 def replay(
-    migrations: list[Migration], dialect: Dialect, names: LedgerNames, server: Server | None
+    migrations: list[Migration],
+    dialect: Dialect,
+    names: LedgerNames,
+    server: Server | None,
+    placeholders: Mapping[str, Placeholder] | None = None,
 ) -> tuple[Step, ...]:
     """Every migration's up section, in the order given, to run on an empty scratch database
-    (``drift --replay``, ``baseline --verify``, a database built without dbledger) of ``server``."""
-    scratch = Ledger(snapshot=None, names=names, schema=None, default_schema=None, server=server)
+    (``drift --replay``, ``baseline --verify``, a database built without dbledger) of ``server``,
+    with the run's ``placeholders``."""
+    scratch = Ledger(
+        snapshot=None,
+        names=names,
+        schema=None,
+        default_schema=None,
+        server=server,
+        placeholders=placeholders or {},
+    )
     return tuple(_step(m, "up", m.up, dialect, scratch, own_tables=False) for m in migrations)
 
 
@@ -236,7 +259,10 @@ def _step(
 ) -> Step:
     server = ledger.server
     _check_transaction_timeout(migration, section, ledger)
-    statements = tuple(dialect.split(section.sql, section.line, migration.path))
+    path = migration.file_of(section)
+    statements, used = _substituted(
+        dialect.split(section.sql, section.line, path), str(path), dialect, ledger
+    )
     # A server of the newest supported version has every feature the dialect knows of.
     older = server is not None and major(server.version) < NEWEST
     for statement in statements:
@@ -251,7 +277,21 @@ def _step(
                 str(migration.path),
                 f"line {statement.line}: {why}: upgrade the server, or write the statement without it",
             )
-    return Step(migration, direction, section, statements)
+    return Step(migration, direction, section, statements, used)
+
+
+def _substituted(
+    statements: list[Statement], path: str, dialect: Dialect, ledger: Ledger
+) -> tuple[tuple[Statement, ...], dict[str, str]]:
+    """The statements with their placeholders replaced (MigrationFileError for an unknown one),
+    and the values used."""
+    used: dict[str, str] = {}
+    done = []
+    for statement in statements:
+        replaced, values = substitute(statement, path, ledger.placeholders, dialect.quote)
+        done.append(replaced)
+        used |= values
+    return tuple(done), used
 
 
 def _check_transaction_timeout(migration: Migration, section: Section, ledger: Ledger) -> None:

@@ -23,7 +23,9 @@ def replayed_model(
 ) -> SchemaModel:
     """The schema ``migrations`` produce, replayed in the order given on a scratch database (or
     on the empty ``shadow`` database, in one transaction that is rolled back)."""
-    steps = preflight.replay(migrations, backend.dialect, backend.names, backend.server())
+    steps = preflight.replay(
+        migrations, backend.dialect, backend.names, backend.server(), backend.placeholders
+    )
     if shadow is not None:
         return _on_shadow(backend, shadow, steps)
     with backend.scratch() as scratch:
@@ -54,7 +56,9 @@ def _on_shadow(backend: Backend, shadow: Database, steps: tuple[preflight.Step, 
     # the same name, so the two models compare equal.
     with open_backend(backend.replay_address(shadow), backend.names) as target:
         # Checked again against the shadow's own server, which may be another version.
-        steps = preflight.replay([s.migration for s in steps], target.dialect, target.names, target.server())
+        steps = preflight.replay(
+            [s.migration for s in steps], target.dialect, target.names, target.server(), backend.placeholders
+        )
         if target.read_ledger() is not None or target.user_tables():
             raise ConfigError(
                 f"shadow database {shadow.display} is not empty: give an empty database (it is "
@@ -79,7 +83,9 @@ def matching_prefixes(backend: Backend, migrations: list[Migration]) -> list[Mig
     live = backend.schema_signature()
     matches: list[Migration] = []
     try:
-        steps = preflight.replay(migrations, backend.dialect, backend.names, backend.server())
+        steps = preflight.replay(
+            migrations, backend.dialect, backend.names, backend.server(), backend.placeholders
+        )
         with backend.scratch() as scratch:
             executor = Executor(scratch, record=False)
             for step in steps:

@@ -11,11 +11,13 @@ compared through the normalised model of ``dbledger.schema``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dbledger.backends.base import Backend
 from dbledger.config import Database
+from dbledger.contracts import APPLIED_STATES
 from dbledger.errors import DbledgerError
 from dbledger.migrations import Migration
 from dbledger.plan import make_plan
@@ -53,6 +55,7 @@ def detect(
     display: str,
     *,
     replay_files: bool = False,
+    repeatables: Sequence[Migration] = (),
     shadow: Database | None = None,
 ) -> Drift:
     """Compare the live schema with the expected one: the schema the last successful run
@@ -65,16 +68,19 @@ def detect(
         source = "recorded after the last migration run"
         replayed: list[str] = []
     else:
-        applied = _applied_files(backend, migrations)
+        applied = _applied_files(backend, migrations, repeatables)
         expected = replayed_model(backend, applied, shadow)
         source = "replayed from the applied migrations"
         replayed = [m.name for m in applied]
     return Drift(display, source, replayed, fingerprint(expected), fingerprint(found), diff(expected, found))
 
 
-def _applied_files(backend: Backend, migrations: list[Migration]) -> list[Migration]:
-    """The files of the applied migrations, in the order they were applied."""
-    files = {m.name: m for m in migrations}
+def _applied_files(
+    backend: Backend, migrations: list[Migration], repeatables: Sequence[Migration] = ()
+) -> list[Migration]:
+    """The files of the applied migrations, in the order they were applied, with the repeatable
+    ones whose last run was of the file as it is now, where that run came."""
+    files = {m.name: m for m in [*migrations, *repeatables]}
     snapshot = backend.read_ledger()
     plan = make_plan(migrations, snapshot.rows if snapshot is not None else ())
     if plan.missing or plan.renamed or plan.reused:
@@ -83,4 +89,10 @@ def _applied_files(backend: Backend, migrations: list[Migration]) -> list[Migrat
             f"cannot compute the expected schema: applied migration(s) {names} have no file; "
             "restore them first"
         )
-    return [files[row.name] for row in plan.applied]
+    ran = [*plan.applied]
+    for row in plan.repeatable_rows.values():
+        same = row.name in files and files[row.name].checksum == row.checksum
+        if same and row.state in APPLIED_STATES:
+            ran.append(row)
+    ran.sort(key=lambda row: row.applied_order or 0)
+    return [files[row.name] for row in ran]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +24,7 @@ from dbledger.config import DEFAULT_LEASE_TTL, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAI
 from dbledger.contracts import (
     APPLIED_STATES,
     COMMIT_STATEMENT,
+    REPEATABLE,
     HistoryRow,
     LedgerEvent,
     LedgerRow,
@@ -49,6 +50,7 @@ from dbledger.ledger import (
     actor,
 )
 from dbledger.pgversions import Server
+from dbledger.placeholders import Placeholder
 
 if TYPE_CHECKING:
     from dbledger.analysis import Catalog
@@ -161,6 +163,8 @@ class Backend(ABC):
         self.on_busy: Callable[[str], None] = lambda holder: None
         self._head: str | None = None  # the newest history hash, known while the lock is held
         self.waits: WaitPolicy = DEFAULT_WAITS  # what migration statements may wait for locks
+        # [tool.dbledger.placeholders], for the statements of every section run here
+        self.placeholders: Mapping[str, Placeholder] = {}
         self.lock_mode = "auto"  # how runs exclude one another: dbledger.config.LOCK_MODES
         self.lease_ttl = DEFAULT_LEASE_TTL  # the lease lock's time to live without a heartbeat
         self.on_note: Callable[[str], None] = lambda text: None  # told what the backend chose, and why
@@ -449,7 +453,7 @@ class Backend(ABC):
         algorithm = raw[10] if len(raw) > 10 else CHECKSUM_ALGORITHM  # format 3 names it
         return LedgerRow(
             name=name,
-            version=Version.of(str(version)),
+            version=Version.of(str(version)) if version != "" else REPEATABLE,
             state=state,
             checksum=checksum,
             applied_at=self._applied_at_text(applied_at),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from dbledger.contracts import Statement
+from dbledger.placeholders import Placeholder
 
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
@@ -30,6 +31,11 @@ class Dialect(ABC):
         """The statements of a section that starts on ``first_line`` of ``path``, in order, each
         with the line its first token is on. Raises MigrationFileError naming the file and line
         when the text cannot even be cut into statements."""
+
+    @abstractmethod
+    def quote(self, placeholder: Placeholder) -> str:
+        """A placeholder's value as SQL: an identifier or a literal, quoted by the database's
+        own rules (dbledger.placeholders)."""
 
     @abstractmethod
     def transaction_control(self, statement: Statement) -> str | None:

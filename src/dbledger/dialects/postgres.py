@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from dbledger.contracts import Statement
 from dbledger.dialects import Dialect, first_word, pgfeatures, statements_at
 from dbledger.errors import MigrationFileError
+from dbledger.placeholders import Placeholder
 
 # Statement kinds (pglast node names) worth parsing for each question, by first keyword: parsing
 # every statement of a 500,000-row data file to find none would be wasted work.
@@ -41,6 +42,16 @@ class PostgresDialect(Dialect):
         every statement still reaches the server. Text the scanner cannot read (an unterminated
         string or dollar quote) is refused, naming its line."""
         return statements_at(sql, _bounds(sql, path, first_line), first_line)
+
+    def quote(self, placeholder: Placeholder) -> str:
+        from psycopg import sql  # only for a folder that uses placeholders
+
+        value = (
+            sql.Identifier(placeholder.value)
+            if placeholder.kind == "identifier"
+            else sql.Literal(placeholder.value)
+        )
+        return value.as_string(None)
 
     def transaction_control(self, statement: Statement) -> str | None:
         if first_word(statement) not in _TRANSACTION_WORDS:

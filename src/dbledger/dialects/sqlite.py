@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from dbledger.contracts import Statement
 from dbledger.dialects import Dialect, statements_at
+from dbledger.placeholders import Placeholder
 
 # One token: a comment or white space (dropped), a string, a quoted name, a word, anything else.
 _LEXEME = r"""(?P<skip>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
@@ -59,6 +60,12 @@ class SqliteDialect(Dialect):
 
     def split(self, sql: str, first_line: int, path: Path) -> list[Statement]:
         return statements_at(sql, _bounds(sql), first_line)
+
+    def quote(self, placeholder: Placeholder) -> str:
+        # SQLite's own rules, the ones the sqlite3 module leaves to the caller: the quote
+        # character doubled inside "..." or '...'.
+        mark = '"' if placeholder.kind == "identifier" else "'"
+        return mark + placeholder.value.replace(mark, mark * 2) + mark
 
     def transaction_control(self, statement: Statement) -> str | None:
         words = _words(statement.sql, 3)

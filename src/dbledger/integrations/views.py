@@ -148,6 +148,11 @@ def ledger_findings(plan: Plan, policy: HealthPolicy = DEFAULT_POLICY) -> tuple[
 
     for row in plan.failed:
         report(row.name, f"migration '{row.name}' failed: its error is in the version endpoint")
+    for row in plan.repeatable_rows.values():
+        if row.state == "failed":
+            report(
+                row.name, f"repeatable migration '{row.name}' failed: its error is in the version endpoint"
+            )
     for row in plan.dirty:
         report(row.name, f"migration '{row.name}' ran outside a transaction and did not finish")
     for _, row in plan.modified:

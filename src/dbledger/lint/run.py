@@ -12,7 +12,7 @@ data load of 50,000 INSERTs costs a fraction of a second instead of ~15 s (docs/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from pglast import parser
@@ -24,6 +24,7 @@ from dbledger.analysis.nodes import Node, kind_of
 from dbledger.config import DEFAULT_WAITS, WaitPolicy
 from dbledger.contracts import Statement
 from dbledger.dialects import Dialect, first_word, for_name
+from dbledger.errors import MigrationFileError
 from dbledger.lint import suppress
 from dbledger.lint.checks import Hit, Where, check
 from dbledger.lint.findings import Finding
@@ -32,6 +33,7 @@ from dbledger.lint.ruleset import RULES
 from dbledger.lint.settings import lock_setting
 from dbledger.lint.state import Limit, OfflineCatalog, RunState, created_by
 from dbledger.migrations import Migration, Section
+from dbledger.placeholders import Placeholder, substitute
 
 
 class _Item(NamedTuple):
@@ -53,19 +55,24 @@ class _Item(NamedTuple):
 
 
 def lint_migrations(
-    migrations: Sequence[Migration], *, catalog: Catalog | None = None, waits: WaitPolicy | None = None
+    migrations: Sequence[Migration],
+    *,
+    catalog: Catalog | None = None,
+    waits: WaitPolicy | None = None,
+    placeholders: Mapping[str, Placeholder] | None = None,
 ) -> list[Finding]:
     """The findings of ``migrations``' up sections, linted in the order given (version order)
     and returned in that order, by position in each file. ``catalog``: the live database's
     (``PostgresCatalog``), for table sizes and for what exists already; None: no database,
     every table the migrations do not create counts as existing. ``waits``: the lock-wait policy
     the migrations will run with (default: dbledger's), which decides ``require-lock-timeout``.
-    Suppressed findings are left out; faulty suppressions are findings."""
+    Suppressed findings are left out; faulty suppressions are findings. ``placeholders``: their
+    values stand in for ``${name}`` (an unknown one is left, and refused by any run)."""
     dialect = for_name("postgresql")
     state = RunState(catalog if catalog is not None else OfflineCatalog())
     overlay = Overlay(state.base)  # the catalog as each statement finds it
     policy = waits or DEFAULT_WAITS
-    items = _items(migrations, dialect)
+    items = _items(migrations, dialect, placeholders or {})
     previous = -1
     in_block = False  # a BEGIN in a transaction:false section opened a transaction block
     with sqltrees.shared():  # the analysis and the rules read one tree of each statement
@@ -134,18 +141,31 @@ def _unread(statement: Statement) -> bool:
     return True
 
 
-def _items(migrations: Sequence[Migration], dialect: Dialect) -> list[_Item]:
-    """Every up statement, in order."""
+def _items(
+    migrations: Sequence[Migration], dialect: Dialect, placeholders: Mapping[str, Placeholder]
+) -> list[_Item]:
+    """Every up statement, in order, with its placeholders' values in place."""
     items: list[_Item] = []
     for order, migration in enumerate(migrations):
         section = migration.up
         if section.empty:
             continue
         text = SectionText(section.sql, section.line)
-        statements = dialect.split(section.sql, section.line, migration.path)
+        statements = dialect.split(section.sql, section.line, migration.file_of(section))
         for statement, offset in zip(statements, text.offsets(statements), strict=True):
-            items.append(_Item(order, migration, text, statement, offset, []))
+            items.append(
+                _Item(order, migration, text, _with_values(statement, placeholders, dialect), offset, [])
+            )
     return items
+
+
+def _with_values(
+    statement: Statement, placeholders: Mapping[str, Placeholder], dialect: Dialect
+) -> Statement:
+    try:
+        return substitute(statement, "", placeholders, dialect.quote)[0]
+    except MigrationFileError:
+        return statement
 
 
 def _parse(item: _Item) -> Node | None:
