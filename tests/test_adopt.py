@@ -408,6 +408,10 @@ def test_a_golang_migrate_history_adopts_every_file_up_to_its_version(
     assert [name for name, _ in ledger(db_url)] == ["000001_create_users", "000002_create_orders"]
     assert "1 pending for 'dbledger up'" in result.stdout
     assert query(db_url, "SELECT version, dirty FROM schema_migrations") == [(2, False)]
+    after = cli(db_url, migrations_dir, "up")
+    assert after.returncode == 0, after.output
+    assert [name for name, _ in ledger(db_url)][-1] == "000003_later"
+    then_up_is_a_no_op_and_a_new_migration_runs(db_url, migrations_dir, "000004_items.up.sql")
 
 
 def test_a_dirty_golang_migrate_history_is_refused(db_url: str, migrations_dir: Path) -> None:
@@ -502,6 +506,11 @@ def test_a_prisma_history_is_adopted_skipping_rolled_back_attempts(db_url: str, 
     result = cli(db_url, migrations_dir, "adopt", "--from", "prisma")
     assert result.returncode == 0, result.output
     assert [name for name, _ in ledger(db_url)] == ["20240101000001_users", "20240101000002_orders"]
+    assert "nothing to do" in cli(db_url, migrations_dir, "up").stdout
+    (migrations_dir / "20240101000003_items").mkdir()
+    write(migrations_dir / "20240101000003_items", "migration.sql", ITEMS)
+    assert cli(db_url, migrations_dir, "up").returncode == 0
+    assert ledger(db_url)[-1] == ("20240101000003_items", "applied")
 
 
 def test_a_prisma_migration_never_finished_is_refused(db_url: str, migrations_dir: Path) -> None:
@@ -534,3 +543,22 @@ def test_no_such_table(sqlite_url: str, migrations_dir: Path) -> None:
     result = cli(sqlite_url, migrations_dir, "adopt", "--from", "diesel")
     assert result.returncode == 1
     assert "there is no table __diesel_schema_migrations in" in result.stderr
+
+
+def test_a_flyway_repeatable_changed_since_stays_pending(sqlite_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "V1__create_users.sql", USERS)
+    write(migrations_dir, "R__users_view.sql", "CREATE VIEW v AS SELECT id FROM users;\n")
+    flyway_history(
+        sqlite_url,
+        [
+            (1, "1", "SQL", "V1__create_users.sql", flyway_crc(USERS), True),
+            (2, None, "SQL", "R__users_view.sql", flyway_crc("CREATE VIEW v AS SELECT 1;\n"), True),
+        ],
+    )
+    query(sqlite_url, USERS)
+    result = cli(sqlite_url, migrations_dir, "adopt", "--from", "flyway")
+    assert result.returncode == 0, result.output
+    assert ledger(sqlite_url) == [("V1__create_users", "applied")]
+    assert "1 pending for 'dbledger up'" in result.stdout
+    assert cli(sqlite_url, migrations_dir, "up").returncode == 0
+    assert ledger(sqlite_url)[-1] == ("R__users_view", "applied")

@@ -351,3 +351,62 @@ def test_a_link_out_of_a_diesel_folder_is_refused(
     assert result.returncode == 2
     assert f"is a symbolic link to {secret}, outside the migrations folder" in result.stderr
     assert "hunter2" not in result.output
+
+
+def test_golang_migrate_files_that_cannot_run_in_a_transaction_run_as_migrate_runs_them(
+    db_url: str, migrations_dir: Path
+) -> None:
+    write(migrations_dir, "000001_t.up.sql", "CREATE TABLE t (id integer);\n")
+    write(migrations_dir, "000002_own_transaction.up.sql", "BEGIN;\nINSERT INTO t VALUES (1);\nCOMMIT;\n")
+    write(migrations_dir, "000003_index.up.sql", concurrently(db_url))
+    result = cli(db_url, migrations_dir, "up")
+    assert result.returncode == 0, result.output
+    assert query(db_url, "SELECT id FROM t") == [(1,)]
+    assert index_exists(db_url)
+
+
+def test_diesel_down_to_0_rolls_back_its_initial_setup_too(sqlite_url: str, migrations_dir: Path) -> None:
+    for stem, up in [
+        ("00000000000000_diesel_initial_setup", "-- setup\n"),
+        ("2024-01-01-000001_t", "CREATE TABLE t (id integer);\n"),
+    ]:
+        (migrations_dir / stem).mkdir()
+        write(migrations_dir / stem, "up.sql", up)
+        write(migrations_dir / stem, "down.sql", "DROP TABLE t;\n" if "_t" in stem else "")
+    assert cli(sqlite_url, migrations_dir, "up").returncode == 0
+    result = cli(sqlite_url, migrations_dir, "down", "--to", "0")
+    assert result.returncode == 0, result.output
+    assert applied(sqlite_url) == []
+
+
+def test_flyway_reads_its_subfolders(sqlite_url: str, migrations_dir: Path) -> None:
+    (migrations_dir / "v1").mkdir()
+    (migrations_dir / "v2" / "deep").mkdir(parents=True)
+    write(migrations_dir / "v1", "V1__a.sql", "CREATE TABLE a (id integer);\n")
+    write(migrations_dir / "v2" / "deep", "V2__b.sql", "CREATE TABLE b (id integer);\n")
+    result = cli(sqlite_url, migrations_dir, "up")
+    assert result.returncode == 0, result.output
+    assert "in flyway's layout (from V1__a.sql)" in result.stderr
+    assert applied(sqlite_url) == ["V1__a", "V2__b"]
+
+
+@pytest.mark.parametrize("layout", ["golang-migrate", "diesel", "dbmate"])
+def test_what_new_writes_is_refused_until_written_up_and_down(
+    layout: str, sqlite_url: str, migrations_dir: Path
+) -> None:
+    env = {"DBLEDGER_LAYOUT": layout}
+    created = run_cli("--dir", str(migrations_dir), "new", "add_t", cwd=migrations_dir.parent, env=env)
+    assert created.returncode == 0, created.output
+    up = cli(sqlite_url, migrations_dir, "up", layout=layout)
+    assert up.returncode == 2
+    assert "the up section is empty" in up.stderr
+    path = Path(created.stdout.split("created ", 1)[1].strip())
+    text = path.read_text().replace(
+        "-- dbledger new: write this migration's SQL here", "CREATE TABLE t (id integer);", 1
+    )
+    path.write_text(text)
+    assert cli(sqlite_url, migrations_dir, "up", layout=layout).returncode == 0
+    down = cli(sqlite_url, migrations_dir, "down", layout=layout)
+    assert down.returncode == 1, down.output  # its down is still the template: no rollback yet
+    assert "has no down section" in down.stderr
+    assert table_exists(sqlite_url, "t")

@@ -381,3 +381,85 @@ def test_the_services_audit_function_is_reapplied_once_and_only_once_when_change
     query(pg_url, "DELETE FROM platform_connections WHERE id = 'pc_1'")
     events = {e for (e,) in query(pg_url, "SELECT event_type FROM audit_logs")}
     assert events == {"platform_connection_created", "platform_connection_removed"}
+
+
+def test_placeholders_inside_e_strings_nested_comments_and_dollar_bodies_stay_text(
+    pg_url: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    where = project(tmp_path, 'v = "x\'); DROP TABLE t; --"\n')
+    write(
+        migrations_dir,
+        "001_t.sql",
+        "CREATE TABLE t (note text);\n"
+        "INSERT INTO t VALUES (E'it\\'s ${v}');\n"
+        "/* outer /* inner ${v} */ still a comment ${v} */\n"
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$ SELECT '${v}' $$;\n"
+        "INSERT INTO t VALUES (${v});\n",
+    )
+    result = in_project(pg_url, where, "up")
+    assert result.returncode == 0, result.output
+    assert query(pg_url, "SELECT note FROM t ORDER BY note") == [("it's ${v}",), ("x'); DROP TABLE t; --",)]
+    assert query(pg_url, "SELECT f()") == [("${v}",)]
+
+
+def test_a_secret_placeholder_is_masked_in_errors(
+    sqlite_url: str, migrations_dir: Path, tmp_path: Path
+) -> None:
+    where = project(tmp_path, 'api_token = "tok-3f9a-77c1-secret"\n')
+    write(migrations_dir, "001_t.sql", "INSERT INTO nowhere VALUES (${api_token});\n")
+    result = in_project(sqlite_url, where, "up", "-v")
+    assert result.returncode == 1
+    assert "tok-3f9a-77c1-secret" not in result.output
+    assert "***" in result.stderr
+    assert not any(
+        "tok-3f9a-77c1-secret" in str(cell)
+        for row in query(sqlite_url, "SELECT * FROM schema_migrations_history")
+        for cell in row
+    )
+
+
+def test_a_dirty_repeatable_migration_blocks_up_until_repaired(pg_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_t.sql", T)
+    (migrations_dir / "repeatable").mkdir()
+    write(
+        migrations_dir / "repeatable",
+        "index.sql",
+        "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+    )
+    assert cli(pg_url, migrations_dir, "up").returncode == 0
+    query(pg_url, "UPDATE schema_migrations SET state = 'dirty' WHERE migration_name = 'repeatable/index'")
+    write(
+        migrations_dir / "repeatable",
+        "index.sql",
+        "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id);\n",
+    )
+    refused = cli(pg_url, migrations_dir, "up")
+    assert refused.returncode == 1
+    assert "migration 'repeatable/index' ran outside a transaction and did not finish" in refused.stderr
+    assert cli(pg_url, migrations_dir, "repair").returncode == 0
+    assert cli(pg_url, migrations_dir, "up").returncode == 0
+
+
+def test_a_hook_marked_transaction_false_is_refused(sqlite_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_t.sql", T)
+    write(migrations_dir, "after-all.sql", "-- migrate:up transaction:false\nVACUUM;\n")
+    result = cli(sqlite_url, migrations_dir, "up")
+    assert result.returncode == 2
+    assert (
+        "a hook runs in a transaction (its migration's, or its own): remove transaction:false"
+        in result.stderr
+    )
+
+
+def test_wait_and_verify_strict_count_a_pending_repeatable(sqlite_url: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "001_t.sql", T)
+    (migrations_dir / "repeatable").mkdir()
+    write(migrations_dir / "repeatable", "views.sql", view("1 AS one"))
+    assert cli(sqlite_url, migrations_dir, "up").returncode == 0
+    write(migrations_dir / "repeatable", "views.sql", view("2 AS two"))
+    strict = cli(sqlite_url, migrations_dir, "verify", "--strict")
+    assert strict.returncode == 1
+    assert "repeatable migration 'repeatable/views' is pending" in strict.stderr
+    waited = cli(sqlite_url, migrations_dir, "wait", "--timeout", "1")
+    assert waited.returncode == 1
+    assert "repeatable/views" in waited.stderr

@@ -269,11 +269,10 @@ def _match(
                 "that migration: restore its file, or point --dir at the folder it belongs to"
             )
             continue
-        if (
-            recorded.checksum is not None
-            and not accept_checksums
-            and not _same(tool, recorded.checksum, migration)
-        ):
+        changed = recorded.checksum is not None and not _same(tool, recorded.checksum, migration)
+        if changed and not migration.version:
+            continue  # a repeatable migration changed since: it is pending, and 'up' runs it again
+        if changed and not accept_checksums:
             problems.append(
                 f"{migration.path} changed since {tool} applied it (its checksum then: {recorded.checksum}): "
                 "restore the file as applied, or pass --accept-checksums to adopt the file as it is now"

@@ -446,15 +446,17 @@ def wait_until_migrated(
         )
     report = progress or no_progress
     settings = _settings(database_url, directory, ledger_table, report, schema=schema)
-    migrations = _read_folder(settings, report).migrations
+    folder = _read_folder(settings, report)
     deadline = time.monotonic() + timeout
     intervals = poll_intervals(start=0.2, cap=2.0)
     told = ""
     while True:
         try:
             with _open(settings, report, connect_timeout=connect_timeout) as backend:
-                found = _inspect(settings, migrations, backend, check_schema=False)
-            waiting = _still_to_come(found.plan)
+                found = _inspect(
+                    settings, folder.migrations, backend, check_schema=False, repeatables=folder.repeatables
+                )
+            waiting = _still_to_come(found)
         except (DatabaseUnavailable, DatabaseError) as exc:  # not up yet, or restarting
             waiting = f"the database: {exc.message.splitlines()[0]}"
         if not waiting:
@@ -468,10 +470,13 @@ def wait_until_migrated(
         time.sleep(min(next(intervals), left))
 
 
-def _still_to_come(plan: Plan) -> str:
-    """What a waiting replica still waits for, in words ("" when every file is applied); raises
-    NotMigrated for what waiting cannot mend."""
+def _still_to_come(found: Status) -> str:
+    """What a waiting replica still waits for, in words ("" when every file is applied, the
+    repeatable ones as they are now included); raises NotMigrated for what waiting cannot mend."""
+    plan = found.plan
+    repeatables = found.repeatable_states()
     stuck = [f"migration '{r.name}' failed" for r in plan.failed]
+    stuck += [f"repeatable migration '{m.name}' failed" for m, _, state in repeatables if state == "failed"]
     stuck += [
         f"migration '{r.name}' is dirty (it may be half applied)" for r in plan.dirty if r not in plan.running
     ]
@@ -479,6 +484,7 @@ def _still_to_come(plan: Plan) -> str:
     if stuck:
         raise NotMigrated("; ".join(stuck) + ": waiting cannot mend this; see 'dbledger status'")
     coming = [m.name for m in plan.pending] + [r.name for r in plan.running]
+    coming += [m.name for m, _, state in repeatables if state == "pending"]
     if not coming:
         return ""
     shown = ", ".join(coming[:3]) + (f" and {len(coming) - 3} more" if len(coming) > 3 else "")
@@ -579,9 +585,22 @@ def verify(
     with _open(settings, report, connect_timeout=connect_timeout) as backend:
         if (absent := backend.absence()) is not None:
             report("note", absent, None)
-        result = _inspect(settings, folder.migrations, backend, check_schema=False, check_history=True)
+        result = _inspect(
+            settings,
+            folder.migrations,
+            backend,
+            check_schema=False,
+            check_history=True,
+            repeatables=folder.repeatables,
+        )
     problems = list(result.problems) + folder.strays
     if strict:
+        problems += [
+            f"repeatable migration '{m.name}' is {state}: its file as it is now has not run; "
+            "run 'dbledger up'"
+            for m, _, state in result.repeatable_states()
+            if state != "applied"
+        ]
         problems += [
             f"migration '{m.name}' is pending: it exists on disk but was never applied; run 'dbledger up'"
             for m in result.plan.pending
@@ -950,7 +969,9 @@ def check(
 
     chosen = checks.chosen_parts(parts)
     settings = _settings(database_url, directory, ledger_table, progress)
-    folder, _ = layouts.read(settings.directory, settings.layout)  # a malformed file: a usage error
+    folder, note = layouts.read(settings.directory, settings.layout)  # a malformed file: a usage error
+    if note is not None:
+        progress("note", note, None)
     scratch = settings.database if shadow_url is None else parse_database_url(shadow_url)
     found = checkrun.read_queries(queries, scratch.dialect) if "queries" in chosen else []
     run = checkrun.Run(folder, chosen, found, scratch.dialect, progress)
@@ -1259,14 +1280,16 @@ def rehearse(
     options = rehearsal.Options(
         as_version(to), rows, tuple((table_rows or {}).items()), schema_only, copy, keep
     )
-    migrations = _read_folder(settings, report).migrations
+    folder = _read_folder(settings, report)
     return rehearsal.run(
         settings,
-        migrations,
+        folder.migrations,
         options,
         lock_timeout=lock_timeout,
         connect_timeout=connect_timeout,
         progress=report,
+        repeatables=folder.repeatables,
+        hooks=folder.hooks,
     )
 
 

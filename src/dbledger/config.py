@@ -582,7 +582,11 @@ def _placeholders(values: Mapping[str, str]) -> dict[str, Placeholder]:
         return {}
     import json  # only for a project that has them
 
-    return {name: Placeholder(**entry) for name, entry in json.loads(values["placeholders"]).items()}
+    found = {name: Placeholder(**entry) for name, entry in json.loads(values["placeholders"]).items()}
+    for name, placeholder in found.items():
+        if placeholders.SECRET.search(name):
+            remember_secret(placeholder.value, everywhere=True)  # masked in every message from now on
+    return found
 
 
 def check_layout(layout: str, source: str) -> str:

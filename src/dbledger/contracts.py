@@ -51,8 +51,9 @@ RowChange = Literal["upsert", "update", "delete", "checksum", "rename", "none"]
 class Version(tuple[int, ...]):
     """A migration's version: its numbers, compared part by part, so ``1.10`` sorts after ``1.9``
     (Flyway's rule) and ``9`` before ``10``. Trailing zero parts are dropped, so ``1.0`` is ``1``.
-    A tuple, so a sort of ten thousand compares in C. Shown as written without leading zeros:
-    ``3``, ``1.1``; in JSON an integer when it has one part (``shown``)."""
+    A tuple, so a sort of ten thousand compares in C. Shown without leading zeros or trailing zero
+    parts (``003`` as ``3``, ``1.1.0`` as ``1.1``); in JSON an integer when it has one part
+    (``shown``)."""
 
     __slots__ = ()
 

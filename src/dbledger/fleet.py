@@ -418,13 +418,16 @@ class Fleet:
         report = self.progress or no_progress
         settings = resolve("sqlite:///:memory:", self.directory)  # the folder only: targets are the databases
         folder = settings.directory
-        warnings = [*settings.warnings, *layouts.read(folder, settings.layout)[0].strays]
+        files, note = layouts.read(folder, settings.layout)
+        warnings = [*settings.warnings, *files.strays]
         targets = self.targets.targets
         report(
             "using",
             f"{len(targets)} target(s) from {self.targets.source}, migrations {folder}, {jobs} at a time",
             None,
         )
+        if note is not None:
+            report("note", note, None)
         for warning in warnings:
             report("warning", warning, None)
         pool = _Pool(

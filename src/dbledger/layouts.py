@@ -86,6 +86,18 @@ def listing(directory: Path) -> list[Entry]:
     return sorted(entries, key=lambda e: e.name)
 
 
+def tree(directory: Path) -> list[Entry]:
+    """The files of ``directory`` and of its subfolders, at any depth, as Flyway scans a location
+    (hidden ones left out), sorted by name; a link to a folder is not followed."""
+    found: list[Entry] = []
+    for entry in listing(directory):
+        if not entry.is_dir:
+            found.append(entry)
+        elif not entry.entry.is_symlink() and entry.name != REPEATABLE_FOLDER:
+            found += tree(Path(entry.path))
+    return sorted(found, key=lambda e: e.name)
+
+
 def kind_of(entry: Entry) -> str | None:
     """The layout whose name ``entry`` has, or None: a file no tool would run (a README)."""
     name = entry.name
@@ -156,6 +168,11 @@ def _hooks(directory: Path, layout: str) -> tuple[Migration, ...]:
             raise MigrationFileError(
                 str(path), "a hook has no down section: remove '-- migrate:down' and what follows"
             )
+        if not up.transaction:
+            raise MigrationFileError(
+                str(path),
+                "a hook runs in a transaction (its migration's, or its own): remove transaction:false",
+            )
         found[event] = Migration(REPEATABLE, event, path, sha256(data), Content(text, up, None))
     return tuple(found[event] for event in HOOK_EVENTS if event in found)
 
@@ -172,6 +189,11 @@ def _versioned(directory: Path, layout: str | None) -> tuple[Folder, str | None]
             return own, None
         entries = listing(directory)
         layout, evidence = detect(entries, directory)
+        if evidence is None and any(e.is_dir for e in entries):  # Flyway's files in subfolders
+            deep = [
+                e.name for e in tree(directory) if _FLYWAY.match(e.name) or _FLYWAY_REPEATABLE.match(e.name)
+            ]
+            layout, evidence = ("flyway", deep[0]) if deep else (layout, None)
         if evidence is None:  # dbledger's own names, or none at all
             if own is None:
                 raise refused or ConfigError(f"cannot read migrations directory {str(directory)!r}")
@@ -188,6 +210,8 @@ def _versioned(directory: Path, layout: str | None) -> tuple[Folder, str | None]
                 f"layout is {layout!r}, but {evidence} in {str(directory)!r} is named for {found}: "
                 f'rename it in {layout}\'s way, or set layout = "{found}"'
             )
+    if layout == "flyway":  # Flyway reads its location's subfolders too
+        entries = tree(directory)
     migrations, strays = _READERS[layout](entries, os.path.realpath(directory))
     return Folder(_unique(migrations), strays, layout), note
 
@@ -199,7 +223,7 @@ def _repeatables(directory: Path, layout: str) -> tuple[Migration, ...]:
     root = os.path.realpath(directory)
     found: list[Migration] = []
     if layout == "flyway":
-        for entry in listing(directory):
+        for entry in tree(directory):
             if entry.is_dir or not _FLYWAY_REPEATABLE.match(entry.name):
                 continue
             path, data = _bytes(entry.entry, root)
@@ -267,12 +291,26 @@ def _bytes(entry: os.DirEntry[str] | str, root: str) -> tuple[Path, bytes]:
         raise MigrationFileError(path, f"cannot read the file: {exc.strerror}") from None
 
 
-def _whole(path: Path, data: bytes, *, transaction: bool = True) -> Section:
-    """A file that is one section, as the other tools run it: no markers read."""
+def _whole(path: Path, data: bytes, *, transaction: bool | None = None) -> Section:
+    """A file that is one section, as the other tools run it: no markers read. ``transaction``
+    None: as golang-migrate and Flyway run a file, in a transaction unless its statements cannot
+    run in one (its own BEGIN/COMMIT, CREATE INDEX CONCURRENTLY); the preflight decides. A file
+    of only comments runs as a no-op, unless it is what 'dbledger new' wrote (NOT_WRITTEN)."""
     text = decode(path, data)
     return Section(
-        sql=text, line=1, transaction=transaction, empty=is_blank(text) and NOT_WRITTEN in text, path=path
+        sql=text,
+        line=1,
+        transaction=transaction is not False,
+        empty=is_blank(text) and NOT_WRITTEN in text,
+        path=path,
+        auto_transaction=transaction is None,
     )
+
+
+def _written(down: Section) -> Section | None:
+    """A down file, or None while it is what 'dbledger new' wrote: no rollback yet (an empty one
+    the user left is a no-op rollback, as the tools run it)."""
+    return None if down.empty else down
 
 
 def _stray(path: str, layout: str, example: str) -> str:
@@ -330,7 +368,7 @@ def _golang(entries: list[Entry], root: str) -> tuple[list[Migration], list[str]
         down = None
         if "down" in files:
             down_path, down_data = _bytes(files["down"][1].entry, root)
-            down = _whole(down_path, down_data)
+            down = _written(_whole(down_path, down_data))
         found.append(_migration(version, stem, path, data, _whole(path, data), down))
     return found, strays
 
@@ -377,8 +415,9 @@ def _flyway(entries: list[Entry], root: str) -> tuple[list[Migration], list[str]
     return found, strays
 
 
-def _flyway_transaction(path: Path, text: str, root: str) -> bool:
-    """False when the file's settings say ``executeInTransaction=false``."""
+def _flyway_transaction(path: Path, text: str, root: str) -> bool | None:
+    """What the file's settings say of ``executeInTransaction``; None when they say nothing (then,
+    as Flyway does, the statements decide)."""
     settings: dict[str, tuple[str, str]] = {}  # key: (value, where)
     conf = Path(f"{path}.conf")
     if conf.exists():
@@ -395,11 +434,15 @@ def _flyway_transaction(path: Path, text: str, root: str) -> bool:
         setting = _FLYWAY_SETTING.match(line.strip())
         if setting is not None:
             settings[setting.group("key")] = (setting.group("value"), f"{path}: line {number}")
-    transaction = True
+    transaction = None
     for key, (value, where) in settings.items():
+        if key == "encoding" and value.replace("-", "").lower() == "utf8":
+            continue  # dbledger reads every file as UTF-8
         if key != "executeInTransaction":
             raise MigrationFileError(
-                where, f"unknown Flyway script setting {key!r} (dbledger reads executeInTransaction)"
+                where,
+                f"unknown Flyway script setting {key!r} (dbledger reads executeInTransaction, and "
+                "encoding=UTF-8)",
             )
         if value.lower() not in ("true", "false"):
             raise MigrationFileError(where, f"executeInTransaction must be true or false, not {value!r}")
@@ -433,7 +476,7 @@ def _diesel(entries: list[Entry], root: str) -> tuple[list[Migration], list[str]
         down = None
         if os.path.exists(os.path.join(entry.path, "down.sql")):
             down_path, down_data = _bytes(os.path.join(entry.path, "down.sql"), root)
-            down = _whole(down_path, down_data, transaction=transaction)
+            down = _written(_whole(down_path, down_data, transaction=transaction))
         up = _whole(up_path, up_data, transaction=transaction)
         found.append(_migration(digits, entry.name, up_path, up_data, up, down))
     return found, strays
@@ -498,18 +541,3 @@ _READERS: dict[str, Reader] = {
     "diesel": _diesel,
     "prisma": _prisma,
 }
-
-
-def down_advice(migration: Migration) -> str:
-    """What to add so that ``migration`` can be rolled back, in its layout's terms."""
-    path = migration.path
-    if path.name.endswith(".up.sql"):
-        return f"add {path.name[: -len('.up.sql')]}.down.sql with SQL that undoes it"
-    if path.name == "up.sql":
-        return f"add down.sql with SQL that undoes it to {path.parent}"
-    if path.name == "migration.sql":
-        return "a Prisma migration has no down: undo it with a new migration"
-    flyway = _FLYWAY.match(path.name)
-    if flyway is not None:
-        return f"add its undo file, U{flyway.group('version')}__{flyway.group('description')}.sql"
-    return "add '-- migrate:down' with SQL that undoes it"

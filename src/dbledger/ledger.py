@@ -27,8 +27,10 @@ from dbledger.errors import ConfigError
 DBLEDGER_VERSION = "0.3.0"
 # The format of dbledger's own tables. 1: dbledger 0.1 (no version table). 2: applied order,
 # running migrations, structured and chained history. 3: each row names its checksum's
-# algorithm and keeps the file as applied.
-LEDGER_VERSION = 3
+# algorithm and keeps the file as applied. 4: a version may be dotted (Flyway's 1.1) or empty (a
+# repeatable migration's row), which a dbledger that reads versions as integers cannot read: the
+# format says so, and such a dbledger refuses the ledger instead of failing on a row.
+LEDGER_VERSION = 4
 # The first format whose history rows are chained by SHA-256.
 CHAINED_FORMAT = 2
 # What ``checksum`` holds: the SHA-256 hex digest of the normalised file.

@@ -59,6 +59,9 @@ class Section:
     empty: bool = False
     # The file ``sql`` comes from when it is not the migration's own (a golang-migrate .down.sql).
     path: Path | None = None
+    # Another tool's file with no transaction setting (golang-migrate, Flyway, Prisma): it runs
+    # outside a transaction when its statements cannot run in one (dbledger.preflight decides).
+    auto_transaction: bool = False
 
 
 class Content(NamedTuple):
@@ -487,3 +490,23 @@ _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFSOCK: "a socket",
 }
+
+
+# Flyway's versioned file, for the advice of a rollback without an undo file (dbledger.layouts
+# reads the layout itself).
+_FLYWAY_FILE = re.compile(r"^[Vv](?P<version>[0-9]+(?:[._][0-9]+)*)__(?P<description>.+)\.sql$")
+
+
+def down_advice(migration: Migration) -> str:
+    """What to add so that ``migration`` can be rolled back, in its layout's terms."""
+    path = migration.path
+    if path.name.endswith(".up.sql"):
+        return f"add {path.name[: -len('.up.sql')]}.down.sql with SQL that undoes it"
+    if path.name == "up.sql":
+        return f"add down.sql with SQL that undoes it to {path.parent}"
+    if path.name == "migration.sql":
+        return "a Prisma migration has no down: undo it with a new migration"
+    flyway = _FLYWAY_FILE.match(path.name)
+    if flyway is not None:
+        return f"add its undo file, U{flyway.group('version')}__{flyway.group('description')}.sql"
+    return "add '-- migrate:down' with SQL that undoes it"

@@ -10,8 +10,9 @@ A placeholder stands where an identifier or a literal would: inside a string, a 
 a comment, ``${...}`` is text and stays as written (concatenate instead: ``'x-' || ${region}``).
 Outside them, ``${name}`` is never SQL, so an unknown one, or any one while none are configured,
 is an error naming the file and the line, before anything runs. The checksum is of the file as
-written; the history records the values each migration ran with (a name holding ``password``,
-``secret``, ``token`` or ``key`` as ``***``).
+written; the history records the values each migration ran with. A name that says it holds a
+secret (``password``, ``pass``, ``pwd``, ``secret``, ``token``, ``key``, ``credential``, ``dsn``,
+``auth``) has its value recorded as ``***`` and masked in every message.
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ from typing import NamedTuple
 from dbledger.contracts import Statement
 from dbledger.errors import MigrationFileError
 
-# Skipped whole: strings, quoted names, comments and dollar-quoted bodies; caught: ${name}.
-_TOKENS = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/"
-    r"|(?P<dollar>\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$).*?(?P=dollar)"
-    r"|\$\{(?P<name>[^}\s]*)\}",
-    re.DOTALL,
-)
-_SECRET = re.compile(r"password|secret|token|key", re.IGNORECASE)
+# ${name}, where the scanner finds it outside quoted text and comments.
+_PLACEHOLDER = re.compile(r"\$\{(?P<name>[^}\s]*)\}")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+# A placeholder whose name says it holds a secret: its value is masked in every message and
+# recorded as *** (dbledger.redaction).
+SECRET = re.compile(r"pass|pwd|secret|token|key|credential|dsn|auth", re.IGNORECASE)
 KINDS = ("identifier", "literal")
 
 
@@ -55,11 +54,8 @@ def substitute(
     used: dict[str, str] = {}
     parts: list[str] = []
     at = 0
-    for found in _TOKENS.finditer(sql):
-        name = found.group("name")
-        if name is None:
-            continue
-        line = statement.line + sql.count("\n", 0, found.start())
+    for start, end, name in placeholders_in(sql):
+        line = statement.line + sql.count("\n", 0, start)
         placeholder = values.get(name)
         if placeholder is None:
             known = ", ".join(sorted(values)) if values else "none are configured"
@@ -69,12 +65,85 @@ def substitute(
                 "[tool.dbledger.placeholders], e.g. "
                 f'{name or "name"} = {{ identifier = "..." }} or {name or "name"} = "a literal"',
             )
-        parts += [sql[at : found.start()], quote(placeholder)]
-        at = found.end()
-        used[name] = "***" if _SECRET.search(name) else quote(placeholder)
+        parts += [sql[at:start], quote(placeholder)]
+        at = end
+        used[name] = "***" if SECRET.search(name) else quote(placeholder)
     if not used:
         return statement, {}
     return statement._replace(sql="".join(parts) + sql[at:]), used
+
+
+def placeholders_in(sql: str) -> list[tuple[int, int, str]]:
+    """Each ``${name}`` of ``sql`` outside quoted text and comments, as PostgreSQL's lexer skips
+    them: '...' strings ('' inside), E'...' strings (backslash escapes too), "..." names, --
+    comments, nested /* */ comments and $tag$...$tag$ bodies. (start, end, name) each."""
+    found: list[tuple[int, int, str]] = []
+    i, size = 0, len(sql)
+    while i < size:
+        char = sql[i]
+        if char == "'":
+            escapes = (
+                i > 0 and sql[i - 1] in "Ee" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            )
+            i = _string_end(sql, i + 1, escapes)
+        elif char == '"':
+            i = _quoted_end(sql, i + 1, '"')
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = size if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            i = _comment_end(sql, i + 2)
+        elif char == "$":
+            placeholder = _PLACEHOLDER.match(sql, i)
+            tag = None if placeholder else _DOLLAR_TAG.match(sql, i)
+            if placeholder is not None:
+                found.append((i, placeholder.end(), placeholder.group("name")))
+                i = placeholder.end()
+            elif tag is not None and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+                close = sql.find(tag.group(0), tag.end())
+                i = size if close < 0 else close + len(tag.group(0))
+            else:
+                i += 1
+        else:
+            i += 1
+    return found
+
+
+def _string_end(sql: str, i: int, escapes: bool) -> int:
+    while i < len(sql):
+        if escapes and sql[i] == "\\":
+            i += 2
+        elif sql[i] == "'":
+            if sql.startswith("''", i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return i
+
+
+def _quoted_end(sql: str, i: int, mark: str) -> int:
+    while i < len(sql):
+        if sql[i] == mark:
+            if sql.startswith(mark * 2, i):
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return i
+
+
+def _comment_end(sql: str, i: int) -> int:
+    depth = 1
+    while i < len(sql) and depth:
+        if sql.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif sql.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+        else:
+            i += 1
+    return i
 
 
 def recorded(used: Mapping[str, str]) -> str:

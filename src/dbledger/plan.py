@@ -191,9 +191,11 @@ def make_plan(
 ) -> Plan:
     """Classify every file and every ledger row. ``rows`` come in applied order; ``running`` holds
     the lock holders of this moment, so a dirty row whose runner is among them is running."""
-    repeatable = {row.name: row for row in rows if not row.version}
+    # A repeatable migration's row stays with the others while dirty: a transaction:false one that
+    # did not finish may have left partial work, and must be cleaned up and repaired first.
+    repeatable = {row.name: row for row in rows if not row.version and row.state != "dirty"}
     if repeatable:
-        rows = [row for row in rows if row.version]
+        rows = [row for row in rows if row.name not in repeatable]
     by_name = {row.name: row for row in rows}
     plan = Plan(migrations=migrations, rows=by_name, repeatable_rows=repeatable)
     files = {m.name: m for m in migrations}

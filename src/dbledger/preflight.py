@@ -14,16 +14,15 @@ Pure: no I/O. What the database holds comes in as arguments (``Ledger``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from dbledger.contracts import ZERO, LedgerRow, LedgerSnapshot, Statement, Version
 from dbledger.dialects import Dialect
 from dbledger.edits import Edit
 from dbledger.errors import ConfigError, ExistingSchema, LedgerStateError, MigrationFileError, UsageError
-from dbledger.layouts import down_advice
 from dbledger.ledger import LedgerNames
-from dbledger.migrations import Migration, Section
+from dbledger.migrations import Migration, Section, down_advice
 from dbledger.pgversions import NEWEST, SINCE, Server, major
 from dbledger.placeholders import Placeholder, substitute
 from dbledger.plan import Allowances, Plan, check_target, make_plan
@@ -204,6 +203,8 @@ def select(plan: Plan, *, steps: int | None, target: Version | None) -> list[Led
             f"no applied migration has version {target}: --to must be 0 or an applied version "
             f"(the newest applied: {known})"
         )
+    if target == ZERO:  # everything, a version 0 too (Diesel's initial setup has one)
+        return applied
     return [row for row in applied if row.version > target]
 
 
@@ -263,6 +264,12 @@ def _step(
     statements, used = _substituted(
         dialect.split(section.sql, section.line, path), str(path), dialect, ledger
     )
+    if section.auto_transaction and any(
+        dialect.transaction_control(s) or dialect.outside_transaction_only(s) for s in statements
+    ):
+        # As golang-migrate and Flyway run such a file: statement by statement, its own BEGIN
+        # and COMMIT making its transaction (dbledger.layouts).
+        section = replace(section, transaction=False)
     # A server of the newest supported version has every feature the dialect knows of.
     older = server is not None and major(server.version) < NEWEST
     for statement in statements:
@@ -274,7 +281,7 @@ def _step(
             and (why := server.lacks(*feature))
         ):
             raise MigrationFileError(
-                str(migration.path),
+                str(migration.file_of(section)),
                 f"line {statement.line}: {why}: upgrade the server, or write the statement without it",
             )
     return Step(migration, direction, section, statements, used)
@@ -304,7 +311,7 @@ def _check_transaction_timeout(migration: Migration, section: Section, ledger: L
         return
     if own is not None:
         raise MigrationFileError(
-            str(migration.path),
+            str(migration.file_of(section)),
             f"line {section.line - 1}: {why}: remove transaction_timeout from the marker, or bound "
             "the statements with statement_timeout instead",
         )
@@ -326,26 +333,26 @@ def _check(
     marker = f"'-- migrate:{direction} transaction:false'"
     if section.transaction and (word := dialect.transaction_control(statement)):
         raise MigrationFileError(
-            str(migration.path),
+            str(migration.file_of(section)),
             f"line {statement.line}: {word} would end the transaction dbledger runs this migration in "
             f"(one per migration, with its ledger row): remove it, or mark the section {marker} "
             "to run each statement on its own",
         )
     if section.transaction and (command := dialect.outside_transaction_only(statement)):
         raise MigrationFileError(
-            str(migration.path),
+            str(migration.file_of(section)),
             f"line {statement.line}: {command} cannot run inside a transaction, and this section runs "
             f"in one: mark it {marker} (and keep it to statements that must run on their own)",
         )
     if command := dialect.releases_lock(statement):
         raise MigrationFileError(
-            str(migration.path),
+            str(migration.file_of(section)),
             f"line {statement.line}: {command} releases the migration lock dbledger holds while it "
             "runs, so a replica waiting for it would start migrating too: remove it",
         )
     if ledger is not None and (table := _own_table(statement, dialect, ledger)):
         raise MigrationFileError(
-            str(migration.path),
+            str(migration.file_of(section)),
             f"line {statement.line}: the statement names {table}, one of dbledger's own tables "
             f"({', '.join(ledger.names.tables)}): a migration must not touch the ledger. If the "
             "table belongs to the application (or to the tool used before), give dbledger's ledger "

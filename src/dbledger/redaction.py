@@ -55,11 +55,18 @@ _MAPPING_VALUE = re.compile(
 # they appear in a URL or key/value string.
 _MIN_REMEMBERED = 8
 _remembered: set[str] = set()
+# Masked in every text, not only connection errors, as whole tokens: the values of secret
+# placeholders (dbledger.placeholders). Shorter ones could only be guessed at, not masked.
+_MIN_EVERYWHERE = 4
+_everywhere: set[str] = set()
 _TOKEN_EDGE = "A-Za-z0-9_"  # noqa: S105 -- a character class, not a password
 
 
-def remember_secret(secret: str | None) -> None:
-    """Mask ``secret`` wherever it appears in later connection errors."""
+def remember_secret(secret: str | None, *, everywhere: bool = False) -> None:
+    """Mask ``secret`` wherever it appears in later connection errors; with ``everywhere``, in
+    every later redacted text (a secret placeholder's value, which migration statements carry)."""
+    if secret and everywhere and len(secret) >= _MIN_EVERYWHERE:
+        _everywhere.add(secret)
     if secret and len(secret) >= _MIN_REMEMBERED:
         _remembered.add(secret)
 
@@ -84,7 +91,8 @@ def _password_file_secrets() -> set[str]:
 
 def _known_secrets() -> list[str]:
     secrets = set(_remembered) | {os.environ.get("PGPASSWORD", "")} | _password_file_secrets()
-    return sorted((s for s in secrets if len(s) >= _MIN_REMEMBERED), key=len, reverse=True)
+    long_enough = {s for s in secrets if len(s) >= _MIN_REMEMBERED} | _everywhere
+    return sorted(long_enough, key=len, reverse=True)
 
 
 def redact(text: str, *, secrets: bool = False) -> str:
@@ -95,7 +103,8 @@ def redact(text: str, *, secrets: bool = False) -> str:
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{MASK}", text)
     text = _MAPPING_VALUE.sub(lambda m: f"{m.group('key')}{m.group('open')}{MASK}{m.group('open')}", text)
     text = _SQL_PASSWORD.sub(lambda m: f"{m.group('key')}'{MASK}'", text)
-    for secret in _known_secrets() if secrets else ():
+    known = _known_secrets() if secrets else sorted(_everywhere, key=len, reverse=True)
+    for secret in known:
         if secret in text:
             pattern = f"(?<![{_TOKEN_EDGE}]){re.escape(secret)}(?![{_TOKEN_EDGE}])"
             text = re.sub(pattern, MASK, text)

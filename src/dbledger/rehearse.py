@@ -155,6 +155,8 @@ def run(
     lock_timeout: float,
     connect_timeout: float | None,
     progress: Progress,
+    repeatables: tuple[Migration, ...] = (),
+    hooks: tuple[Migration, ...] = (),
 ) -> Rehearsal:
     """Rehearse the pending migrations of ``settings.database`` (see the module docstring).
     Raises RehearsalFailed when one fails on the copy, UsageError on SQLite."""
@@ -165,8 +167,10 @@ def run(
             "migration holds the whole file's write lock, so copy the file and time 'dbledger up' "
             "on the copy (cp app.db rehearsal.db; dbledger up --database-url sqlite:///rehearsal.db)"
         )
-    up_options = engine.UpOptions(target=options.to)
+    # As 'up' runs them: the folder's repeatable migrations and hooks, the project's placeholders.
+    up_options = engine.UpOptions(target=options.to, repeatables=repeatables, hook_files=hooks)
     with open_backend(live, settings.ledger, connect_timeout=connect_timeout) as backend:
+        backend.placeholders = settings.placeholders
         pending = engine.prepare_up(backend, migrations, up_options, backend.read_ledger())
         own = [(str(backend.ledger_schema), table) for table in settings.ledger.tables]
     directory = str(settings.directory)
@@ -257,6 +261,7 @@ def _on_copy(
         lease_ttl=settings.lease_ttl,
         on_note=lambda text: progress("note", text, None),
     ) as backend:
+        backend.placeholders = settings.placeholders
         work = engine.prepare_up(backend, migrations, up_options, backend.read_ledger())
         plans = planned(work, backend.annotator(calibrate=True))
         schema, default_schema = str(backend.ledger_schema), backend.default_schema

@@ -108,25 +108,25 @@ def _files(layout: str, written: list[str], slug: str) -> list[tuple[str, str]]:
     todo = f"{NOT_WRITTEN}\n"
     if layout == "golang-migrate":
         stem = f"{next_version(written, 6)}_{slug}"  # as 'migrate create -seq' numbers them
-        return [(f"{stem}.up.sql", todo), (f"{stem}.down.sql", "")]
+        return [(f"{stem}.up.sql", todo), (f"{stem}.down.sql", todo)]
     if layout == "flyway":
         newest = max((Version.of(v) for v in written), default=Version((0,)))
         return [(f"V{newest[0] + 1}__{slug}.sql", todo)]
     if layout == "diesel":
         stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S")
-        return [(f"{stamp}_{slug}/up.sql", todo), (f"{stamp}_{slug}/down.sql", "")]
+        return [(f"{stamp}_{slug}/up.sql", todo), (f"{stamp}_{slug}/down.sql", todo)]
     if layout == "prisma":
         return [(f"{max(_now(), max((int(v) for v in written), default=0) + 1)}_{slug}/migration.sql", todo)]
     if layout == "dbmate":  # numbered by UTC time, as 'dbmate new' numbers them
         version = next_version(written) if written else str(_now())
-        return [(f"{version}_{slug}.sql", TEMPLATE.replace("up\n", f"up\n{NOT_WRITTEN}\n", 1))]
+        return [(f"{version}_{slug}.sql", TEMPLATE.replace("\n\n", f"\n{NOT_WRITTEN}\n"))]
     return [(f"{next_version(written)}_{slug}.sql", TEMPLATE)]
 
 
 PYPROJECT_SECTION = """\
 [tool.dbledger]
 # Where the migration files are, relative to this file.
-dir = "{dir}"
+dir = {dir}
 {layout}# The database: DATABASE_URL in the environment (never a password in this file), e.g.
 # DATABASE_URL=postgresql://app@localhost/app dbledger up
 """
@@ -140,7 +140,9 @@ def init_project(here: Path, directory: str, layout: str | None) -> list[Path]:
     if re.search(r"^\s*\[tool\.dbledger(\.|\])", existing, re.MULTILINE):
         raise UsageError(f"{pyproject} has a [tool.dbledger] section already: edit it there")
     chosen = "" if layout in (None, "dbledger") else f'layout = "{layout}"\n'
-    section = PYPROJECT_SECTION.format(dir=directory, layout=chosen)
+    import json  # a TOML basic string is written as JSON writes one: quotes and backslashes escaped
+
+    section = PYPROJECT_SECTION.format(dir=json.dumps(directory), layout=chosen)
     folder = here / directory
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -510,8 +510,10 @@ class Backend(ABC):
         upgrade it in place, losing nothing, and record the upgrade in the history."""
         if snapshot.version == 1:
             self._upgrade_from_v1(snapshot)
-        for statement in self.sql.upgrade_to_v3:
-            self._run(statement)
+        if snapshot.version < 3:
+            for statement in self.sql.upgrade_to_v3:
+                self._run(statement)
+        # 3 -> 4 changes no column: only what a version may hold (dbledger.ledger).
         self._run(self.sql.set_format)
         self.write(
             LedgerEvent(

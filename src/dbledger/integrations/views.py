@@ -114,6 +114,11 @@ class Readiness:
 def readiness(state: Status, policy: HealthPolicy = DEFAULT_POLICY) -> Readiness:
     """Sort everything ``state`` shows into reasons (unready) and warnings (ready)."""
     reasons, warnings = ledger_findings(state.plan, policy)
+    reasons += [
+        f"repeatable migration '{m.name}' is pending: the database has not run this service's file of it"
+        for m, _, shown in state.repeatable_states()
+        if shown == "pending"
+    ]
     found = Readiness(reasons, warnings, [row.name for row in state.plan.running])
     _drift_findings(state.schema, policy, found)
     return found
