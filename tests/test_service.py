@@ -52,6 +52,9 @@ NAMES = [
     "003_clerk_complete_migration",
     "004_fix_audit_trigger_for_deletes",
 ]
+# The audit trigger's function, a repeatable migration: run after the numbered ones.
+REPEATABLE = "repeatable/log_platform_connection_changes"
+LEDGER_NAMES = [*NAMES, REPEATABLE]
 
 # The report's queries, as written there (trailing whitespace aside).
 SEED_TEST_1 = """
@@ -207,7 +210,7 @@ def test_seed_verification_tests_1_to_4(pg_url: str, start_service: StartService
 
     # Test 4: the migration ledger.
     ledger = query(pg_url, SEED_TEST_4)
-    assert [(name, success) for name, _, success in ledger] == [(name, True) for name in NAMES]
+    assert [(name, success) for name, _, success in ledger] == [(name, True) for name in LEDGER_NAMES]
     assert all(isinstance(applied_at, datetime) for _, applied_at, _ in ledger)
 
 
@@ -246,7 +249,7 @@ def test_the_incident_fails_at_2_and_3_and_is_fixed_by_4(pg_url: str) -> None:
     assert query(pg_url, "SELECT count(*) FROM platform_connections") == [(1,)]
 
     # 004: the trigger fixed, the DELETE succeeds and is audited.
-    assert [a.name for a in dbledger.migrate(pg_url, MIGRATIONS).applied] == [NAMES[3]]
+    assert [a.name for a in dbledger.migrate(pg_url, MIGRATIONS).applied] == [NAMES[3], REPEATABLE]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute(SEED_TEST_2_DELETE).rowcount == 1
     assert [row for row in query(pg_url, SEED_TEST_3) if row[0] == "platform_connection_deleted"] == [
@@ -316,6 +319,7 @@ def test_a_database_built_by_hand_is_refused_until_baselined(
         (NAMES[1], "baseline", True),
         (NAMES[2], "applied", True),
         (NAMES[3], "applied", True),
+        (REPEATABLE, "applied", True),
     ]
     with api(service) as client:
         old = client.get(f"/api/connections/{old_connection}")
@@ -381,13 +385,13 @@ def test_eight_replicas_starting_together_apply_each_migration_once(
         replica.wait_healthy()
 
     assert query(pg_url, "SELECT migration_name, success FROM schema_migrations ORDER BY id") == [
-        (name, True) for name in NAMES
+        (name, True) for name in LEDGER_NAMES
     ]
     assert query(
         pg_url,
         "SELECT action, migration_name, count(*) FROM schema_migrations_history GROUP BY 1, 2 ORDER BY 2",
-    ) == [("apply", name, 1) for name in NAMES] + [("create", None, 1)]
-    assert sum(replica.log.count("applied migration ") for replica in replicas) == len(NAMES)
+    ) == [("apply", name, 1) for name in LEDGER_NAMES] + [("create", None, 1)]
+    assert sum(replica.log.count("applied migration ") for replica in replicas) == len(LEDGER_NAMES)
 
 
 @pytest.mark.slow
@@ -397,8 +401,8 @@ def test_a_restart_applies_nothing_and_records_nothing(pg_url: str, start_servic
     first.stop()
     ledger = query(pg_url, "SELECT * FROM schema_migrations ORDER BY id")
     history = query(pg_url, "SELECT * FROM schema_migrations_history ORDER BY id")
-    assert len(ledger) == len(NAMES)
-    assert len(history) == len(NAMES) + 1  # and the ledger's own 'create' row
+    assert len(ledger) == len(LEDGER_NAMES)
+    assert len(history) == len(LEDGER_NAMES) + 1  # and the ledger's own 'create' row
 
     second = start_service(pg_url)
     second.wait_healthy()
@@ -722,7 +726,7 @@ def test_the_service_keeps_its_ledger_where_it_is_told(pg_url: str, start_servic
     service.wait_healthy()
 
     placed = query(pg_url, "SELECT migration_name FROM ops.deploys ORDER BY applied_order")
-    assert placed == [(name,) for name in NAMES]
+    assert placed == [(name,) for name in LEDGER_NAMES]
     assert not query(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'schema_migrations'")
     version = httpx.get(f"{service.url}/api/db/version", headers=BEARER, timeout=10).json()
     assert [m["name"] for m in version["applied"]] == NAMES

@@ -50,7 +50,7 @@ def new_migration(folder: Path, layout: str | None, slug: str) -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot create a migration in {str(folder)!r}: {exc.strerror}") from None
     chosen, versions, names = _layout_and_versions(folder, layout)
-    if clash := [name for name in names if name.endswith((f"_{slug}", f"__{slug}"))]:
+    if clash := [name for name in names if name.removesuffix(".sql").endswith((f"_{slug}", f"__{slug}"))]:
         raise UsageError(
             f"a migration named {slug!r} already exists ({clash[0]}): choose a name that says what "
             "this change does"
@@ -75,7 +75,7 @@ def _layout_and_versions(folder: Path, layout: str | None) -> tuple[str, list[st
     if layout in (None, "dbledger", "dbmate"):
         own = [m for e in listing(folder) if (m := FILE_NAME.match(e.name))]
         if own or layout is not None:
-            return layout or "dbledger", [m.group("version") for m in own], [m.string[:-4] for m in own]
+            return layout or "dbledger", [m.group("version") for m in own], [m.string for m in own]
     read_as, _ = read(folder, layout)
     written = [_written_version(m.name, read_as.layout) for m in read_as.migrations]
     return read_as.layout, written, [m.name for m in read_as.migrations]
