@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import dbledger
+from dbledger.ledger import LEDGER_VERSION
 from tests.helpers import Result, query, run_cli, write
 
 # The seed's audit trigger, reduced: which user a change is recorded for.
@@ -265,8 +266,8 @@ def test_a_format_2_ledger_reads_and_upgrades_to_keep_copies(db_url: str, migrat
 
     up = cli(db_url, migrations_dir, "up")
     assert up.returncode == 0, up.output
-    assert "ledger format 2 -> 3" in up.stderr
-    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(3,)]
+    assert f"ledger format 2 -> {LEDGER_VERSION}" in up.stderr
+    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(LEDGER_VERSION,)]
     assert query(
         db_url, "SELECT migration_name, checksum_algorithm, source IS NULL FROM schema_migrations ORDER BY id"
     ) == [("001_items", "sha256", True), ("002_more", "sha256", False)]
@@ -349,7 +350,7 @@ def test_an_edited_file_on_a_format_2_ledger_is_reported_until_the_upgrade(
     assert up.returncode == 1
     assert "dbledger repair --accept 001_items" in up.stderr
     assert cli(db_url, migrations_dir, "repair", "--accept", "001_items").returncode == 0
-    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(3,)]
+    assert query(db_url, "SELECT version FROM schema_migrations_version") == [(LEDGER_VERSION,)]
 
 
 def test_one_edited_statement_of_a_long_file_is_the_only_one_in_the_diff(
