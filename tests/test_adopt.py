@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import zlib
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Result, query, run_cli, table_exists, write
+from tests.peer_tools import alembic_history, flyway_crc, sqlalchemy_url, tool
 
 LEDGER = "dbledger_migrations"
 USERS = "CREATE TABLE users (id integer PRIMARY KEY);\n"
@@ -162,17 +161,6 @@ def test_a_history_dbmate_wrote_is_adopted(db_url: str, migrations_dir: Path) ->
 # -- yoyo and alembic, the real tools -----------------------------------------------------------
 
 
-def tool(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    if not found.exists():
-        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
-    return str(found)
-
-
-def sqlalchemy_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
 def test_a_history_yoyo_wrote_is_adopted(db_url: str, migrations_dir: Path) -> None:
     write(migrations_dir, "0001_create_users.sql", USERS)
     write(migrations_dir, "0002_create_orders.sql", ORDERS)
@@ -198,45 +186,14 @@ def test_a_history_yoyo_wrote_is_adopted(db_url: str, migrations_dir: Path) -> N
     then_up_is_a_no_op_and_a_new_migration_runs(db_url, migrations_dir, "0003_items.sql")
 
 
-ALEMBIC_REVISION = '''"""{message}"""
-from alembic import op
-
-revision = "{revision}"
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.execute("""{sql}""")
-
-
-def downgrade():
-    pass
-'''
-
-
 def test_a_history_alembic_wrote_is_adopted_once_its_head_is_mapped(
     db_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "alembic_project"
-    project.mkdir()
-    init = subprocess.run(
-        [tool("alembic"), "init", "env"], cwd=project, capture_output=True, text=True, check=False
+    alembic_history(
+        tmp_path / "alembic_project",
+        db_url,
+        [("a1b2c3", None, "users", USERS), ("d4e5f6", "a1b2c3", "orders", ORDERS)],
     )
-    assert init.returncode == 0, init.stdout + init.stderr
-    ini = project / "alembic.ini"
-    ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", sqlalchemy_url(db_url)))
-    for revision, down, message, sql in [
-        ("a1b2c3", None, "users", USERS),
-        ("d4e5f6", "a1b2c3", "orders", ORDERS),
-    ]:
-        text = ALEMBIC_REVISION.format(message=message, revision=revision, down=down, sql=sql.strip())
-        (project / "env" / "versions" / f"{revision}_{message}.py").write_text(text)
-    upgrade = subprocess.run(
-        [tool("alembic"), "upgrade", "head"], cwd=project, capture_output=True, text=True, check=False
-    )
-    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     # The same history as SQL files, as a team writes them when it moves to dbledger.
     write(migrations_dir, "001_create_users.sql", USERS)
     write(migrations_dir, "002_create_orders.sql", ORDERS)
@@ -262,13 +219,6 @@ def test_a_history_alembic_wrote_is_adopted_once_its_head_is_mapped(
 
 
 # -- Flyway, golang-migrate, Diesel and Prisma: their documented tables --------------------------
-
-
-def flyway_crc(text: str) -> int:
-    """Flyway's checksum, computed another way than dbledger does: CRC32 of the lines joined
-    without their breaks, as a signed 32-bit number."""
-    crc = zlib.crc32("".join(text.splitlines()).encode())
-    return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 def flyway_history(url: str, rows: list[tuple[int, str | None, str, str, int | None, bool]]) -> None:

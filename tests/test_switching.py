@@ -12,13 +12,13 @@ import re
 import sqlite3
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import write
+from tests.peer_tools import alembic_history, flyway_crc, run_tool, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "switching"
@@ -49,23 +49,6 @@ def query(db: Path, statement: str) -> list[tuple[object, ...]]:
         return conn.execute(statement).fetchall()
 
 
-def tool(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    if not found.exists():
-        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
-    return str(found)
-
-
-def run(argv: list[str], cwd: Path) -> None:
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def crc(text: str) -> int:
-    value = zlib.crc32("".join(text.splitlines()).encode())
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
 # -- the projects each tool left ----------------------------------------------------------------
 
 
@@ -90,7 +73,7 @@ def flyway(here: Path) -> None:
         sql(
             db,
             "INSERT INTO flyway_schema_history VALUES (?, ?, ?, 'SQL', ?, ?, 'app', '2024-01-01', 3, 1)",
-            params=(rank, version, name, name, crc(text)),
+            params=(rank, version, name, name, flyway_crc(text)),
         )
 
 
@@ -124,7 +107,7 @@ def dbmate(here: Path) -> None:
         f"-- migrate:up\n{USERS}-- migrate:down\nDROP TABLE users;\n",
     )
     write(folder, "20240101000002_add_email.sql", f"-- migrate:up\n{EMAIL}-- migrate:down\n")
-    run([str(binary), "--url", f"sqlite:{here / 'app.db'}", "--no-dump-schema", "up"], here)
+    run_tool([str(binary), "--url", f"sqlite:{here / 'app.db'}", "--no-dump-schema", "up"], here)
 
 
 def diesel(here: Path) -> None:
@@ -168,37 +151,12 @@ def prisma(here: Path) -> None:
     write(folder, "migration_lock.toml", 'provider = "sqlite"\n')
 
 
-ALEMBIC_REVISION = '''from alembic import op
-
-revision = "{revision}"
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.execute("""{sql}""")
-
-
-def downgrade():
-    pass
-'''
-
-
 def alembic(here: Path) -> None:
-    run([tool("alembic"), "init", "alembic"], here)
-    ini = here / "alembic.ini"
-    ini.write_text(
-        ini.read_text().replace("driver://user:pass@localhost/dbname", f"sqlite:///{here / 'app.db'}")
+    alembic_history(
+        here,
+        f"sqlite:///{here / 'app.db'}",
+        [("a1b2c3", None, "users", USERS), ("d4e5f6", "a1b2c3", "orders", ORDERS)],
     )
-    for revision, down, name, text in [
-        ("a1b2c3", None, "users", USERS),
-        ("d4e5f6", "a1b2c3", "orders", ORDERS),
-    ]:
-        (here / "alembic" / "versions" / f"{revision}_{name}.py").write_text(
-            ALEMBIC_REVISION.format(revision=revision, down=down, sql=text.strip())
-        )
-    run([tool("alembic"), "upgrade", "head"], here)
     (here / "migrations").mkdir()
     write(here / "migrations", "001_create_users.sql", USERS)
     write(here / "migrations", "002_create_orders.sql", ORDERS)
@@ -209,7 +167,7 @@ def yoyo(here: Path) -> None:
     folder.mkdir()
     write(folder, "0001_create_users.sql", USERS)
     write(folder, "0002_add_email.sql", EMAIL)
-    run(
+    run_tool(
         [
             tool("yoyo"),
             "apply",

@@ -97,15 +97,9 @@ def as_version(value: VersionLike | None) -> Version | None:
     if value is None or isinstance(value, Version):
         return value
     try:
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError(f"not a version: {value}")
-            return Version((value,))
-        return Version.of(value)
-    except ValueError:
-        raise UsageError(
-            f"{value!r} is not a version: give the digits of a migration's version (3, 20240101120000, 1.1)"
-        ) from None
+        return Version.of(str(value))  # an int as its digits; -1 is refused as text would be
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _required(version: Version | None) -> Version:
@@ -311,7 +305,7 @@ def _open(
     """The database, connected; ``progress("busy", ...)`` says what it waits for, while it does."""
     if connect_timeout is not None:
         check_connect_timeout(connect_timeout)
-    backend = open_backend(
+    return open_backend(
         settings.database,
         settings.ledger,
         lock_timeout=lock_timeout,
@@ -322,9 +316,8 @@ def _open(
         waits=settings.waits,
         lock_mode=settings.lock_mode,
         lease_ttl=settings.lease_ttl,
+        placeholders=settings.placeholders,
     )
-    backend.placeholders = settings.placeholders
-    return backend
 
 
 def migrate(

@@ -150,10 +150,8 @@ def _version(text: str) -> Version:
     """A VERSION argument: digits, or Flyway's dotted parts (1.1)."""
     try:
         return Version.of(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a version: give the digits of a migration's version (3, 20240101120000, 1.1)"
-        ) from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # The duration options of a run's lock waits: option, WaitPolicy field, its name in errors, help.

@@ -65,7 +65,10 @@ class Version(tuple[int, ...]):
             return cls((int(text),))
         parts_text = text.replace("_", ".").split(".")
         if not all(part.isascii() and part.isdigit() for part in parts_text):
-            raise ValueError(f"not a version: {text!r} (digits, in parts split by '.' or '_')")
+            raise ValueError(
+                f"{text!r} is not a version: give the digits of a migration's version (3, "
+                "20240101120000, 1.1)"
+            )
         parts = [int(part) for part in parts_text]
         while len(parts) > 1 and parts[-1] == 0:
             parts.pop()

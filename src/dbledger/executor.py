@@ -388,12 +388,8 @@ class Executor:
                 ) from None
         if call is not None:
             call(HookCall(event, name, lambda sql: self.backend.execute(Statement(sql, 0))))
-        where = (
-            ", ".join(
-                [f"{found.migration.path.name} sha256:{found.migration.checksum[:12]}"] if found else []
-            )
-            or "the application's hook"
-        )
+        file = None if found is None else found.migration
+        where = f"{file.path.name} sha256:{file.checksum[:12]}" if file else "the application's hook"
         self._write(
             LedgerEvent(
                 "hook", name, "none", execution_time_ms=_elapsed_ms(started), detail=f"{event}: {where}"

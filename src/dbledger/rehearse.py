@@ -169,8 +169,9 @@ def run(
         )
     # As 'up' runs them: the folder's repeatable migrations and hooks, the project's placeholders.
     up_options = engine.UpOptions(target=options.to, repeatables=repeatables, hook_files=hooks)
-    with open_backend(live, settings.ledger, connect_timeout=connect_timeout) as backend:
-        backend.placeholders = settings.placeholders
+    with open_backend(
+        live, settings.ledger, connect_timeout=connect_timeout, placeholders=settings.placeholders
+    ) as backend:
         pending = engine.prepare_up(backend, migrations, up_options, backend.read_ledger())
         own = [(str(backend.ledger_schema), table) for table in settings.ledger.tables]
     directory = str(settings.directory)
@@ -260,8 +261,8 @@ def _on_copy(
         lock_mode=settings.lock_mode,
         lease_ttl=settings.lease_ttl,
         on_note=lambda text: progress("note", text, None),
+        placeholders=settings.placeholders,
     ) as backend:
-        backend.placeholders = settings.placeholders
         work = engine.prepare_up(backend, migrations, up_options, backend.read_ledger())
         plans = planned(work, backend.annotator(calibrate=True))
         schema, default_schema = str(backend.ledger_schema), backend.default_schema
