@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Result, query, run_cli, table_exists, write
-from tests.peer_tools import alembic_history, flyway_crc, sqlalchemy_url, tool
+from tests.other_tools import alembic_history, flyway_crc, sqlalchemy_url, tool
 
 LEDGER = "dbledger_migrations"
 USERS = "CREATE TABLE users (id integer PRIMARY KEY);\n"

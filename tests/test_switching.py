@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write
-from tests.peer_tools import alembic_history, flyway_crc, run_tool, tool
+from tests.other_tools import alembic_history, flyway_crc, run_tool, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "switching"
